@@ -1,0 +1,46 @@
+"""The ``streams`` command: the only place where concrete adapters are wired together.
+
+Each subcommand lives in its own module with ``add(subparsers)``; errors of ours become one readable line on
+stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from streams.errors import StreamsError
+
+# Subcommand modules, in help order. Each defines add(subparsers) and sets `func` on its parser.
+COMMANDS = [
+    "streams.cli.broker",
+    "streams.cli.topics",
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"streams: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="streams", description="A Kafka-native workflow engine.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(name).add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rc = args.func(args)
+    except StreamsError as exc:
+        print(f"streams: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return int(rc or 0)

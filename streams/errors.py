@@ -1,0 +1,119 @@
+"""The exception tree.
+
+Every error says whether retrying can help (``retryable``) and whether the record that caused it belongs in
+the dead-letter topic (``dead_letter``), so the runtime decides by class, never by parsing messages.
+DLQ ``reason`` strings are stable identifiers that operators filter on.
+"""
+
+from __future__ import annotations
+
+
+class StreamsError(Exception):
+    """Base of every error raised by streams."""
+
+    retryable: bool = False
+    dead_letter: bool = False
+    reason: str = "error"
+
+
+class ConfigError(StreamsError):
+    """A setting, flag or file is wrong; the message names which and where."""
+
+    reason = "config"
+
+
+class TopologyError(ConfigError):
+    """A topology file is invalid or does not match the cluster (e.g. not co-partitioned)."""
+
+    reason = "topology"
+
+
+class KafkaUnavailableError(StreamsError):
+    """The broker cannot be reached or refused a request that may succeed later."""
+
+    retryable = True
+    reason = "kafka_unavailable"
+
+
+class KafkaOperationError(StreamsError):
+    """The broker refused a request for a reason retrying will not fix."""
+
+    reason = "kafka_error"
+
+
+class DeliveryError(KafkaUnavailableError):
+    """Produced records were not acknowledged; nothing may be committed past them."""
+
+    reason = "delivery_failed"
+
+
+class StateStoreError(StreamsError):
+    """The local RocksDB store cannot be opened, read or written."""
+
+    reason = "state_store"
+
+
+class RecordError(StreamsError):
+    """A record cannot be processed; it goes to the dead-letter topic and its partition moves on."""
+
+    dead_letter = True
+    reason = "poison"
+
+
+class DecodeError(RecordError):
+    """The record's bytes cannot be decoded."""
+
+    reason = "decode_error"
+
+
+class UnknownMagicByteError(DecodeError):
+    """The value does not start with the Confluent wire-format magic byte 0."""
+
+    reason = "unknown_magic_byte"
+
+
+class UnknownSchemaError(DecodeError):
+    """The value names a schema id the registry does not know."""
+
+    reason = "unknown_schema_id"
+
+
+class SchemaMismatchError(DecodeError):
+    """The body does not match the writer schema, or cannot be resolved to the reader schema."""
+
+    reason = "schema_mismatch"
+
+
+class ProcessingError(RecordError):
+    """The processor raised while handling a record (after its in-place retries)."""
+
+    reason = "handler_exception"
+
+
+class InvalidTransitionError(RecordError):
+    """The entity's current state does not accept this event."""
+
+    reason = "invalid_transition"
+
+
+class HopLimitError(RecordError):
+    """A record's hop counter exceeded the limit: a runaway loop between workflows and services."""
+
+    reason = "hop_limit"
+
+
+class SchemaRegistryError(StreamsError):
+    """The schema registry answered with an error; ``code`` is Confluent's error code."""
+
+    reason = "schema_registry"
+
+    def __init__(self, message: str, code: int = 50001, http_status: int = 500) -> None:
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+
+
+class IncompatibleSchemaError(SchemaRegistryError):
+    """A schema breaks the subject's compatibility rule; the message names the breaking fields."""
+
+    reason = "incompatible_schema"

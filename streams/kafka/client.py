@@ -1,0 +1,117 @@
+"""Client factories and the translation of confluent-kafka errors into ours.
+
+Every client gets the same pass-through settings (security included), so a cluster that needs SASL or mTLS is
+configured once. Foreign exceptions are translated here: ``raise OurError(...) from exc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+from streams.config import FAST_GROUP_DEFAULTS, KafkaSettings
+from streams.errors import KafkaOperationError, KafkaUnavailableError, StreamsError
+
+_RETRYABLE = {
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._TIMED_OUT,
+    KafkaError._MSG_TIMED_OUT,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.NETWORK_EXCEPTION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
+
+
+def translate(err: KafkaError | KafkaException | BaseException, what: str) -> StreamsError:
+    """Our error for a confluent-kafka error; ``what`` says which operation failed."""
+    kerr = err.args[0] if isinstance(err, KafkaException) and err.args else err
+    if isinstance(kerr, KafkaError):
+        msg = f"{what}: {kerr.str()} ({kerr.name()})"
+        if kerr.retriable() or kerr.code() in _RETRYABLE:
+            return KafkaUnavailableError(msg)
+        return KafkaOperationError(msg)
+    return KafkaOperationError(f"{what}: {err}")
+
+
+def consumer_config(
+    settings: KafkaSettings, group: str, overrides: Mapping[str, object] | None = None
+) -> dict[str, object]:
+    conf: dict[str, object] = {
+        **settings.common(),
+        **FAST_GROUP_DEFAULTS,
+        "group.id": group,
+        "enable.auto.commit": False,
+        # Offsets are stored and committed by the commit protocol only, never by librdkafka on its own.
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        # Fetch larger batches: the per-record Python path is the cost, not the fetch round trips.
+        "fetch.wait.max.ms": 50,
+        "queued.min.messages": 20000,
+        **settings.consumer,
+    }
+    if overrides:
+        conf.update(overrides)
+    return conf
+
+
+def make_consumer(
+    settings: KafkaSettings, group: str, overrides: Mapping[str, object] | None = None,
+    logger: Callable[[str], None] | None = None,
+) -> Consumer:
+    conf = consumer_config(settings, group, overrides)
+    if logger is not None:
+        conf["error_cb"] = lambda e: logger(f"kafka consumer: {e.str()}")
+    try:
+        return Consumer(conf)
+    except KafkaException as exc:
+        raise translate(exc, "creating consumer") from exc
+
+
+def make_producer(
+    settings: KafkaSettings, overrides: Mapping[str, object] | None = None,
+    logger: Callable[[str], None] | None = None,
+) -> Producer:
+    conf: dict[str, object] = {
+        **settings.common(),
+        # Idempotence: librdkafka's own retries never duplicate or reorder within a partition.
+        "enable.idempotence": True,
+        "acks": "all",
+        # A few ms of linger turns one flush per commit into a handful of large produce requests.
+        "linger.ms": 5,
+        "batch.num.messages": 10000,
+        "queue.buffering.max.messages": 500000,
+        **settings.producer,
+    }
+    if overrides:
+        conf.update(overrides)
+    if logger is not None:
+        conf["error_cb"] = lambda e: logger(f"kafka producer: {e.str()}")
+    try:
+        return Producer(conf)
+    except KafkaException as exc:
+        raise translate(exc, "creating producer") from exc
+
+
+def make_admin(settings: KafkaSettings) -> AdminClient:
+    try:
+        return AdminClient(settings.common())  # type: ignore[arg-type]
+    except KafkaException as exc:
+        raise translate(exc, "creating admin client") from exc
+
+
+def result(future: Any, what: str, timeout_s: float = 30.0) -> Any:
+    """Wait for an admin future, translating its failure."""
+    try:
+        return future.result(timeout=timeout_s)
+    except KafkaException as exc:
+        raise translate(exc, what) from exc

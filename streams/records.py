@@ -1,0 +1,66 @@
+"""Frozen record types that cross layer boundaries.
+
+Headers are kept as the tuple-of-pairs shape confluent-kafka produces, so the hot path never converts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+Headers = Sequence[tuple[str, bytes]]
+
+# Header names are part of the wire contract with services and operators; changing one is a breaking change.
+H_EVENT_ID = "streams-event-id"
+H_OUTPUT_ID = "streams-id"
+H_HOPS = "streams-hops"
+H_TRACEPARENT = "traceparent"
+H_DLQ_TOPIC = "dlq-origin-topic"
+H_DLQ_PARTITION = "dlq-origin-partition"
+H_DLQ_OFFSET = "dlq-origin-offset"
+H_DLQ_ERROR_CLASS = "dlq-error-class"
+H_DLQ_REASON = "dlq-reason"
+H_DLQ_MESSAGE = "dlq-error-message"
+H_DLQ_ATTEMPTS = "dlq-attempts"
+H_DLQ_GROUP = "dlq-group"
+H_DLQ_TIMESTAMP = "dlq-origin-timestamp"
+
+
+def header(headers: Headers | None, name: str) -> bytes | None:
+    """First value of header ``name``; headers are few, so a scan beats building a dict."""
+    if headers:
+        for k, v in headers:
+            if k == name:
+                return v
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """A consumed record, as the processor sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes | None
+    timestamp_ms: int
+    headers: Headers = ()
+
+    @property
+    def event_id(self) -> str:
+        """The producer-assigned id, else one derived from the log position (stable across replays)."""
+        raw = header(self.headers, H_EVENT_ID)
+        if raw is not None:
+            return raw.decode("utf-8", "replace")
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    """A record a processor wants produced; the runtime adds the deterministic id header."""
+
+    topic: str
+    key: bytes
+    value: bytes | None
+    headers: Headers = field(default_factory=tuple)

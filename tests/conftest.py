@@ -1,0 +1,42 @@
+"""Shared fixtures: a real Kafka-protocol broker for the session (embedded Tansu, or $KAFKA_BOOTSTRAP_SERVERS)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.config import KafkaSettings
+from streams.kafka.embedded import EmbeddedBroker
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaSettings]:
+    """Kafka settings for the whole session; the embedded broker unless KAFKA_BOOTSTRAP_SERVERS is set."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield KafkaSettings.from_env(external)
+        return
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log_path=log) as broker:
+        yield KafkaSettings.from_env(broker.bootstrap)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique name part, so tests sharing one broker never share topics or groups."""
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def subprocess_env(kafka: KafkaSettings) -> dict[str, str]:
+    """Environment for `streams` subprocesses: same broker, this checkout's package first on the path."""
+    env = dict(os.environ)
+    env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("STREAMS_FAULT_POINT", None)
+    return env
