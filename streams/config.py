@@ -90,5 +90,7 @@ class WorkerSettings:
             raise ConfigError(f"max_batch must be > 0, got {self.max_batch}")
         if self.max_in_flight < 2:
             raise ConfigError(f"max_in_flight must be >= 2, got {self.max_in_flight}")
+        if not 1 <= self.dedupe_window <= 255:
+            raise ConfigError(f"dedupe_window must be within 1..255, got {self.dedupe_window}")
         if self.handler_attempts < 1:
             raise ConfigError(f"handler_attempts must be >= 1, got {self.handler_attempts}")

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 Headers = Sequence[tuple[str, bytes]]
 
 # Header names are part of the wire contract with services and operators; changing one is a breaking change.
-H_EVENT_ID = "streams-event-id"
-H_OUTPUT_ID = "streams-id"
+# One id header for both directions: an output's id is the event id its consumer dedupes on.
+H_EVENT_ID = "streams-id"
 H_HOPS = "streams-hops"
 H_TRACEPARENT = "traceparent"
 H_DLQ_TOPIC = "dlq-origin-topic"

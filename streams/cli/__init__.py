@@ -17,6 +17,8 @@ from streams.errors import StreamsError
 COMMANDS = [
     "streams.cli.broker",
     "streams.cli.topics",
+    "streams.cli.worker",
+    "streams.cli.lag",
 ]
 
 

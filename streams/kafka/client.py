@@ -104,7 +104,7 @@ def make_producer(
 
 def make_admin(settings: KafkaSettings) -> AdminClient:
     try:
-        return AdminClient(settings.common())  # type: ignore[arg-type]
+        return AdminClient(settings.common())
     except KafkaException as exc:
         raise translate(exc, "creating admin client") from exc
 

@@ -1,0 +1,92 @@
+"""``streams lag``: committed offset, log end and lag per consumer group and partition, once or ``--watch``-ed.
+
+It refuses to run without ``--bootstrap``/``$KAFKA_BOOTSTRAP_SERVERS`` instead of starting an embedded broker:
+a broker started for this command is empty and memory-only, so its answer ("no groups") would always be
+true and never useful. The error line says how to point it at a running one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from time import sleep
+
+from streams.cli.common import add_kafka_args, kafka_or_embedded
+from streams.errors import ConfigError
+from streams.ops.lag import GroupLag, LagReader
+
+_HEADER = ("GROUP", "TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG")
+
+
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("lag", help="show consumer lag per group and partition")
+    p.add_argument("--group", help="only this consumer group (default: every group the cluster lists)")
+    p.add_argument("--topic", action="append", default=[], metavar="TOPIC",
+                   help="a topic the group reads, reported even if the group committed nothing on it (repeatable)")
+    p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    p.add_argument("--interval", type=_positive, default=2.0, metavar="S", help="seconds between refreshes (2)")
+    p.add_argument("--json", action="store_true", help="print a JSON array of partitions (one per refresh)")
+    add_kafka_args(p)
+    p.set_defaults(func=run)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    if not (args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")):
+        raise ConfigError(
+            "lag needs a running Kafka: set KAFKA_BOOTSTRAP_SERVERS or pass --bootstrap "
+            "(an embedded broker started just for this command would hold no groups; "
+            "run `streams broker` and point the workers and this command at 127.0.0.1:9092)"
+        )
+    with kafka_or_embedded(args, quiet=True) as settings:
+        reader = LagReader(settings)
+        clear = args.watch and not args.json and sys.stdout.isatty()
+        try:
+            while True:
+                groups = reader.read(args.group, args.topic)
+                if clear:
+                    sys.stdout.write("\x1b[H\x1b[2J")
+                sys.stdout.write(render_json(groups) if args.json else render_table(groups))
+                sys.stdout.flush()
+                if not args.watch:
+                    return 0
+                sleep(args.interval)
+        except KeyboardInterrupt:
+            return 0  # Ctrl-C is how --watch ends
+
+
+def render_json(groups: Sequence[GroupLag]) -> str:
+    return json.dumps([asdict(p) for g in groups for p in g.partitions]) + "\n"
+
+
+def render_table(groups: Sequence[GroupLag]) -> str:
+    rows: list[tuple[str, ...]] = [_HEADER]
+    for g in groups:
+        if not g.partitions:
+            rows.append((g.group, "(nothing committed: name its topics with --topic)", "", "", "", ""))
+            continue
+        for p in g.partitions:
+            committed = "-" if p.committed is None else str(p.committed)
+            rows.append((g.group, p.topic, str(p.partition), committed, str(p.log_end), str(p.lag)))
+        rows.append((g.group, "(total)", "", "", "", str(g.total)))
+    if len(rows) == 1:
+        return "no consumer groups\n"
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_HEADER))]
+    lines = []
+    for r in rows:
+        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,80 @@
+"""``streams worker``: one consumer-group member running one processor of a topology."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+from streams.cli.common import add_kafka_args, kafka_or_embedded, log
+from streams.config import KafkaSettings, WorkerSettings
+from streams.errors import KafkaUnavailableError
+from streams.kafka.admin import Admin
+from streams.processors import resolve
+from streams.runtime.faults import Faults
+from streams.runtime.worker import Worker, WorkerSpec
+from streams.topology import ProcessorSpec, Topology, load
+
+
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("worker", help="run one stream worker (a consumer-group member)")
+    p.add_argument("--topology", required=True, help="topology YAML file")
+    p.add_argument("--processor", help="which processor of the topology (default: the only one)")
+    p.add_argument("--group", help="consumer group (default: <topology>-<processor>)")
+    p.add_argument("--state-dir", help="where this worker keeps its RocksDB stores "
+                   "(default: .streams/state/<group>/<instance-id>)")
+    p.add_argument("--instance-id", default=os.environ.get("STREAMS_INSTANCE_ID") or socket.gethostname(),
+                   help="names this worker's default state directory")
+    p.add_argument("--commit-interval-ms", type=int, default=100)
+    p.add_argument("--max-batch", type=int, default=2000)
+    p.add_argument("--max-in-flight", type=int, default=50_000,
+                   help="unacknowledged produced records before consumption pauses")
+    p.add_argument("--dedupe-window", type=int, default=32,
+                   help="recent event ids remembered per entity; redelivery within it is not applied twice")
+    p.add_argument("--no-create-topics", action="store_true", help="fail instead of creating missing topics")
+    add_kafka_args(p)
+    p.set_defaults(func=run)
+
+
+def prepare(topo: Topology, proc: ProcessorSpec, kafka: KafkaSettings, create: bool) -> None:
+    """Create topics (unless told not to) and refuse a non-co-partitioned layout; wait while Kafka is down."""
+    delay = 0.5
+    while True:
+        try:
+            admin = Admin(kafka)
+            if create:
+                admin.ensure(topo.all_topics())
+            admin.check_copartitioned(proc)
+            return
+        except KafkaUnavailableError as exc:
+            log(f"worker: Kafka at {kafka.bootstrap_servers} unavailable ({exc}); retrying in {delay:.1f}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def run(args: argparse.Namespace) -> int:
+    topo = load(args.topology)
+    proc = topo.processor(args.processor)
+    group = args.group or topo.default_group(proc)
+    state_dir = Path(args.state_dir) if args.state_dir else Path(".streams/state") / group / args.instance_id
+    settings = WorkerSettings(
+        group=group, state_dir=state_dir, commit_interval_ms=args.commit_interval_ms,
+        max_batch=args.max_batch, max_in_flight=args.max_in_flight, instance_id=args.instance_id,
+        dedupe_window=args.dedupe_window,
+    )
+    processor = resolve(proc.processor, proc.options, proc.outputs)
+    with kafka_or_embedded(args) as kafka:
+        prepare(topo, proc, kafka, create=not args.no_create_topics)
+        spec = WorkerSpec(proc.name, proc.inputs, proc.changelog, proc.store, topo.dlq_topic)
+        worker = Worker(spec, processor, kafka, settings, log, Faults())
+        signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+        signal.signal(signal.SIGINT, lambda *_: worker.stop())
+        log(f"worker: {proc.name} in group {group}, state in {state_dir}, pid {os.getpid()}")
+        worker.run()
+        s = worker.stats
+        log(f"worker: stopped after {s.records_in} records in, {s.records_out} out, {s.duplicates} duplicates, "
+            f"{s.dead_letters} dead letters, {s.commits} commits")
+    return 0

@@ -1,0 +1,189 @@
+"""The commit protocol: the only code that decides when an input offset may be committed.
+
+Invariant 1 of DESIGN.md, in four numbered steps. ``commit()`` runs them in order; a crash between any two
+(fault points, see :mod:`streams.runtime.faults`) recovers to the same final state:
+
+1. **Produce the changelog.** One record per entity the batch changed (the last value wins; its envelope names
+   the input record that caused it). Outputs and dead letters were produced while the batch was processed.
+2. **Flush.** Wait until the producer has zero undelivered records and no delivery error; failed records are
+   produced again (same key, value and deterministic id) until acknowledged. Nothing below runs before this.
+3. **Write local state.** Per partition, one RocksDB WriteBatch holds the entities, the source offsets they
+   cover and the changelog position: local state is never ahead of or behind its own bookkeeping.
+4. **Commit offsets.** Only now does Kafka learn that the inputs are done.
+
+Crash after 1 or 2: nothing local or committed moved; the batch is processed again and produces the same ids;
+restore skips changelog records whose source offset was never committed. Crash after 3: local state is ahead
+of the committed offsets but everything it covers is durable, so the worker resumes from its local offsets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from streams.errors import DeliveryError
+from streams.runtime.faults import Faults
+from streams.state.store import PartitionStore
+
+H_SOURCE = "streams-src"  # on changelog tombstones, which have no envelope to carry their source
+
+
+@dataclass
+class Batch:
+    """Everything processed since the last commit, per input partition."""
+
+    entities: dict[int, dict[bytes, bytes | None]] = field(default_factory=dict)
+    offsets: dict[int, dict[str, int]] = field(default_factory=dict)
+    tombstone_sources: dict[tuple[int, bytes], bytes] = field(default_factory=dict)
+    records: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def partition(self, p: int) -> tuple[dict[bytes, bytes | None], dict[str, int]]:
+        ents = self.entities.get(p)
+        if ents is None:
+            ents = self.entities[p] = {}
+            self.offsets[p] = {}
+        return ents, self.offsets[p]
+
+    def drop(self, partitions: set[int]) -> None:
+        """Forget lost partitions: their records will be processed again by their next owner."""
+        for p in partitions:
+            self.entities.pop(p, None)
+            self.offsets.pop(p, None)
+        self.tombstone_sources = {k: v for k, v in self.tombstone_sources.items() if k[0] not in partitions}
+
+    def __bool__(self) -> bool:
+        return bool(self.offsets)
+
+
+class DeliveryTracker:
+    """The producer's delivery callback: remembers failures and the changelog positions acknowledged."""
+
+    def __init__(self, changelog_topic: str) -> None:
+        self.changelog_topic = changelog_topic
+        self.failed: list[tuple[KafkaError, Message]] = []
+        self.changelog_end: dict[int, int] = {}
+        self.acked = 0
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.failed.append((err, msg))
+            return
+        self.acked += 1
+        if msg.topic() == self.changelog_topic:
+            p, nxt = msg.partition(), msg.offset() + 1
+            if nxt > self.changelog_end.get(p, -1):
+                self.changelog_end[p] = nxt
+
+
+@dataclass
+class CommitContext:
+    """What the protocol touches; built once per worker."""
+
+    producer: Producer
+    consumer: Consumer
+    tracker: DeliveryTracker
+    stores: Mapping[int, PartitionStore]
+    faults: Faults
+    log: Callable[[str], None]
+    should_give_up: Callable[[], bool] = lambda: False
+
+
+def produce_changelog(ctx: CommitContext, batch: Batch) -> int:
+    """Step 1."""
+    topic = ctx.tracker.changelog_topic
+    n = 0
+    for p, ents in batch.entities.items():
+        for key, value in ents.items():
+            headers = None
+            if value is None:
+                headers = [(H_SOURCE, batch.tombstone_sources[(p, key)])]
+            _produce(ctx.producer, topic, key, value, headers, p)
+            n += 1
+    return n
+
+
+def flush_all(ctx: CommitContext) -> None:
+    """Step 2: block until every produced record is acknowledged, re-producing failures."""
+    delay = 0.1
+    waited = 0.0
+    while True:
+        remaining = ctx.producer.flush(1.0)
+        failed, ctx.tracker.failed = ctx.tracker.failed, []
+        if remaining == 0 and not failed:
+            return
+        if failed:
+            err0 = failed[0][0]
+            ctx.log(f"commit: {len(failed)} record(s) not acknowledged ({err0.str()}); producing them again")
+            for _err, msg in failed:
+                _produce(ctx.producer, msg.topic(), msg.key(), msg.value(), msg.headers(), msg.partition())
+        else:
+            waited += 1.0
+            if waited >= 5.0:
+                ctx.log(f"commit: waiting for {remaining} record(s) to be acknowledged (is the broker up?)")
+                waited = 0.0
+        if ctx.should_give_up():
+            raise DeliveryError(f"gave up waiting for {remaining + len(failed)} unacknowledged record(s); "
+                                "nothing was committed past them")
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+def write_local(ctx: CommitContext, batch: Batch) -> None:
+    """Step 3."""
+    for p, offsets in batch.offsets.items():
+        store = ctx.stores.get(p)
+        if store is None:
+            continue  # revoked and closed since; its next owner redoes these records
+        store.write(batch.entities.get(p, {}), offsets, ctx.tracker.changelog_end.pop(p, None))
+
+
+def commit_offsets(ctx: CommitContext, batch: Batch) -> bool:
+    """Step 4. A failed commit is not fatal: the effects are durable and a later commit covers them."""
+    tps = [TopicPartition(t, p, o) for p, offs in batch.offsets.items() for t, o in offs.items()]
+    if not tps:
+        return True
+    try:
+        ctx.consumer.commit(offsets=tps, asynchronous=False)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else exc
+        text = err.str() if isinstance(err, KafkaError) else str(err)
+        ctx.log(f"commit: offset commit failed ({text}); effects are durable, a later commit covers them")
+        return False
+    return True
+
+
+def commit(ctx: CommitContext, batch: Batch) -> bool:
+    """Run steps 1–4 for ``batch``. Returns whether Kafka accepted the offsets."""
+    ctx.faults.hit("after_outputs_produced")
+    produce_changelog(ctx, batch)
+    ctx.faults.hit("after_changelog_produced")
+    flush_all(ctx)
+    ctx.faults.hit("after_flush")
+    write_local(ctx, batch)
+    ctx.faults.hit("after_store_write")
+    ok = commit_offsets(ctx, batch)
+    ctx.faults.hit("after_offset_commit")
+    return ok
+
+
+def _produce(
+    producer: Producer, topic: str, key: bytes | None, value: bytes | None,
+    headers: object, partition: int | None = None,
+) -> None:
+    """Produce, waiting for queue space instead of failing: the queue bound is backpressure, not an error."""
+    while True:
+        try:
+            if partition is None:
+                producer.produce(topic, value, key, headers=headers)
+            else:
+                producer.produce(topic, value, key, partition=partition, headers=headers)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
+produce = _produce

@@ -1,0 +1,43 @@
+"""Dead letters: the original record, untouched, plus headers saying where it came from and why it failed.
+
+Keeping key, value and headers as they were means `streams dlq replay` can re-inject the record exactly.
+A dead letter is produced inside the batch that consumed the record, so it is durable before the offset is
+committed; a crash may write it twice, and its origin headers identify the copies.
+"""
+
+from __future__ import annotations
+
+from streams.errors import RecordError, StreamsError
+from streams.records import (
+    H_DLQ_ATTEMPTS,
+    H_DLQ_ERROR_CLASS,
+    H_DLQ_GROUP,
+    H_DLQ_MESSAGE,
+    H_DLQ_OFFSET,
+    H_DLQ_PARTITION,
+    H_DLQ_REASON,
+    H_DLQ_TIMESTAMP,
+    H_DLQ_TOPIC,
+    InputRecord,
+    OutputRecord,
+)
+
+_MAX_MESSAGE = 1000
+
+
+def dead_letter(rec: InputRecord, exc: Exception, attempts: int, group: str) -> OutputRecord:
+    reason = exc.reason if isinstance(exc, StreamsError) else RecordError.reason
+    message = str(exc)[:_MAX_MESSAGE]
+    headers = [h for h in rec.headers if not h[0].startswith("dlq-")]
+    headers += [
+        (H_DLQ_TOPIC, rec.topic.encode()),
+        (H_DLQ_PARTITION, str(rec.partition).encode()),
+        (H_DLQ_OFFSET, str(rec.offset).encode()),
+        (H_DLQ_TIMESTAMP, str(rec.timestamp_ms).encode()),
+        (H_DLQ_ERROR_CLASS, type(exc).__name__.encode()),
+        (H_DLQ_REASON, reason.encode()),
+        (H_DLQ_MESSAGE, message.encode("utf-8", "replace")),
+        (H_DLQ_ATTEMPTS, str(attempts).encode()),
+        (H_DLQ_GROUP, group.encode()),
+    ]
+    return OutputRecord(topic="", key=rec.key or b"", value=rec.value, headers=tuple(headers))

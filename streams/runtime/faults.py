@@ -1,0 +1,39 @@
+"""Fault points: crash the process at a named line, on demand, to test recovery (invariant 2).
+
+``STREAMS_FAULT_POINT=name`` arms one point; ``STREAMS_FAULT_AFTER=n`` lets it pass n-1 times first. The crash
+is a SIGKILL of the own process: no cleanup, no flush, exactly what a power cut or OOM kill leaves behind.
+Unarmed, a check is one attribute lookup and compare.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Mapping
+
+# Every point the commit protocol and worker loop can crash at; tests iterate over this.
+POINTS = (
+    "after_outputs_produced",
+    "after_changelog_produced",
+    "after_flush",
+    "after_store_write",
+    "after_offset_commit",
+)
+
+
+class Faults:
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        env = os.environ if env is None else env
+        self.point = env.get("STREAMS_FAULT_POINT") or None
+        if self.point is not None and self.point not in POINTS:
+            raise ValueError(f"STREAMS_FAULT_POINT={self.point!r} is not one of {', '.join(POINTS)}")
+        self._left = int(env.get("STREAMS_FAULT_AFTER", "1"))
+
+    def hit(self, point: str) -> None:
+        if point != self.point:
+            return
+        self._left -= 1
+        if self._left <= 0:
+            print(f"streams: fault point {point} reached: killing self", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,66 @@
+"""The stateful processor interface: the one seam between the runtime and what it runs.
+
+A processor is given one entity's current state and one decoded record and returns the new state and the
+records to produce. It does no I/O: the runtime owns reading state, producing, persisting and committing, so
+a processor cannot break the commit protocol. The workflow engine is one processor; the tests' counter is
+another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from streams.records import InputRecord, OutputRecord
+
+S = TypeVar("S")
+E = TypeVar("E")
+
+
+class _Unchanged:
+    """Sentinel: the step leaves the entity as it was (not even its dedupe window changes)."""
+
+    _instance: _Unchanged | None = None
+
+    def __new__(cls) -> _Unchanged:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED = _Unchanged()
+
+
+@dataclass(frozen=True, slots=True)
+class Step(Generic[S]):
+    """The outcome of one record: new state (``None`` deletes the entity) and the records it causes."""
+
+    state: S | _Unchanged | None
+    outputs: Sequence[OutputRecord] = ()
+
+
+class Processor(Protocol[S, E]):
+    """What the runtime needs from a stateful processor. Raising a RecordError dead-letters the record."""
+
+    def decode(self, record: InputRecord) -> E:
+        """The record's value as the processor's event type; a DecodeError sends it to the DLQ."""
+        ...
+
+    def load_state(self, raw: bytes) -> S:
+        ...
+
+    def dump_state(self, state: S) -> bytes:
+        ...
+
+    def process(self, state: S | None, event: E, record: InputRecord, now_ms: int) -> Step[S]:
+        """Pure with respect to I/O: same state, event and now give the same result."""
+        ...
+
+
+class ProcessorFactory(Protocol):
+    def __call__(self, options: dict[str, object], outputs: Sequence[str]) -> Processor[object, object]:
+        ...

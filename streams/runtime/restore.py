@@ -1,0 +1,151 @@
+"""Changelog restore, a chunk at a time, so a long restore never starves the group heartbeat or poll loop.
+
+Rules that keep restore equal to live (invariant 4):
+- a changelog record whose source offset is at or past the partition's durable position came from a batch
+  that was never committed: it is skipped (that batch is processed again and produces it again);
+- a record older (by source offset on the same topic) than what the store already holds is a zombie's late
+  write: it is skipped, so an entity never moves backwards;
+- progress is checkpointed with the data in one WriteBatch, so an interrupted restore resumes where it was.
+The end of a changelog partition is taken from fetch responses (partition EOF), never from ListOffsets, which
+the embedded broker answers wrongly for multi-record batches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from streams.config import KafkaSettings
+from streams.kafka.client import make_consumer
+from streams.runtime.commit import H_SOURCE
+from streams.state import entity
+from streams.state.store import PartitionStore
+
+
+@dataclass
+class RestoreJob:
+    partition: int
+    store: PartitionStore
+    durable: dict[int, int]  # source topic tag -> offsets below this are committed or locally durable
+    offsets: dict[str, int]  # the same by topic name: written to the store when the restore is done
+    position: int
+    fresh: bool
+    restored: int = 0
+    skipped: int = 0
+    seen: dict[bytes, tuple[int, int]] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+
+class Restorer:
+    """Owns a group-less consumer on the changelog; the worker calls :meth:`step` between polls."""
+
+    def __init__(
+        self, kafka: KafkaSettings, group: str, changelog: str, chunk: int, log: Callable[[str], None]
+    ) -> None:
+        self.changelog = changelog
+        self.chunk = chunk
+        self.log = log
+        self.jobs: dict[int, RestoreJob] = {}
+        self._consumer: Consumer = make_consumer(
+            kafka, f"{group}.restore", {"enable.partition.eof": True, "session.timeout.ms": 45000}
+        )
+        self._last_report = 0.0
+
+    def start(self, store: PartitionStore, durable: Mapping[str, int]) -> None:
+        tags = {entity.topic_tag(t): o for t, o in durable.items()}
+        job = RestoreJob(store.partition, store, tags, dict(durable), store.changelog_offset(), store.is_empty())
+        self.jobs[store.partition] = job
+        self._reassign()
+
+    def cancel(self, partitions: set[int]) -> None:
+        for p in partitions:
+            self.jobs.pop(p, None)
+        self._reassign()
+
+    def _reassign(self) -> None:
+        tps = [TopicPartition(self.changelog, j.partition, j.position) for j in self.jobs.values()]
+        self._consumer.assign(tps)
+
+    def step(self, timeout_s: float = 0.05) -> list[RestoreJob]:
+        """Apply one chunk; returns the jobs that reached the end of their changelog partition."""
+        if not self.jobs:
+            return []
+        msgs = self._consumer.consume(self.chunk, timeout_s)
+        writes: dict[int, dict[bytes, bytes | None]] = {}
+        done: list[RestoreJob] = []
+        for m in msgs:
+            job = self.jobs.get(m.partition())
+            if job is None:
+                continue
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    if m.offset() >= job.position:
+                        done.append(job)
+                else:
+                    self.log(f"restore {self.changelog}[{m.partition()}]: {err.str()}")
+                continue
+            job.position = m.offset() + 1
+            key = m.key()
+            value = m.value()
+            if key is None:
+                continue
+            if value is None:
+                src = _header(m.headers(), H_SOURCE)
+                if src is None:
+                    continue
+                tag, offset = int.from_bytes(src[:4], "big"), int.from_bytes(src[4:], "big", signed=True)
+            else:
+                tag, offset = entity.source_of(value)
+            if offset >= job.durable.get(tag, 0) or self._older(job, key, tag, offset):
+                job.skipped += 1
+                continue
+            job.seen[key] = (tag, offset)
+            writes.setdefault(job.partition, {})[key] = value
+            job.restored += 1
+        for job in self.jobs.values():
+            ents = writes.get(job.partition)
+            if ents is not None or job in done:
+                # A finished store covers everything durable: record that with its last chunk, atomically.
+                job.store.write(ents or {}, job.offsets if job in done else None, changelog_offset=job.position)
+        for job in done:
+            self.jobs.pop(job.partition, None)
+        if done:
+            self._reassign()
+        self._report(done)
+        return done
+
+    def _older(self, job: RestoreJob, key: bytes, tag: int, offset: int) -> bool:
+        prev = job.seen.get(key)
+        if prev is None and not job.fresh:
+            raw = job.store.get(key)
+            prev = entity.source_of(raw) if raw is not None else None
+        return prev is not None and prev[0] == tag and prev[1] > offset
+
+    def _report(self, done: list[RestoreJob]) -> None:
+        now = time.monotonic()
+        for job in done:
+            secs = now - job.started
+            self.log(f"restore {self.changelog}[{job.partition}]: done, {job.restored} applied, "
+                     f"{job.skipped} skipped, {secs:.2f}s")
+        if self.jobs and now - self._last_report >= 2.0:
+            self._last_report = now
+            for job in self.jobs.values():
+                _, hi = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.changelog, job.partition), cached=True
+                )
+                self.log(f"restore {self.changelog}[{job.partition}]: at {job.position}/{max(hi, 0)}, "
+                         f"{job.restored} applied")
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def _header(headers: list[tuple[str, bytes]] | None, name: str) -> bytes | None:
+    for k, v in headers or ():
+        if k == name:
+            return v
+    return None

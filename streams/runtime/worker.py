@@ -1,0 +1,341 @@
+"""The stream worker: one consumer-group member running one stateful processor over its partitions.
+
+The loop is: restore what was just assigned (a chunk at a time), consume a batch, run each record through the
+processor against its entity's state, and hand the batch to the commit protocol when the commit interval or
+the batch bound is reached. Partitions being restored stay paused; so do all partitions while the producer
+holds too many unacknowledged records (backpressure). Bad records never block a partition: they are written
+to the dead-letter topic, durably, as part of the batch that consumed them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from hashlib import blake2b
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from streams.config import KafkaSettings, WorkerSettings
+from streams.errors import HopLimitError, ProcessingError, RecordError
+from streams.kafka.client import make_consumer, make_producer, translate
+from streams.records import H_EVENT_ID, H_HOPS, H_TRACEPARENT, InputRecord, OutputRecord, header
+from streams.runtime import dlq
+from streams.runtime.commit import Batch, CommitContext, DeliveryTracker, commit, produce
+from streams.runtime.faults import Faults
+from streams.runtime.processor import UNCHANGED, Processor, Step
+from streams.runtime.restore import Restorer
+from streams.state import entity
+from streams.state.store import PartitionStore, store_path
+
+
+@dataclass
+class WorkerStats:
+    """Counters for logs, tests and (later) metrics; plain ints keep the hot path cheap."""
+
+    records_in: int = 0
+    records_out: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    commits: int = 0
+    failed_commits: int = 0
+    rebalances: int = 0
+    restored: int = 0
+    backpressure_pauses: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What this worker runs: its inputs, its changelog and where bad records go."""
+
+    name: str
+    inputs: Sequence[str]
+    changelog: str
+    store: str
+    dlq_topic: str
+
+
+def output_id(key: bytes, event_id: str, index: int) -> str:
+    """Deterministic id of the index-th output caused by event_id on entity key (invariant 2)."""
+    h = blake2b(key, digest_size=16)
+    h.update(b"\0" + event_id.encode() + b"\0" + str(index).encode())
+    return h.hexdigest()
+
+
+class Worker:
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        processor: Processor[object, object],
+        kafka: KafkaSettings,
+        settings: WorkerSettings,
+        log: Callable[[str], None],
+        faults: Faults | None = None,
+    ) -> None:
+        self.spec = spec
+        self.processor = processor
+        self.settings = settings
+        self.log = log
+        self.stats = WorkerStats()
+        self._stop = threading.Event()
+        self._tracker = DeliveryTracker(spec.changelog)
+        self._producer = make_producer(kafka, {"on_delivery": self._tracker}, logger=log)
+        self._consumer: Consumer = make_consumer(kafka, settings.group, logger=log)
+        self._restorer = Restorer(kafka, settings.group, spec.changelog, settings.restore_batch, log)
+        self._stores: dict[int, PartitionStore] = {}
+        self._active: set[int] = set()
+        self._bp_paused: list[TopicPartition] = []
+        self._batch = Batch()
+        self._ctx = CommitContext(
+            self._producer, self._consumer, self._tracker, self._stores, faults or Faults(), log,
+            should_give_up=self._stop.is_set,
+        )
+        self._tags = {t: entity.topic_tag(t) for t in spec.inputs}
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch, commit and close; safe from signal handlers and other threads."""
+        self._stop.set()
+
+    @property
+    def assigned(self) -> list[int]:
+        return sorted(self._stores)
+
+    @property
+    def active(self) -> list[int]:
+        return sorted(self._active)
+
+    def state_hashes(self) -> dict[int, str]:
+        return {p: s.state_hash() for p, s in self._stores.items()}
+
+    def run(self) -> None:
+        self._consumer.subscribe(
+            list(self.spec.inputs), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        try:
+            while not self._stop.is_set():
+                self._loop_once()
+            self._commit()
+        finally:
+            self._close()
+
+    def _loop_once(self) -> None:
+        if self._restorer.jobs:
+            for job in self._restorer.step():
+                self._activate(job.partition)
+        self._backpressure()
+        timeout = 0.0 if self._restorer.jobs else self.settings.poll_timeout_s
+        msgs = self._consumer.consume(self.settings.max_batch, timeout)
+        for msg in msgs:
+            if msg.error() is None:
+                self._process(msg)
+            else:
+                self._on_error(msg)
+        b = self._batch
+        if b and (b.records >= self.settings.max_batch
+                  or (time.monotonic() - b.started) * 1000 >= self.settings.commit_interval_ms):
+            self._commit()
+
+    def _close(self) -> None:
+        try:
+            self._consumer.close()  # revokes (and so commits and closes stores) through the callback
+        except (KafkaException, RuntimeError) as exc:
+            self.log(f"worker: closing consumer: {exc}")
+        self._restorer.close()
+        for p in list(self._stores):
+            self._stores.pop(p).close()
+        self._producer.flush(10)
+
+    # -- commit ------------------------------------------------------------------------------------------
+
+    def _commit(self) -> None:
+        batch, self._batch = self._batch, Batch()
+        if not batch:
+            return
+        if commit(self._ctx, batch):
+            self.stats.commits += 1
+        else:
+            self.stats.failed_commits += 1
+
+    # -- assignment --------------------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.stats.rebalances += 1
+        parts = sorted({tp.partition for tp in partitions})
+        try:
+            committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=30)}
+        except KafkaException as exc:
+            raise translate(exc, "reading committed offsets on assignment") from exc
+        positions: list[TopicPartition] = []
+        for p in parts:
+            store = self._stores.get(p) or PartitionStore(
+                store_path(self.settings.state_dir, self.spec.store, p), p
+            )
+            self._stores[p] = store
+            durable: dict[str, int] = {}
+            for topic in self.spec.inputs:
+                local = store.source_offset(topic)
+                c = committed.get((topic, p), -1)
+                pos = max(c if c >= 0 else 0, local or 0)
+                durable[topic] = pos
+                positions.append(TopicPartition(topic, p, pos if (c >= 0 or local) else OFFSET_BEGINNING))
+            self._restorer.start(store, durable)
+        self.log(f"worker: assigned partitions {parts} of {', '.join(self.spec.inputs)}; restoring")
+        consumer.assign(positions)
+        if positions:
+            consumer.pause(positions)
+
+    def _activate(self, p: int) -> None:
+        store = self._stores.get(p)
+        if store is None:
+            return
+        self._active.add(p)
+        tps = [TopicPartition(t, p) for t in self.spec.inputs]
+        self._consumer.resume(tps)
+        self.log(f"worker: partition {p} restored; processing")
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        parts = {tp.partition for tp in partitions}
+        self.stats.rebalances += 1
+        try:
+            self._commit()  # still a member: finish what was consumed before letting go
+        finally:
+            self._release(parts)
+        self.log(f"worker: revoked partitions {sorted(parts)}")
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        parts = {tp.partition for tp in partitions}
+        self._batch.drop(parts)  # not ours any more: committing would race the new owner
+        self._release(parts)
+        self.log(f"worker: lost partitions {sorted(parts)} (session timed out); their batch is dropped")
+
+    def _release(self, parts: set[int]) -> None:
+        self._restorer.cancel(parts)
+        self._bp_paused = [tp for tp in self._bp_paused if tp.partition not in parts]
+        for p in parts:
+            self._active.discard(p)
+            store = self._stores.pop(p, None)
+            if store is not None:
+                store.close()
+
+    # -- backpressure ------------------------------------------------------------------------------------
+
+    def _backpressure(self) -> None:
+        limit = self.settings.max_in_flight
+        if len(self._producer) < limit:
+            return
+        self.stats.backpressure_pauses += 1
+        tps = [TopicPartition(t, p) for p in self._active for t in self.spec.inputs]
+        self._consumer.pause(tps)
+        self._bp_paused = tps
+        while len(self._producer) > limit // 2 and not self._stop.is_set():
+            self._producer.poll(0.05)
+            self._consumer.consume(1, 0)  # keeps the member alive and serves rebalance callbacks
+        if self._bp_paused:
+            self._consumer.resume(self._bp_paused)
+            self._bp_paused = []
+
+    # -- processing --------------------------------------------------------------------------------------
+
+    def _on_error(self, msg: Message) -> None:
+        err = msg.error()
+        if err.code() == KafkaError._PARTITION_EOF:
+            return
+        self.log(f"worker: consume error on {msg.topic()}[{msg.partition()}]: {err.str()}")
+
+    def _process(self, msg: Message) -> None:
+        p: int = msg.partition()
+        if p not in self._active:
+            # Fetched before the pause took effect: rewind so the record is not skipped.
+            self._consumer.seek(TopicPartition(msg.topic(), p, msg.offset()))
+            return
+        topic: str = msg.topic()
+        offset: int = msg.offset()
+        ents, offsets = self._batch.partition(p)
+        offsets[topic] = offset + 1
+        self._batch.records += 1
+        self.stats.records_in += 1
+        rec = InputRecord(topic, p, offset, msg.key(), msg.value(), msg.timestamp()[1],
+                          msg.headers() or ())
+        key = rec.key
+        try:
+            if key is None:
+                raise RecordError("record has no key, so it belongs to no entity")
+            hops = _hops(rec)
+            if hops > self.settings.max_hops:
+                raise HopLimitError(f"hop count {hops} exceeds the limit {self.settings.max_hops}")
+            raw = ents[key] if key in ents else self._stores[p].get(key)
+            current = entity.decode(raw) if raw is not None else None
+            event_id = rec.event_id
+            if current is not None and current.seen(event_id):
+                self.stats.duplicates += 1
+                return
+            event = self.processor.decode(rec)
+            state = self.processor.load_state(current.state) if current and current.state else None
+            step = self._run(state, event, rec)
+        except RecordError as exc:
+            self._dead_letter(rec, exc, 1)
+            return
+        except _ExhaustedError as exc:
+            self._dead_letter(rec, exc.error, self.settings.handler_attempts)
+            return
+        if step.state is not UNCHANGED:
+            if step.state is None:
+                ents[key] = None
+                self._batch.tombstone_sources[(p, key)] = (
+                    self._tags[topic].to_bytes(4, "big") + offset.to_bytes(8, "big", signed=True)
+                )
+            else:
+                recent = entity.remember(current.recent_ids if current else [], event_id,
+                                         self.settings.dedupe_window)
+                ents[key] = entity.encode(self._tags[topic], offset, recent, self.processor.dump_state(step.state))
+        if step.outputs:
+            self._emit(rec, key, event_id, hops, step.outputs)
+
+    def _run(self, state: object, event: object, rec: InputRecord) -> Step[object]:
+        """The processor call, retried in place: a transient bug or dependency hiccup must not dead-letter."""
+        last: Exception | None = None
+        for _ in range(self.settings.handler_attempts):
+            try:
+                return self.processor.process(state, event, rec, int(time.time() * 1000))
+            except RecordError:
+                raise
+            except Exception as exc:  # the processor is user code: anything may come out of it
+                last = exc
+        raise _ExhaustedError(ProcessingError(f"{type(last).__name__}: {last}"))
+
+    def _emit(self, rec: InputRecord, key: bytes, event_id: str, hops: int, outputs: Sequence[OutputRecord]) -> None:
+        trace = header(rec.headers, H_TRACEPARENT)
+        hop_bytes = str(hops + 1).encode()
+        for i, out in enumerate(outputs):
+            headers = list(out.headers)
+            if header(headers, H_EVENT_ID) is None:
+                headers.append((H_EVENT_ID, output_id(key, event_id, i).encode()))
+            headers.append((H_HOPS, hop_bytes))
+            if trace is not None and header(headers, H_TRACEPARENT) is None:
+                headers.append((H_TRACEPARENT, trace))
+            produce(self._producer, out.topic, out.key, out.value, headers)
+        self.stats.records_out += len(outputs)
+
+    def _dead_letter(self, rec: InputRecord, exc: Exception, attempts: int) -> None:
+        self.stats.dead_letters += 1
+        out = dlq.dead_letter(rec, exc, attempts, self.settings.group)
+        produce(self._producer, self.spec.dlq_topic, out.key, out.value, list(out.headers))
+
+
+class _ExhaustedError(Exception):
+    def __init__(self, error: ProcessingError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _hops(rec: InputRecord) -> int:
+    raw = header(rec.headers, H_HOPS)
+    if raw is None:
+        return 0
+    try:
+        return int(raw)
+    except ValueError:
+        return 0

@@ -1,0 +1,156 @@
+"""Helpers for tests that run real workers against a real broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streams.config import FAST_GROUP_DEFAULTS, KafkaSettings
+from streams.records import H_EVENT_ID
+
+
+def counter_topology(tmp: Path, name: str, partitions: int = 4, options: str = "",
+                     kafka: KafkaSettings | None = None) -> Path:
+    """A counter topology file; with `kafka`, its topics are created too (before any producer auto-creates)."""
+    path = tmp / f"{name}.yaml"
+    path.write_text(f"""
+name: {name}
+topics:
+  {name}.in: {{partitions: {partitions}}}
+  {name}.out: {{partitions: {partitions}}}
+processors:
+  counter:
+    processor: counter
+    inputs: [{name}.in]
+    outputs: [{name}.out]
+    {options}
+""")
+    if kafka is not None:
+        from streams.kafka.admin import Admin
+        from streams.topology import load
+
+        Admin(kafka).ensure(load(path).all_topics())
+    return path
+
+
+def produce_counts(kafka: KafkaSettings, topic: str, n: int, keys: int, start: int = 0,
+                   with_ids: bool = True) -> dict[str, tuple[int, int]]:
+    """Produce n records over `keys` keys; returns the expected (count, total) per key."""
+    p = Producer({"bootstrap.servers": kafka.bootstrap_servers, "linger.ms": 20,
+                  "partitioner": "murmur2_random"})
+    expected: dict[str, tuple[int, int]] = {}
+    for i in range(start, start + n):
+        key = f"k{i % keys}"
+        amount = i % 97 + 1
+        headers = [(H_EVENT_ID, f"ev-{i}".encode())] if with_ids else None
+        p.produce(topic, orjson.dumps({"amount": amount}), key.encode(), headers=headers)
+        c, t = expected.get(key, (0, 0))
+        expected[key] = (c + 1, t + amount)
+        if i % 5000 == 0:
+            p.poll(0)
+    assert p.flush(30) == 0
+    return expected
+
+
+def end_offsets(kafka: KafkaSettings, topic: str, partitions: int) -> dict[int, int]:
+    """Log end per partition from a fetch (the embedded broker's ListOffsets is wrong for batches)."""
+    c = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": "end-offsets-probe",
+                  "enable.partition.eof": True, "enable.auto.commit": False})
+    try:
+        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        ends: dict[int, int] = {}
+        deadline = time.monotonic() + 30
+        while len(ends) < partitions and time.monotonic() < deadline:
+            for m in c.consume(10000, 0.5):
+                err = m.error()
+                if err is not None and err.code() == -191:  # _PARTITION_EOF
+                    ends[m.partition()] = m.offset()
+        assert len(ends) == partitions, f"no EOF for some partitions of {topic}: {ends}"
+        return ends
+    finally:
+        c.close()
+
+
+def committed(kafka: KafkaSettings, group: str, topic: str, partitions: int) -> dict[int, int]:
+    c = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": group, **FAST_GROUP_DEFAULTS})
+    try:
+        tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return {tp.partition: tp.offset for tp in tps}
+    finally:
+        c.close()
+
+
+def wait_until(pred: Callable[[], bool], timeout_s: float, what: str, interval: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def wait_drained(kafka: KafkaSettings, group: str, topic: str, partitions: int, timeout_s: float = 120) -> None:
+    ends = end_offsets(kafka, topic, partitions)
+    wait_until(lambda: committed(kafka, group, topic, partitions) == ends, timeout_s,
+               f"group {group} to commit log end {ends} of {topic}")
+
+
+def read_all(kafka: KafkaSettings, topic: str, partitions: int) -> list[tuple[bytes | None, bytes | None,
+                                                                             list[tuple[str, bytes]]]]:
+    ends = end_offsets(kafka, topic, partitions)
+    c = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": "read-all-probe",
+                  "enable.auto.commit": False})
+    out = []
+    try:
+        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        pos = dict.fromkeys(range(partitions), 0)
+        deadline = time.monotonic() + 60
+        while any(pos[p] < ends[p] for p in pos) and time.monotonic() < deadline:
+            for m in c.consume(10000, 0.5):
+                if m.error() is None:
+                    out.append((m.key(), m.value(), m.headers() or []))
+                    pos[m.partition()] = m.offset() + 1
+        return out
+    finally:
+        c.close()
+
+
+class WorkerProc:
+    """A `streams worker` subprocess with its own state directory and a log file."""
+
+    def __init__(self, topology: Path, state_dir: Path, env: dict[str, str], log: Path,
+                 extra: Iterable[str] = (), fault: tuple[str, int] | None = None) -> None:
+        env = dict(env)
+        if fault is not None:
+            env["STREAMS_FAULT_POINT"], env["STREAMS_FAULT_AFTER"] = fault[0], str(fault[1])
+        self.log_path = log
+        self._log = open(log, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams", "worker", "--topology", str(topology), "--state-dir", str(state_dir),
+             "--commit-interval-ms", "50", *extra],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self._log.close()
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout)
+        self._log.close()
+        return rc
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
