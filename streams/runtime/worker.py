@@ -223,6 +223,7 @@ class Worker:
     # -- backpressure ------------------------------------------------------------------------------------
 
     def _backpressure(self) -> None:
+        """Pause every active partition until the producer has drained to half the in-flight bound."""
         limit = self.settings.max_in_flight
         if len(self._producer) < limit:
             return
@@ -232,7 +233,6 @@ class Worker:
         self._bp_paused = tps
         while len(self._producer) > limit // 2 and not self._stop.is_set():
             self._producer.poll(0.05)
-            self._consumer.consume(1, 0)  # keeps the member alive and serves rebalance callbacks
         if self._bp_paused:
             self._consumer.resume(self._bp_paused)
             self._bp_paused = []
@@ -318,6 +318,8 @@ class Worker:
                 headers.append((H_TRACEPARENT, trace))
             produce(self._producer, out.topic, out.key, out.value, headers)
         self.stats.records_out += len(outputs)
+        if len(self._producer) >= self.settings.max_in_flight:
+            self._backpressure()
 
     def _dead_letter(self, rec: InputRecord, exc: Exception, attempts: int) -> None:
         self.stats.dead_letters += 1

@@ -1,0 +1,194 @@
+"""Worker behaviour against the real broker: dead letters, backpressure, an unreachable broker, the topics CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from streams.config import KafkaSettings, WorkerSettings
+from streams.kafka.embedded import EmbeddedBroker, free_port
+from streams.processors import resolve
+from streams.records import (
+    H_DLQ_ATTEMPTS,
+    H_DLQ_ERROR_CLASS,
+    H_DLQ_GROUP,
+    H_DLQ_MESSAGE,
+    H_DLQ_OFFSET,
+    H_DLQ_PARTITION,
+    H_DLQ_REASON,
+    H_DLQ_TOPIC,
+    H_EVENT_ID,
+    header,
+)
+from streams.runtime.worker import Worker, WorkerSpec
+from streams.topology import load
+from support import WorkerProc, counter_topology, produce_counts, read_all, wait_drained, wait_until
+
+pytestmark = pytest.mark.kafka
+
+
+def start_worker(kafka: KafkaSettings, topo_path: Path, state_dir: Path, **overrides: object
+                 ) -> tuple[Worker, threading.Thread, list[str]]:
+    topo = load(topo_path)
+    proc = topo.processor(None)
+    logs: list[str] = []
+    settings = WorkerSettings(group=topo.default_group(proc), state_dir=state_dir, commit_interval_ms=50,
+                              **overrides)  # type: ignore[arg-type]
+    worker = Worker(WorkerSpec(proc.name, proc.inputs, proc.changelog, proc.store, topo.dlq_topic),
+                    resolve(proc.processor, proc.options, proc.outputs), kafka, settings, logs.append)
+    t = threading.Thread(target=worker.run, daemon=True)
+    t.start()
+    return worker, t, logs
+
+
+def test_poison_records_go_to_the_dlq_with_origin_and_the_partition_moves_on(
+        kafka: KafkaSettings, tmp_path: Path, unique: str) -> None:
+    name = f"dlq{unique}"
+    topo = counter_topology(tmp_path, name, 1, options="options: {fail_on_amount: 13}", kafka=kafka)
+    p = Producer({"bootstrap.servers": kafka.bootstrap_servers})
+    p.produce(f"{name}.in", orjson.dumps({"amount": 1}), b"a", headers=[(H_EVENT_ID, b"good-1")])
+    p.produce(f"{name}.in", b"\x00\x01garbage", b"a", headers=[(H_EVENT_ID, b"bad-bytes")])
+    p.produce(f"{name}.in", orjson.dumps({"amount": 2}), None, headers=[(H_EVENT_ID, b"no-key")])
+    p.produce(f"{name}.in", orjson.dumps({"amount": 13}), b"a", headers=[(H_EVENT_ID, b"raises")])
+    p.produce(f"{name}.in", orjson.dumps({"amount": 5}), b"a", headers=[(H_EVENT_ID, b"good-2")])
+    assert p.flush(10) == 0
+    worker, t, _logs = start_worker(kafka, topo, tmp_path / "w")
+    try:
+        wait_drained(kafka, f"{name}-counter", f"{name}.in", 1, 60)
+    finally:
+        worker.stop()
+        t.join(30)
+    assert worker.stats.dead_letters == 3
+    dead = {header(h, H_EVENT_ID): (k, v, h) for k, v, h in read_all(kafka, f"{name}.dlq", 1)}
+    assert set(dead) == {b"bad-bytes", b"no-key", b"raises"}
+    _k, value, h = dead[b"bad-bytes"]
+    assert value == b"\x00\x01garbage"  # the original bytes, for replay
+    assert header(h, H_DLQ_TOPIC) == f"{name}.in".encode()
+    assert header(h, H_DLQ_PARTITION) == b"0"
+    assert header(h, H_DLQ_OFFSET) == b"1"
+    assert header(h, H_DLQ_REASON) == b"decode_error"
+    assert header(h, H_DLQ_ERROR_CLASS) == b"DecodeError"
+    assert header(h, H_DLQ_GROUP) == f"{name}-counter".encode()
+    assert header(dead[b"no-key"][2], H_DLQ_OFFSET) == b"2"
+    raised = dead[b"raises"][2]
+    assert header(raised, H_DLQ_REASON) == b"handler_exception"
+    assert header(raised, H_DLQ_ATTEMPTS) == b"3"  # retried in place before giving up
+    assert b"configured to fail" in (header(raised, H_DLQ_MESSAGE) or b"")
+    # The good records around the poison ones were applied: the partition moved on.
+    outs = [orjson.loads(v or b"") for _k, v, _h in read_all(kafka, f"{name}.out", 1)]
+    assert [(o["count"], o["total"]) for o in outs] == [(1, 1), (2, 6)]
+
+
+def test_backpressure_pauses_instead_of_growing(kafka: KafkaSettings, tmp_path: Path, unique: str) -> None:
+    name = f"bp{unique}"
+    topo = counter_topology(tmp_path, name, 2, kafka=kafka)
+    expected = produce_counts(kafka, f"{name}.in", 4_000, 100)
+    # A tiny in-flight bound and a slow-to-send producer make the queue hit the bound within a batch.
+    worker, t, logs = start_worker(kafka, topo, tmp_path / "w", max_in_flight=200, max_batch=1000)
+    try:
+        wait_drained(kafka, f"{name}-counter", f"{name}.in", 2, 60)
+    finally:
+        worker.stop()
+        t.join(30)
+    assert worker.stats.backpressure_pauses > 0
+    assert worker.stats.records_in == 4_000 and worker.stats.dead_letters == 0
+    outs = read_all(kafka, f"{name}.out", 2)
+    assert len(outs) == 4_000
+    final = {}
+    for _k, v, _h in outs:
+        o = orjson.loads(v or b"")
+        final[o["key"]] = max(final.get(o["key"], (0, 0)), (o["count"], o["total"]))
+    assert final == expected
+
+
+def test_worker_waits_for_an_unreachable_broker_then_works(tmp_path: Path, subprocess_env: dict[str, str],
+                                                         unique: str) -> None:
+    port = free_port()
+    env = dict(subprocess_env, KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}")
+    topo = counter_topology(tmp_path, f"down{unique}", 2)
+    w = WorkerProc(topo, tmp_path / "w", env, tmp_path / "w.log")
+    try:
+        wait_until(lambda: "unavailable" in w.log_text(), 60, "a clear retry line while Kafka is down")
+        assert w.proc.poll() is None, "the worker must not exit while the broker is down"
+        with EmbeddedBroker(port=port) as broker:
+            kafka = KafkaSettings.from_env(broker.bootstrap)
+            wait_until(lambda: "processing" in w.log_text(), 60, "the worker to start once Kafka is up")
+            expected = produce_counts(kafka, f"down{unique}.in", 500, 20)
+            wait_drained(kafka, f"down{unique}-counter", f"down{unique}.in", 2, 60)
+            assert w.stop() == 0
+            finals = {}
+            for _k, v, _h in read_all(kafka, f"down{unique}.out", 2):
+                o = orjson.loads(v or b"")
+                finals[o["key"]] = max(finals.get(o["key"], (0, 0)), (o["count"], o["total"]))
+            assert finals == expected
+    finally:
+        if w.proc.poll() is None:
+            w.kill()
+
+
+def _streams(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streams", *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_topics_create_is_idempotent(tmp_path: Path, subprocess_env: dict[str, str], unique: str) -> None:
+    topo = counter_topology(tmp_path, f"tc{unique}", 3)
+    first = _streams("topics", "create", "--topology", str(topo), env=subprocess_env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("created") == 4  # in, out, changelog, dlq
+    assert f"created  tc{unique}-counter-changelog" in first.stdout
+    second = _streams("topics", "create", "--topology", str(topo), env=subprocess_env)
+    assert second.returncode == 0, second.stderr
+    assert "created" not in second.stdout and second.stdout.count("exists") == 4
+    described = _streams("topics", "describe", "--topology", str(topo), env=subprocess_env)
+    assert f"tc{unique}-counter-changelog\tpartitions=3 ok\tcleanup=compact" in described.stdout
+
+
+def test_non_copartitioned_topology_is_refused_in_one_line(tmp_path: Path, subprocess_env: dict[str, str],
+                                                           unique: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"""
+name: cp{unique}
+topics:
+  cp{unique}.a: {{partitions: 4}}
+  cp{unique}.b: {{partitions: 3}}
+processors:
+  join: {{processor: counter, inputs: [cp{unique}.a, cp{unique}.b]}}
+""")
+    for cmd in (["topics", "create"], ["worker"]):
+        res = _streams(*cmd, "--topology", str(bad), env=subprocess_env)
+        assert res.returncode == 2
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1, res.stderr
+        assert "not co-partitioned" in lines[0] and f"cp{unique}.a=4" in lines[0] and f"cp{unique}.b=3" in lines[0]
+
+
+def test_worker_refuses_a_changelog_created_with_other_partitions(
+        kafka: KafkaSettings, tmp_path: Path, subprocess_env: dict[str, str], unique: str) -> None:
+    from streams.kafka.admin import Admin
+    from streams.topology import TopicSpec
+
+    name = f"cl{unique}"
+    topo = counter_topology(tmp_path, name, 4)
+    Admin(kafka).ensure([TopicSpec(f"{name}-counter-changelog", 2, 1, "compact")])  # made by hand, wrongly
+    res = _streams("worker", "--topology", str(topo), "--state-dir", str(tmp_path / "w"), env=subprocess_env)
+    assert res.returncode == 2
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert f"{name}-counter-changelog exists with 2 partitions, topology says 4" in res.stderr
+
+
+def test_bad_cli_arguments_exit_nonzero_in_one_line(subprocess_env: dict[str, str], tmp_path: Path) -> None:
+    missing = _streams("worker", "--topology", str(tmp_path / "nope.yaml"), env=subprocess_env)
+    assert missing.returncode == 2 and "cannot read topology" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+    flag = _streams("worker", "--max-batch", "many", "--topology", "x", env=subprocess_env)
+    assert flag.returncode == 2 and "invalid int value" in flag.stderr
+    assert "Traceback" not in missing.stderr + flag.stderr
+    time.sleep(0)
