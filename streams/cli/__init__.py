@@ -18,6 +18,7 @@ COMMANDS = [
     "streams.cli.broker",
     "streams.cli.topics",
     "streams.cli.worker",
+    "streams.cli.demo",
     "streams.cli.lag",
 ]
 

@@ -1,0 +1,106 @@
+"""Unit tests of pure code: the entity envelope, topology validation, settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams.config import KafkaSettings, WorkerSettings
+from streams.errors import ConfigError, TopologyError
+from streams.records import H_EVENT_ID, InputRecord
+from streams.runtime.worker import output_id
+from streams.state import entity
+from streams.topology import load, parse
+
+
+def test_envelope_round_trips_and_exposes_its_source() -> None:
+    ids = entity.remember([], "ev-1", 32)
+    raw = entity.encode(entity.topic_tag("orders"), 41, ids, b"\x00state")
+    e = entity.decode(raw)
+    assert (e.source_tag, e.source_offset, e.state) == (entity.topic_tag("orders"), 41, b"\x00state")
+    assert e.seen("ev-1") and not e.seen("ev-2")
+    assert entity.source_of(raw) == (entity.topic_tag("orders"), 41)
+
+
+def test_dedupe_window_keeps_the_most_recent_ids() -> None:
+    ids: list[bytes] = []
+    for i in range(10):
+        ids = entity.remember(ids, f"e{i}", 4)
+    e = entity.decode(entity.encode(0, 0, ids, b""))
+    assert [e.seen(f"e{i}") for i in range(10)] == [False] * 6 + [True] * 4
+
+
+def test_long_event_ids_are_hashed_not_truncated() -> None:
+    a, b = "x" * 300 + "a", "x" * 300 + "b"
+    e = entity.decode(entity.encode(0, 0, entity.remember([], a, 8), b""))
+    assert e.seen(a) and not e.seen(b)
+
+
+def test_output_ids_are_deterministic_and_distinct() -> None:
+    assert output_id(b"k", "e1", 0) == output_id(b"k", "e1", 0)
+    assert len({output_id(b"k", "e1", 0), output_id(b"k", "e1", 1), output_id(b"k", "e2", 0),
+                output_id(b"j", "e1", 0)}) == 4
+
+
+def test_event_id_falls_back_to_the_log_position() -> None:
+    assert InputRecord("t", 2, 9, b"k", b"v", 0).event_id == "t/2/9"
+    assert InputRecord("t", 2, 9, b"k", b"v", 0, ((H_EVENT_ID, b"abc"),)).event_id == "abc"
+
+
+def _topo(**over: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "name": "app",
+        "topics": {"a": {"partitions": 4}, "b": {"partitions": 4}, "o": {"partitions": 2}},
+        "processors": {"p": {"processor": "counter", "inputs": ["a", "b"], "outputs": ["o"]}},
+    }
+    base.update(over)
+    return base
+
+
+def test_topology_derives_changelog_and_dlq() -> None:
+    t = parse(_topo())
+    names = {s.name: s for s in t.all_topics()}
+    assert names["app-p-changelog"].partitions == 4
+    assert names["app-p-changelog"].cleanup_policy == "compact"
+    assert "app.dlq" in names
+    assert t.default_group(t.processor(None)) == "app-p"
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (_topo(topics={"a": {"partitions": 4}, "b": {"partitions": 3}, "o": {}}), "not co-partitioned (a=4, b=3)"),
+    (_topo(processors={"p": {"processor": "counter", "inputs": ["zz"]}}), "'zz' is not declared"),
+    (_topo(topics={"a": {"partitions": 0}}, processors={"p": {"processor": "c", "inputs": ["a"]}}),
+     "topics.a.partitions"),
+    (_topo(topics={"a": {"partitons": 4}}, processors={"p": {"processor": "c", "inputs": ["a"]}}),
+     "unknown keys ['partitons']"),
+    (_topo(topics={"a": {"cleanup_policy": "keep"}}, processors={"p": {"processor": "c", "inputs": ["a"]}}),
+     "cleanup_policy"),
+    (_topo(processors={}), "at least one processor"),
+    (_topo(name="bad name!"), "'name'"),
+])
+def test_topology_errors_name_the_problem(data: dict[str, object], message: str) -> None:
+    with pytest.raises(TopologyError, match=None) as exc:
+        parse(data, "f.yaml")
+    assert message in str(exc.value) and str(exc.value).startswith("f.yaml")
+
+
+def test_topology_variables_expand_with_defaults(tmp_path: Path) -> None:
+    f = tmp_path / "t.yaml"
+    f.write_text("name: ${NS:-}x\ntopics: {${NS:-}in: {}}\nprocessors: {p: {processor: c, inputs: [${NS:-}in]}}\n")
+    assert load(f, {}).name == "x"
+    assert load(f, {"NS": "dev-"}).topics.keys() == {"dev-in"}
+    f.write_text("name: ${MISSING}\n")
+    with pytest.raises(TopologyError, match=r"\$\{MISSING\} is not set"):
+        load(f, {})
+
+
+def test_settings_validate_and_redact_secrets() -> None:
+    with pytest.raises(ConfigError, match="max_batch"):
+        WorkerSettings(group="g", state_dir=Path("."), max_batch=0)
+    k = KafkaSettings.from_env(env={"KAFKA_BOOTSTRAP_SERVERS": "h:9", "KAFKA_SASL_PASSWORD": "hunter2",
+                                    "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512"})
+    assert k.common()["sasl.password"] == "hunter2"
+    assert "hunter2" not in repr(k.redacted()) and k.redacted()["sasl.mechanism"] == "SCRAM-SHA-512"
+    with pytest.raises(ConfigError, match="KAFKA_BOOTSTRAP_SERVERS"):
+        KafkaSettings.from_env(env={})
