@@ -91,7 +91,7 @@ def test_backpressure_pauses_instead_of_growing(kafka: KafkaSettings, tmp_path: 
     topo = counter_topology(tmp_path, name, 2, kafka=kafka)
     expected = produce_counts(kafka, f"{name}.in", 4_000, 100)
     # A tiny in-flight bound and a slow-to-send producer make the queue hit the bound within a batch.
-    worker, t, logs = start_worker(kafka, topo, tmp_path / "w", max_in_flight=200, max_batch=1000)
+    worker, t, _logs = start_worker(kafka, topo, tmp_path / "w", max_in_flight=200, max_batch=1000)
     try:
         wait_drained(kafka, f"{name}-counter", f"{name}.in", 2, 60)
     finally:

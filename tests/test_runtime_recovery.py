@@ -8,6 +8,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+
+from streams.config import KafkaSettings
+from streams.records import H_EVENT_ID, header
+from streams.runtime.faults import POINTS
+from streams.runtime.rebuild import rebuild
+from streams.state import entity
+from streams.state.store import PartitionStore, store_path
 from support import (
     WorkerProc,
     counter_topology,
@@ -17,13 +24,6 @@ from support import (
     wait_drained,
     wait_until,
 )
-
-from streams.config import KafkaSettings
-from streams.records import H_EVENT_ID, header
-from streams.runtime.faults import POINTS
-from streams.runtime.rebuild import rebuild
-from streams.state import entity
-from streams.state.store import PartitionStore, store_path
 
 pytestmark = pytest.mark.kafka
 PARTS = 4
