@@ -82,6 +82,8 @@ class WorkerSettings:
     # Records with more hops than this are dead-lettered: they are a loop, not a workflow.
     max_hops: int = 64
     instance_id: str = ""
+    # How often due timers are looked for; a timer fires at most this late (plus one commit interval).
+    timer_check_ms: int = 100
 
     def __post_init__(self) -> None:
         if self.commit_interval_ms <= 0:

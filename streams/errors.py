@@ -117,3 +117,26 @@ class IncompatibleSchemaError(SchemaRegistryError):
     """A schema breaks the subject's compatibility rule; the message names the breaking fields."""
 
     reason = "incompatible_schema"
+
+
+class WorkflowDefinitionError(ConfigError):
+    """A workflow definition is inconsistent; ``problems`` lists each one, naming the state, event or timer."""
+
+    reason = "workflow_definition"
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems or (message,)
+
+
+class EncodeError(RecordError):
+    """A record a processor emitted does not match its writer schema: the input that caused it is dead-lettered."""
+
+    reason = "encode_error"
+
+
+class SchemaRegistryUnavailableError(SchemaRegistryError):
+    """The schema registry cannot be reached or failed on its side (5xx); retrying may help."""
+
+    retryable = True
+    reason = "schema_registry_unavailable"

@@ -38,7 +38,7 @@ def rebuilt_state(kafka: KafkaSettings, name: str, into: Path,
     for p in range(parts):
         s = PartitionStore(store_path(into, "counter", p), p)
         try:
-            for k, v in s.items():
+            for k, v in s.entities():
                 count, total = orjson.loads(entity.decode(v).state or b"null")
                 state[k.decode()] = (count, total)
         finally:

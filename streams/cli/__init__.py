@@ -17,9 +17,12 @@ from streams.errors import StreamsError
 COMMANDS = [
     "streams.cli.broker",
     "streams.cli.topics",
+    "streams.cli.registry",
+    "streams.cli.schemas",
     "streams.cli.worker",
     "streams.cli.demo",
     "streams.cli.lag",
+    "streams.cli.workflow",
 ]
 
 

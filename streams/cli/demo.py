@@ -126,7 +126,7 @@ def _summary(kafka: KafkaSettings, topo: Topology, tmp: str, expected: dict[str,
     state: dict[str, tuple[int, int]] = {}
     for p in range(parts):
         store = PartitionStore(store_path(into, proc.store, p), p)
-        for k, v in store.items():
+        for k, v in store.entities():
             count, tot = orjson.loads(entity.decode(v).state or b"null")
             state[k.decode()] = (count, tot)
         store.close()

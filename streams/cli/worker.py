@@ -11,18 +11,52 @@ from pathlib import Path
 
 from streams.cli.common import add_kafka_args, kafka_or_embedded, log
 from streams.config import KafkaSettings, WorkerSettings
-from streams.errors import KafkaUnavailableError
+from streams.errors import ConfigError, KafkaUnavailableError
 from streams.kafka.admin import Admin
 from streams.processors import resolve
 from streams.runtime.faults import Faults
 from streams.runtime.worker import Worker, WorkerSpec
 from streams.topology import ProcessorSpec, Topology, load
 
+ORDERS = Path(__file__).resolve().parents[2] / "topology" / "orders.yaml"
+SERVICES = ("payment", "inventory", "shipping")
+
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("worker", help="run one stream worker (a consumer-group member)")
     p.add_argument("--topology", required=True, help="topology YAML file")
     p.add_argument("--processor", help="which processor of the topology (default: the only one)")
+    _worker_args(p)
+    p.set_defaults(func=run, options={})
+    s = sub.add_parser("service", help="run a reference service (payment, inventory, shipping)")
+    s.add_argument("kind", choices=SERVICES)
+    s.add_argument("--topology", default=str(ORDERS), help="topology YAML file (default: topology/orders.yaml)")
+    s.add_argument("--latency-ms", type=float, default=0.0, help="simulated work per command")
+    s.add_argument("--transient-rate", type=float, default=0.0, help="share of attempts failing TRANSIENT")
+    s.add_argument("--permanent-rate", type=float, default=0.0, help="share of orders failing PERMANENT")
+    s.add_argument("--shortage-rate", type=float, default=0.0, help="inventory: share of orders out of stock")
+    s.add_argument("--no-answer-rate", type=float, default=0.0, help="payment: share of orders never answered")
+    s.add_argument("--no-answer-customer-prefix", default="",
+                   help="payment: never answer orders whose id starts with this")
+    s.add_argument("--seed", type=int, default=0, help="seeds the (deterministic) failure choices")
+    _worker_args(s)
+    s.set_defaults(func=run_service)
+
+
+def run_service(args: argparse.Namespace) -> int:
+    for name in ("transient_rate", "permanent_rate", "shortage_rate", "no_answer_rate"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be within 0..1, got {getattr(args, name)}")
+    args.processor = args.kind
+    args.options = {
+        "latency_ms": args.latency_ms, "transient_rate": args.transient_rate, "permanent_rate": args.permanent_rate,
+        "shortage_rate": args.shortage_rate, "no_answer_rate": args.no_answer_rate, "seed": args.seed,
+        "no_answer_customer_prefix": args.no_answer_customer_prefix,
+    }
+    return run(args)
+
+
+def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group", help="consumer group (default: <topology>-<processor>)")
     p.add_argument("--state-dir", help="where this worker keeps its RocksDB stores "
                    "(default: .streams/state/<group>/<instance-id>)")
@@ -36,7 +70,6 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="recent event ids remembered per entity; redelivery within it is not applied twice")
     p.add_argument("--no-create-topics", action="store_true", help="fail instead of creating missing topics")
     add_kafka_args(p)
-    p.set_defaults(func=run)
 
 
 def prepare(topo: Topology, proc: ProcessorSpec, kafka: KafkaSettings, create: bool) -> None:
@@ -65,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         max_batch=args.max_batch, max_in_flight=args.max_in_flight, instance_id=args.instance_id,
         dedupe_window=args.dedupe_window,
     )
-    processor = resolve(proc.processor, proc.options, proc.outputs)
+    processor = resolve(proc.processor, {**proc.options, **args.options}, proc.outputs)
     with kafka_or_embedded(args) as kafka:
         prepare(topo, proc, kafka, create=not args.no_create_topics)
         spec = WorkerSpec(proc.name, proc.inputs, proc.changelog, proc.store, topo.dlq_topic)

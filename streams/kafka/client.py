@@ -86,6 +86,9 @@ def make_producer(
         # Idempotence: librdkafka's own retries never duplicate or reorder within a partition.
         "enable.idempotence": True,
         "acks": "all",
+        # Java clients' partitioner: a reply keyed by order id lands on the partition (and so the worker and
+        # store) that holds that order, whichever client produced the order.
+        "partitioner": "murmur2_random",
         # A few ms of linger turns one flush per commit into a handful of large produce requests.
         "linger.ms": 5,
         "batch.num.messages": 10000,

@@ -15,6 +15,10 @@ from streams.runtime.processor import Processor
 
 BUILTINS: Mapping[str, str] = {
     "counter": "streams.processors.counter:CounterProcessor",
+    "workflow": "streams.processors.workflow:factory",
+    "payment-service": "streams.processors.services:payment",
+    "inventory-service": "streams.processors.services:inventory",
+    "shipping-service": "streams.processors.services:shipping",
 }
 
 

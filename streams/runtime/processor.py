@@ -36,11 +36,27 @@ UNCHANGED = _Unchanged()
 
 
 @dataclass(frozen=True, slots=True)
+class TimerChange:
+    """Set a durable timer (``fire`` is the record to produce once ``due_ms`` has passed) or clear it.
+
+    Clearing names the due time it was set with: the index is ordered by due time. A fired record should
+    carry a deterministic ``streams-id`` header, so a timer fired twice (crash before the next commit) is
+    recognised as one event.
+    """
+
+    name: str
+    due_ms: int
+    fire: OutputRecord | None
+
+
+@dataclass(frozen=True, slots=True)
 class Step(Generic[S]):
-    """The outcome of one record: new state (``None`` deletes the entity) and the records it causes."""
+    """The outcome of one record: new state (``None`` deletes the entity), the records it causes, and the
+    changes to the entity's durable timers."""
 
     state: S | _Unchanged | None
     outputs: Sequence[OutputRecord] = ()
+    timers: Sequence[TimerChange] = ()
 
 
 class Processor(Protocol[S, E]):

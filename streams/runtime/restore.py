@@ -121,7 +121,7 @@ class Restorer:
     def _older(self, job: RestoreJob, key: bytes, tag: int, offset: int) -> bool:
         prev = job.seen.get(key)
         if prev is None and not job.fresh:
-            raw = job.store.get(key)
+            raw = job.store.get_raw(key)
             prev = entity.source_of(raw) if raw is not None else None
         return prev is not None and prev[0] == tag and prev[1] > offset
 

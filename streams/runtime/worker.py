@@ -26,7 +26,7 @@ from streams.runtime.commit import Batch, CommitContext, DeliveryTracker, commit
 from streams.runtime.faults import Faults
 from streams.runtime.processor import UNCHANGED, Processor, Step
 from streams.runtime.restore import Restorer
-from streams.state import entity
+from streams.state import entity, timers
 from streams.state.store import PartitionStore, store_path
 
 
@@ -43,6 +43,7 @@ class WorkerStats:
     rebalances: int = 0
     restored: int = 0
     backpressure_pauses: int = 0
+    timers_fired: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,10 @@ class Worker:
             should_give_up=self._stop.is_set,
         )
         self._tags = {t: entity.topic_tag(t) for t in spec.inputs}
+        # Timer index keys already fired and awaiting the step that clears them; memory only, so a restart
+        # fires them again (same deterministic id, recognised as a duplicate).
+        self._fired: dict[int, set[bytes]] = {}
+        self._next_timer_check = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -126,6 +131,10 @@ class Worker:
             for job in self._restorer.step():
                 self._activate(job.partition)
         self._backpressure()
+        now = time.monotonic()
+        if now >= self._next_timer_check:
+            self._next_timer_check = now + self.settings.timer_check_ms / 1000
+            self._fire_due_timers()
         timeout = 0.0 if self._restorer.jobs else self.settings.poll_timeout_s
         msgs = self._consumer.consume(self.settings.max_batch, timeout)
         for msg in msgs:
@@ -216,9 +225,35 @@ class Worker:
         self._bp_paused = [tp for tp in self._bp_paused if tp.partition not in parts]
         for p in parts:
             self._active.discard(p)
+            self._fired.pop(p, None)
             store = self._stores.pop(p, None)
             if store is not None:
                 store.close()
+
+    # -- timers ------------------------------------------------------------------------------------------
+
+    def _fire_due_timers(self) -> int:
+        """Produce the record of every due timer once. Wall clock: a timer is due when its due time has passed
+        on this worker's clock; the step that set it chose the due time (see the processor's clock rule)."""
+        now_ms = int(time.time() * 1000)
+        n = 0
+        for p in self._active:
+            store = self._stores[p]
+            fired = self._fired.setdefault(p, set())
+            staged = self._batch.entities.get(p, {})
+            for tkey, value in store.timers():
+                if timers.due_of(tkey) > now_ms:
+                    break
+                if tkey in fired or (tkey in staged and staged[tkey] is None):
+                    continue
+                rec = timers.decode_record(entity.decode(value).state or b"")
+                # Back into this partition of the input topic: the entity's log carries its timeouts too.
+                part = p if rec.topic in self._tags else None
+                produce(self._producer, rec.topic, rec.key, rec.value, list(rec.headers), part)
+                fired.add(tkey)
+                n += 1
+        self.stats.timers_fired += n
+        return n
 
     # -- backpressure ------------------------------------------------------------------------------------
 
@@ -266,7 +301,8 @@ class Worker:
             hops = _hops(rec)
             if hops > self.settings.max_hops:
                 raise HopLimitError(f"hop count {hops} exceeds the limit {self.settings.max_hops}")
-            raw = ents[key] if key in ents else self._stores[p].get(key)
+            dkey = timers.ENTITY + key
+            raw = ents[dkey] if dkey in ents else self._stores[p].get(key)
             current = entity.decode(raw) if raw is not None else None
             event_id = rec.event_id
             if current is not None and current.seen(event_id):
@@ -281,16 +317,23 @@ class Worker:
         except _ExhaustedError as exc:
             self._dead_letter(rec, exc.error, self.settings.handler_attempts)
             return
+        tag = self._tags[topic]
         if step.state is not UNCHANGED:
             if step.state is None:
-                ents[key] = None
-                self._batch.tombstone_sources[(p, key)] = (
-                    self._tags[topic].to_bytes(4, "big") + offset.to_bytes(8, "big", signed=True)
-                )
+                ents[dkey] = None
+                self._batch.tombstone_sources[(p, dkey)] = _source(tag, offset)
             else:
                 recent = entity.remember(current.recent_ids if current else [], event_id,
                                          self.settings.dedupe_window)
-                ents[key] = entity.encode(self._tags[topic], offset, recent, self.processor.dump_state(step.state))
+                ents[dkey] = entity.encode(tag, offset, recent, self.processor.dump_state(step.state))
+        for change in step.timers:
+            tkey = timers.index_key(change.due_ms, key, change.name)
+            if change.fire is None:
+                ents[tkey] = None
+                self._batch.tombstone_sources[(p, tkey)] = _source(tag, offset)
+                self._fired.get(p, set()).discard(tkey)
+            else:
+                ents[tkey] = entity.encode(tag, offset, [], timers.encode_record(change.fire))
         if step.outputs:
             self._emit(rec, key, event_id, hops, step.outputs)
 
@@ -331,6 +374,11 @@ class _ExhaustedError(Exception):
     def __init__(self, error: ProcessingError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def _source(tag: int, offset: int) -> bytes:
+    """The source position of a tombstone, which has no envelope to carry it."""
+    return tag.to_bytes(4, "big") + offset.to_bytes(8, "big", signed=True)
 
 
 def _hops(rec: InputRecord) -> int:

@@ -1,8 +1,9 @@
 """One RocksDB store per (store name, partition), holding entity envelopes plus the store's own bookkeeping.
 
-Data keys are prefixed ``d``, bookkeeping keys ``m``: a restore or a state hash walks data keys only. Every
-write goes through one WriteBatch that carries the data, the source offsets it covers and the changelog
-position together (invariant 1: local state is written atomically with the offsets).
+Keys carry a namespace byte: ``d`` entities, ``t`` the timer index (see :mod:`streams.state.timers`), ``m`` the
+store's own bookkeeping. Changelog records use the same raw ``d``/``t`` keys, so a restore writes back exactly
+what the live store held. Every write is one WriteBatch carrying the data, the source offsets it covers and the
+changelog position together (invariant 1: local state is written atomically with the offsets).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rocksdict import Options, Rdict, WriteBatch
 from streams.errors import StateStoreError
 
 _D = b"d"
+_T = b"t"
 _M_SRC = b"msrc/"
 _M_CHANGELOG = b"mchangelog"
 _I64 = struct.Struct(">q")
@@ -47,7 +49,12 @@ class PartitionStore:
         self._closed = False
 
     def get(self, key: bytes) -> bytes | None:
+        """An entity's envelope by entity key."""
         value: bytes | None = self._db.get(_D + key)
+        return value
+
+    def get_raw(self, raw_key: bytes) -> bytes | None:
+        value: bytes | None = self._db.get(raw_key)
         return value
 
     def source_offset(self, topic: str) -> int | None:
@@ -65,13 +72,13 @@ class PartitionStore:
         source_offsets: Mapping[str, int] | None = None,
         changelog_offset: int | None = None,
     ) -> None:
-        """Apply entity puts/deletes and bookkeeping in one atomic WriteBatch."""
+        """Apply puts/deletes of raw (namespaced) keys and bookkeeping in one atomic WriteBatch."""
         wb = WriteBatch(raw_mode=True)
         for key, value in entities.items():
             if value is None:
-                wb.delete(_D + key)
+                wb.delete(key)
             else:
-                wb.put(_D + key, value)
+                wb.put(key, value)
         for topic, offset in (source_offsets or {}).items():
             wb.put(_M_SRC + topic.encode(), _I64.pack(offset))
         if changelog_offset is not None:
@@ -81,22 +88,35 @@ class PartitionStore:
         except Exception as exc:
             raise StateStoreError(f"writing state store {self.path}: {exc}") from exc
 
-    def items(self) -> Iterator[tuple[bytes, bytes]]:
-        """Entity keys and envelopes in key order."""
+    def _scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         it = self._db.iter()
-        it.seek(_D)
+        it.seek(prefix)
         while it.valid():
             key: bytes = it.key()
-            if not key.startswith(_D):
+            if not key.startswith(prefix):
                 break
-            yield key[1:], it.value()
+            yield key, it.value()
             it.next()
+
+    def entities(self) -> Iterator[tuple[bytes, bytes]]:
+        """Entity keys and envelopes in key order."""
+        for k, v in self._scan(_D):
+            yield k[1:], v
+
+    def timers(self) -> Iterator[tuple[bytes, bytes]]:
+        """Timer index entries (raw keys), earliest due first."""
+        return self._scan(_T)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every data entry, entities and timers, by raw key: what the changelog mirrors."""
+        yield from self._scan(_D)
+        yield from self._scan(_T)
 
     def is_empty(self) -> bool:
         return next(self.items(), None) is None
 
     def state_hash(self) -> str:
-        """A digest over every entity key and value: equal hashes mean byte-identical state."""
+        """A digest over every data key and value: equal hashes mean byte-identical state."""
         h = hashlib.sha256()
         for k, v in self.items():
             h.update(_I64.pack(len(k)))

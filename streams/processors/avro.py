@@ -1,0 +1,38 @@
+"""Avro wiring shared by the workflow adapter and the reference services: one Serde per process."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from streams.contracts import Catalogue, RegistryClient, RegistrySettings, Serde
+from streams.records import InputRecord
+
+SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+
+def make_serde(options: Mapping[str, Any]) -> Serde:
+    """A serde for the schemas directory in ``options`` (default: the project's ``schemas/``) and the registry
+    in ``SCHEMA_REGISTRY_URL``; subject strategy from ``options['subject_strategy']`` (default topic)."""
+    catalogue = Catalogue.load(options.get("schemas", SCHEMAS_DIR))
+    registry = RegistryClient(RegistrySettings.from_env(options.get("registry")))
+    return Serde(registry, catalogue, strategy=str(options.get("subject_strategy", "topic")))
+
+
+def envelope(event_id: str, key: str, record: str, occurred_at: int, causation: str | None) -> dict[str, Any]:
+    """The common envelope. ``occurred_at`` comes from the causing input, never the clock, so a record
+    produced again after a crash is byte-identical to the first copy."""
+    return {
+        "id": event_id,
+        "entity_key": key,
+        "type": record.rsplit(".", 1)[-1],
+        "schema_version": 1,
+        "occurred_at": occurred_at,
+        "correlation_id": key,
+        "causation_id": causation,
+    }
+
+
+def key_of(record: InputRecord) -> str:
+    return record.key.decode("utf-8", "replace")
