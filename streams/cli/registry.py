@@ -1,0 +1,51 @@
+"""``streams registry``: run the Confluent-compatible schema registry, its state in the compacted ``_schemas`` topic."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from streams.cli.common import add_kafka_args, kafka_or_embedded, log
+from streams.contracts import RegistryServer
+from streams.errors import ConfigError
+
+
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("registry", help="run the schema registry (Confluent REST API, stored in Kafka)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8081, help="port to listen on (default: 8081; 0 = any free port)")
+    p.add_argument("--topic", default="_schemas", help="compacted topic holding the registry's log (default: _schemas)")
+    p.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    add_kafka_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be 0..65535, got {args.port}")
+    with kafka_or_embedded(args) as settings:
+        server = RegistryServer(settings, host=args.host, port=args.port, topic=args.topic,
+                                access_log=args.access_log, logger=log)
+        try:
+            server.start()
+        except OSError as exc:
+            server.stop()
+            raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
+        stop = threading.Event()
+
+        def on_signal(signum: int, frame: object) -> None:
+            if not stop.is_set():
+                stop.set()
+                threading.Thread(target=server.stop, daemon=True).start()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        log(f"streams: schema registry listening on {server.url} (log topic {args.topic} at "
+            f"{settings.bootstrap_servers})")
+        try:
+            server.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+    return 0

@@ -1,0 +1,188 @@
+"""The schema catalogue: every ``.avsc`` under a directory, loaded and parsed once.
+
+Files reference each other's named types by full name (``streams.orders.LineItem``); the catalogue resolves those
+references and keeps, for each named type, a self-contained schema: the JSON a registry gets, its canonical text,
+and fastavro's parsed form that encoders and decoders use on the hot path. ``subjects.yaml`` next to the schemas
+says which records travel on which topic (see that file). Files under an ``evolution/`` directory are candidate
+future versions and never live; load them explicitly with ``overrides``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from fastavro import parse_schema
+
+from streams.contracts.avsc import (
+    Json,
+    canonical,
+    canonical_text,
+    load_json,
+    named_types,
+    references,
+    standalone,
+)
+from streams.errors import ConfigError
+
+SUBJECTS_FILE = "subjects.yaml"
+STRATEGIES = ("topic", "record")
+
+
+@dataclass(frozen=True)
+class SchemaEntry:
+    """One registrable schema: a named type, or the union a multi-record topic is registered as."""
+
+    name: str
+    schema: Json  # self-contained, canonical JSON
+    text: str  # canonical text: what is registered and compared
+    parsed: Any = field(repr=False)  # fastavro's parsed schema
+    branches: tuple[str, ...] = ()  # for a union: its records' full names, in branch order
+
+
+def parse(schema: Json) -> Any:
+    """fastavro's parsed form of a self-contained schema; our error if it is not valid Avro."""
+    try:
+        return parse_schema(schema)
+    except Exception as exc:  # fastavro raises several unrelated types for invalid schemas
+        raise ConfigError(f"invalid Avro schema: {exc}") from exc
+
+
+def entry(name: str, schema: Json, branches: tuple[str, ...] = ()) -> SchemaEntry:
+    return SchemaEntry(name, schema, canonical_text(schema), parse(schema), branches)
+
+
+class Catalogue:
+    """Named types by full name, plus the topic → records mapping; immutable once loaded."""
+
+    def __init__(self, definitions: Mapping[str, Json], topics: Mapping[str, Sequence[str]] | None = None,
+                 messages: Iterable[str] | None = None, source: str = "") -> None:
+        self.source = source
+        self._defs = dict(definitions)
+        self._entries: dict[str, SchemaEntry] = {}
+        for name in self._defs:
+            schema = standalone(name, self._defs)
+            missing = references(schema)
+            if missing:
+                raise ConfigError(f"{source or 'catalogue'}: {name} references unknown type(s) {sorted(missing)}")
+            self._entries[name] = entry(name, schema)
+        self.topics: dict[str, tuple[str, ...]] = {}
+        for topic, names in (topics or {}).items():
+            self.topics[topic] = tuple(self.resolve(n) for n in names)
+        listed = [n for names in self.topics.values() for n in names]
+        self.messages: tuple[str, ...] = tuple(dict.fromkeys(
+            [self.resolve(n) for n in messages] if messages is not None else listed
+        ))
+        self._unions: dict[str, SchemaEntry] = {}
+
+    # -- loading ---------------------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, directory: str | Path, overrides: Iterable[str | Path] = ()) -> Catalogue:
+        """Every ``*.avsc`` under ``directory`` (but not under ``evolution/``), then ``overrides``, whose named
+        types replace the live ones of the same name (how a test or a CI check tries a future version)."""
+        root = Path(directory)
+        if not root.is_dir():
+            raise ConfigError(f"schema directory {root} does not exist")
+        files = sorted(p for p in root.rglob("*.avsc") if "evolution" not in p.relative_to(root).parts)
+        if not files:
+            raise ConfigError(f"no .avsc files under {root}")
+        defs = _definitions(files, replace=False)
+        defs.update(_definitions([Path(p) for p in overrides], replace=True))
+        topics: dict[str, list[str]] = {}
+        messages: list[str] | None = None
+        subjects = root / SUBJECTS_FILE
+        if subjects.is_file():
+            topics = _read_topics(subjects)
+        else:  # without a mapping every file's top-level record is a message
+            messages = [n for p in files for n in [_top_name(p)] if defs.get(n, {}).get("type") == "record"]
+        return cls(defs, topics, messages, source=str(root))
+
+    # -- lookup ----------------------------------------------------------------------------------------------
+
+    def resolve(self, name: str) -> str:
+        """A full name for ``name``; a short name is accepted when exactly one namespace defines it."""
+        if name in self._entries:
+            return name
+        matches = [n for n in self._entries if n.rpartition(".")[2] == name]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise ConfigError(f"record name {name!r} is ambiguous: {', '.join(sorted(matches))}")
+        raise ConfigError(f"no schema named {name!r} in {self.source or 'the catalogue'}")
+
+    def get(self, name: str) -> SchemaEntry:
+        return self._entries[self.resolve(name)]
+
+    def find(self, name: str) -> SchemaEntry | None:
+        """The entry of a full name, or None: decoders use it to pick a reader schema, never guessing."""
+        return self._entries.get(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._entries)
+
+    def topic_entry(self, topic: str) -> SchemaEntry | None:
+        """The schema registered for ``topic`` under the topic strategy: its record, or the union of its records."""
+        names = self.topics.get(topic)
+        if not names:
+            return None
+        if len(names) == 1:
+            return self._entries[names[0]]
+        if topic not in self._unions:
+            self._unions[topic] = entry(f"{topic}-value", standalone(names, self._defs), names)
+        return self._unions[topic]
+
+    def subjects(self, strategy: str) -> dict[str, SchemaEntry]:
+        """Subject → schema for every message, as ``streams schemas register`` registers them."""
+        if strategy == "record":
+            return {n: self._entries[n] for n in self.messages}
+        if strategy == "topic":
+            return {f"{t}-value": e for t in self.topics for e in [self.topic_entry(t)] if e is not None}
+        raise ConfigError(f"unknown subject strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+
+
+def _top_name(path: Path) -> str:
+    raw = canonical(_load(path))
+    return str(raw.get("name", "")) if isinstance(raw, dict) else ""
+
+
+def _load(path: Path) -> Json:
+    return load_json(str(path))
+
+
+def _definitions(files: Iterable[Path], replace: bool) -> dict[str, Json]:
+    defs: dict[str, Json] = {}
+    origin: dict[str, Path] = {}
+    for path in files:
+        try:
+            found = named_types(canonical(_load(path)))
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        if not found:
+            raise ConfigError(f"{path}: defines no named type (a schema file must hold a record, enum or fixed)")
+        for name, definition in found.items():
+            if not replace and name in defs and defs[name] != definition:
+                raise ConfigError(f"{name} is defined differently in {origin[name]} and {path}")
+            defs[name] = definition
+            origin[name] = path
+    return defs
+
+
+def _read_topics(path: Path) -> dict[str, list[str]]:
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    topics = doc.get("topics") if isinstance(doc, dict) else None
+    if not isinstance(topics, dict):
+        raise ConfigError(f"{path}: expected a 'topics:' mapping of topic -> list of record names")
+    out: dict[str, list[str]] = {}
+    for topic, names in topics.items():
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"{path}: topic {topic!r} needs a non-empty list of record names")
+        out[str(topic)] = names
+    return out

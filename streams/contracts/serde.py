@@ -1,0 +1,290 @@
+"""Avro in the Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro binary body.
+
+The per-record path is a fastavro call plus a few bytes of header: writers resolve their schema id once per
+(topic, record) and readers resolve a writer schema once per id, both cached. A reader decodes into its own
+(reader) schema through Avro schema resolution, so producers built against old and new contracts coexist.
+
+Subject strategies:
+
+- ``record``: one subject per record, its full name (Confluent's RecordNameStrategy).
+- ``topic``: one subject per topic, ``<topic>-value``. A topic that carries several record types (declared in
+  ``subjects.yaml``) is registered as the union of them; a record is then written with the union's id and its
+  branch index in front of the body, which is exactly the Avro encoding of a union value, so any Avro reader,
+  Confluent's included, decodes it.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+import time
+from collections.abc import Callable, Mapping
+from io import BytesIO
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+
+from streams.contracts.avsc import canonical, named_types, standalone, type_name, without_time_types
+from streams.contracts.catalogue import STRATEGIES, Catalogue, SchemaEntry, entry
+from streams.contracts.client import RegistryClient
+from streams.errors import (
+    ConfigError,
+    DecodeError,
+    EncodeError,
+    SchemaMismatchError,
+    SchemaRegistryError,
+    UnknownMagicByteError,
+    UnknownSchemaError,
+)
+
+MAGIC = 0
+HEADER = struct.Struct(">bI")
+Record = dict[str, Any]
+Encoder = Callable[[Mapping[str, Any]], bytes]
+_Reader = Callable[[bytes], tuple[str, Record]]
+
+# How long an id the registry said it does not know is answered from memory: a burst of poison records must not
+# become a burst of registry calls, yet a schema registered a moment later is found soon.
+UNKNOWN_ID_TTL_S = 5.0
+
+
+def zigzag(n: int) -> bytes:
+    """Avro's varint encoding of an int (a union branch index)."""
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def header(schema_id: int) -> bytes:
+    return HEADER.pack(MAGIC, schema_id)
+
+
+class Serde:
+    """Encoders and a decoder bound to one registry and one catalogue.
+
+    ``readers`` optionally maps a record's full name to the schema it should be decoded into (a catalogue entry,
+    e.g. from another Catalogue, or a self-contained schema as JSON); by default records decode into this
+    catalogue's schema of the same name, and records whose name the catalogue does not know decode with their
+    writer's schema.
+
+    Date and time logical types (``occurred_at`` is a ``timestamp-millis``) decode as plain ints (epoch millis)
+    unless ``logical_types=True``: the runtime compares, hashes and stores them, and ints round-trip exactly and
+    cost nothing to build. Encoders accept ints or datetimes either way.
+    """
+
+    def __init__(self, registry: RegistryClient, catalogue: Catalogue, strategy: str = "topic", *,
+                 auto_register: bool = True, readers: Mapping[str, SchemaEntry | Any] | None = None,
+                 logical_types: bool = False) -> None:
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"unknown subject strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+        self.registry = registry
+        self.catalogue = catalogue
+        self.strategy = strategy
+        self.auto_register = auto_register
+        self.logical_types = logical_types
+        self._readers_override = dict(readers or {})
+        self._reader_entries: dict[str, SchemaEntry | None] = {}
+        self._encoders: dict[tuple[str, str], Encoder] = {}
+        self._decoders: dict[int, _Reader] = {}
+        self._unknown: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    # -- writing ---------------------------------------------------------------------------------------------
+
+    def subject(self, topic: str, record_name: str) -> str:
+        return f"{topic}-value" if self.strategy == "topic" else self.catalogue.resolve(record_name)
+
+    def encoder(self, topic: str, record_name: str) -> Encoder:
+        """A function record → bytes for ``record_name`` on ``topic``; registers or looks up the id once."""
+        key = (topic, record_name)
+        enc = self._encoders.get(key)
+        if enc is None:
+            enc = self._encoders[key] = self._make_encoder(topic, record_name)
+        return enc
+
+    def encode(self, topic: str, record_name: str, record: Mapping[str, Any]) -> bytes:
+        """Convenience for one record; hot loops should hold on to ``encoder(...)`` instead."""
+        return self.encoder(topic, record_name)(record)
+
+    def _make_encoder(self, topic: str, record_name: str) -> Encoder:
+        name = self.catalogue.resolve(record_name)
+        body_schema = self.catalogue.get(name).parsed
+        registered: SchemaEntry = self.catalogue.get(name)
+        prefix = b""
+        if self.strategy == "topic":
+            topic_entry = self.catalogue.topic_entry(topic)
+            if topic_entry is not None and topic_entry.branches:
+                if name not in topic_entry.branches:
+                    raise ConfigError(f"{name} is not declared for topic {topic} in subjects.yaml")
+                registered, prefix = topic_entry, zigzag(topic_entry.branches.index(name))
+            elif topic_entry is not None and topic_entry.name != name:
+                raise ConfigError(f"topic {topic} carries {topic_entry.name} in subjects.yaml, not {name}")
+        subject = self.subject(topic, name)
+        if self.auto_register:
+            schema_id = self.registry.register(subject, registered.text)
+        else:
+            schema_id = self.registry.lookup(subject, registered.text).id
+        head = header(schema_id) + prefix
+        what = f"{name} for topic {topic}"
+
+        def encode(record: Mapping[str, Any]) -> bytes:
+            buf = BytesIO()
+            buf.write(head)
+            try:
+                schemaless_writer(buf, body_schema, record)
+            except Exception as exc:  # fastavro raises ValueError/TypeError/KeyError/... for a bad record
+                raise EncodeError(f"cannot encode {what}: {exc}") from exc
+            return buf.getvalue()
+
+        return encode
+
+    # -- reading ---------------------------------------------------------------------------------------------
+
+    def decode(self, data: bytes | None) -> tuple[str, Record]:
+        """(record full name, record) of a wire-format value, decoded into the reader schema of that name.
+
+        Raises UnknownMagicByteError, UnknownSchemaError, SchemaMismatchError (all dead-letter RecordErrors);
+        a registry that cannot be reached raises the retryable SchemaRegistryUnavailableError instead.
+        """
+        if not data or len(data) < 5 or data[0] != MAGIC:
+            raise _header_error(data)
+        schema_id = HEADER.unpack_from(data)[1]
+        read = self._decoders.get(schema_id)
+        if read is None:
+            read = self._load_reader(schema_id)
+        return read(data)
+
+    def _load_reader(self, schema_id: int) -> _Reader:
+        with self._lock:
+            read = self._decoders.get(schema_id)
+            if read is not None:
+                return read
+            until = self._unknown.get(schema_id)
+            if until is not None and time.monotonic() < until:
+                raise UnknownSchemaError(f"schema id {schema_id} is not known to the registry at {self.registry.url}")
+            try:
+                text = self.registry.schema(schema_id)
+            except SchemaRegistryError as exc:
+                if exc.http_status == 404:
+                    self._unknown[schema_id] = time.monotonic() + UNKNOWN_ID_TTL_S
+                    raise UnknownSchemaError(
+                        f"schema id {schema_id} is not known to the registry at {self.registry.url}"
+                    ) from exc
+                raise
+            try:
+                read = self._build_reader(schema_id, text)
+            except SchemaMismatchError as exc:
+                read = _failing(exc)  # cached too: every record with this id fails the same way, without a call
+            self._decoders[schema_id] = read
+            return read
+
+    def _decoding(self, schema: Any) -> Any:
+        return schema if self.logical_types else without_time_types(schema)
+
+    def _reader_for(self, name: str, writer: SchemaEntry) -> Any:
+        """The parsed reader schema for records named ``name``, or None when it equals the writer's."""
+        if name not in self._reader_entries:
+            found = self._readers_override.get(name) or self.catalogue.find(name)
+            if found is None:
+                self._reader_entries[name] = None
+            else:
+                schema = found.schema if isinstance(found, SchemaEntry) else canonical(found)
+                self._reader_entries[name] = entry(name, self._decoding(schema))
+        reader = self._reader_entries[name]
+        if reader is None or reader.text == writer.text:
+            return None
+        return reader.parsed
+
+    def _build_reader(self, schema_id: int, text: str) -> _Reader:
+        try:
+            schema = self._decoding(canonical(json.loads(text)))
+        except ValueError as exc:
+            msg = f"schema id {schema_id}: the registry returned an unusable schema: {exc}"
+            raise SchemaMismatchError(msg) from exc
+        if not isinstance(schema, list):
+            name = type_name(schema)
+            writer = _entry(schema_id, name, schema)
+            return _plain_reader(schema_id, name, writer.parsed, self._reader_for(name, writer))
+        defs = named_types(schema)
+        branches: list[tuple[str, Any, Any]] = []
+        for branch in schema:
+            name = type_name(branch)
+            w = _entry(schema_id, name, standalone(name, defs) if name in defs else branch)
+            branches.append((name, w.parsed, self._reader_for(name, w)))
+        return _union_reader(schema_id, tuple(branches))
+
+
+def _entry(schema_id: int, name: str, schema: Any) -> SchemaEntry:
+    try:
+        return entry(name, schema)
+    except ConfigError as exc:
+        raise SchemaMismatchError(f"schema id {schema_id}: {exc}") from exc
+
+
+def _failing(error: SchemaMismatchError) -> _Reader:
+    def read(data: bytes) -> tuple[str, Record]:
+        raise SchemaMismatchError(str(error))
+
+    return read
+
+
+def _header_error(data: bytes | None) -> DecodeError:
+    if not data:
+        return DecodeError("empty value: expected the Confluent wire format (magic byte 0 + 4-byte schema id)")
+    if data[0] != MAGIC:
+        return UnknownMagicByteError(
+            f"unknown magic byte 0x{data[0]:02x}: value is not in the Confluent wire format (magic byte 0x00)"
+        )
+    return DecodeError(f"value is {len(data)} bytes, shorter than the 5-byte Confluent header")
+
+
+def _body(data: bytes, pos: int, schema_id: int, name: str, writer: Any, reader: Any) -> Any:
+    fo = BytesIO(data)
+    fo.seek(pos)
+    try:
+        value = schemaless_reader(fo, writer, reader)
+    except Exception as exc:  # any failure inside fastavro means these bytes do not fit the schema
+        raise SchemaMismatchError(f"body does not match schema id {schema_id} ({name}): {exc!r}") from exc
+    if fo.tell() != len(data):
+        raise SchemaMismatchError(
+            f"body does not match schema id {schema_id} ({name}): {len(data) - fo.tell()} trailing bytes"
+        )
+    return value
+
+
+def _plain_reader(schema_id: int, name: str, writer: Any, reader: Any) -> _Reader:
+    def read(data: bytes) -> tuple[str, Record]:
+        return name, _body(data, 5, schema_id, name, writer, reader)
+
+    return read
+
+
+def _union_reader(schema_id: int, branches: tuple[tuple[str, Any, Any], ...]) -> _Reader:
+    n_branches = len(branches)
+
+    def read(data: bytes) -> tuple[str, Record]:
+        pos, shift, z = 5, 0, 0
+        try:
+            while True:  # the union branch index: a zigzag varint, one byte for < 64 branches
+                b = data[pos]
+                pos += 1
+                z |= (b & 0x7F) << shift
+                if b < 0x80:
+                    break
+                shift += 7
+        except IndexError:
+            raise SchemaMismatchError(f"body does not match schema id {schema_id}: no union branch index") from None
+        index = (z >> 1) ^ -(z & 1)
+        if not 0 <= index < n_branches:
+            raise SchemaMismatchError(
+                f"body does not match schema id {schema_id}: union branch {index} of {n_branches}"
+            )
+        name, writer, reader = branches[index]
+        return name, _body(data, pos, schema_id, name, writer, reader)
+
+    return read

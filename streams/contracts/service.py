@@ -1,0 +1,351 @@
+"""The registry's operations with Confluent's semantics and error codes, over a RegistryState and a SchemaLog.
+
+Reads answer from memory. Writes are serialized per instance, start with a log barrier (so the decision sees every
+instance's earlier writes), and return only once their records are acknowledged by the log and applied. Across
+instances, concurrent registrations are settled by the log order (see ``model``): a losing claim is withdrawn and
+the registration retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import avro.schema
+
+from streams.contracts import compat
+from streams.contracts.avsc import canonical_text, fingerprint
+from streams.contracts.log import SchemaLog
+from streams.contracts.model import (
+    DELETED_VALUE,
+    HWM_KEY,
+    Claim,
+    RegistryState,
+    config_key,
+    config_value,
+    deleted_key,
+    hwm_value,
+)
+from streams.errors import ConfigError, IncompatibleSchemaError, SchemaRegistryError
+
+T = TypeVar("T")
+MAX_VERSION = 2**31 - 1
+WRITE_ATTEMPTS = 5
+
+
+def _err(code: int, message: str) -> SchemaRegistryError:
+    return SchemaRegistryError(message, code, int(str(code)[:3]))
+
+
+def subject_not_found(subject: str) -> SchemaRegistryError:
+    return _err(40401, f"Subject '{subject}' not found.")
+
+
+def parse_version(raw: str) -> int | None:
+    """A version number, or None for ``latest`` (also spelled -1)."""
+    if raw in ("latest", "-1"):
+        return None
+    try:
+        version = int(raw)
+    except ValueError:
+        version = 0
+    if not 1 <= version <= MAX_VERSION:
+        raise _err(42202, f"The specified version '{raw}' is not a valid version id. Allowed values are between "
+                          f"[1, {MAX_VERSION}] and the string \"latest\"")
+    return version
+
+
+class RegistryService:
+    def __init__(self, log: SchemaLog) -> None:
+        self.log = log
+        self.state = RegistryState()
+        self._lock = threading.RLock()  # guards state: the log's reader thread applies under it
+        self._write = threading.Lock()  # one write decision at a time in this instance
+        self._sync_lock = threading.Lock()
+        self._last_sync = 0.0
+        self._parsed: dict[str, avro.schema.Schema] = {}
+
+    def open(self) -> None:
+        self.log.open(self._apply)
+        if self.state.foreign:
+            self.log.close()
+            raise ConfigError(
+                f"the schema log holds {self.state.foreign} schema record(s) written by another registry "
+                f"(Confluent's?); give this registry a topic of its own (streams registry --topic NAME)"
+            )
+
+    def close(self) -> None:
+        self.log.close()
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        with self._lock:
+            self.state.apply(key, value)
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+
+    def _schema(self, body: Any) -> tuple[str, str, avro.schema.Schema]:
+        """(canonical text, fingerprint, parsed) of a request body's schema; 42201 if it is not usable."""
+        if not isinstance(body, dict) or not isinstance(body.get("schema"), str):
+            raise _err(42201, "Invalid schema: the request body must be an object with a string field 'schema'")
+        kind = body.get("schemaType") or "AVRO"
+        if kind != "AVRO":
+            raise _err(42201, f"Invalid schema: schemaType {kind!r} is not supported (only AVRO)")
+        if body.get("references"):
+            raise _err(42201, "Invalid schema: schema references are not supported; send a self-contained schema")
+        try:
+            text = canonical_text(json.loads(body["schema"]))
+        except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
+            raise _err(42201, f"Invalid schema: {exc}") from exc
+        fp = fingerprint(text)
+        # not cached: a client posting endless candidate schemas must not grow our memory
+        return text, fp, self._parsed.get(fp) or compat.parse_avro(text)
+
+    def _avro(self, fp: str, text: str) -> avro.schema.Schema:
+        """The parsed form of a stored schema (cached: stored schemas are few and checked on every write)."""
+        parsed = self._parsed.get(fp)
+        if parsed is None:
+            parsed = self._parsed[fp] = compat.parse_avro(text)
+        return parsed
+
+    def _history(self, subject: str) -> list[tuple[int, avro.schema.Schema]]:
+        return [(c.version, self._avro(c.fp, c.schema)) for c in self.state.versions(subject)]
+
+    def fresh(self, read: Callable[[], T]) -> T:
+        """``read()``, retried once after a log barrier if it says "not found": another instance may have
+        written it a moment ago. Barriers are shared between concurrent misses and are best-effort."""
+        started = time.monotonic()
+        try:
+            return read()
+        except SchemaRegistryError as exc:
+            if exc.http_status != 404:
+                raise
+        with self._sync_lock:
+            if self._last_sync < started:
+                self._last_sync = time.monotonic()
+                with contextlib.suppress(SchemaRegistryError):  # best-effort: answer the miss as it is
+                    self.log.sync()
+        return read()
+
+    @staticmethod
+    def _registered(c: Claim) -> dict[str, Any]:
+        return {"subject": c.subject, "version": c.version, "id": c.id, "schema": c.schema}
+
+    def _find(self, subject: str, raw: str, deleted: bool) -> Claim:
+        version = parse_version(raw)
+        every = self.state.versions(subject, deleted=True)
+        if not every:
+            raise subject_not_found(subject)
+        candidates = every if deleted else self.state.versions(subject)
+        if version is None:
+            if not candidates:
+                raise _err(40402, f"Version {raw} not found.")
+            return candidates[-1]
+        for c in candidates:
+            if c.version == version:
+                return c
+        raise _err(40402, f"Version {version} not found.")
+
+    # -- reads -----------------------------------------------------------------------------------------------
+
+    def subjects(self, deleted: bool, deleted_only: bool, prefix: str) -> list[str]:
+        with self._lock:
+            live = set(self.state.subjects())
+            every = self.state.subjects(deleted=True)
+        if deleted_only:
+            return [s for s in every if s not in live and s.startswith(prefix)]
+        chosen = every if deleted else sorted(live)
+        return [s for s in chosen if s.startswith(prefix)]
+
+    def versions(self, subject: str, deleted: bool, deleted_only: bool) -> list[int]:
+        def read() -> list[int]:
+            with self._lock:
+                every = self.state.versions(subject, deleted=True)
+                live = {c.version for c in self.state.versions(subject)}
+            if deleted_only:
+                out = [c.version for c in every if c.version not in live]
+            else:
+                out = [c.version for c in every if deleted or c.version in live]
+            if not out and not (deleted_only and every):
+                raise subject_not_found(subject)
+            return out
+
+        return self.fresh(read)
+
+    def version(self, subject: str, raw: str, deleted: bool) -> dict[str, Any]:
+        parse_version(raw)
+
+        def read() -> dict[str, Any]:
+            with self._lock:
+                return self._registered(self._find(subject, raw, deleted))
+
+        return self.fresh(read)
+
+    def schema_by_id(self, schema_id: int) -> dict[str, Any]:
+        def read() -> dict[str, Any]:
+            with self._lock:
+                known = self.state.schema_by_id.get(schema_id)
+            if known is None:
+                raise _err(40403, f"Schema {schema_id} not found")
+            return {"schema": known[1]}
+
+        return self.fresh(read)
+
+    def id_versions(self, schema_id: int, deleted: bool) -> list[dict[str, Any]]:
+        def read() -> list[dict[str, Any]]:
+            with self._lock:
+                if schema_id not in self.state.schema_by_id:
+                    raise _err(40403, f"Schema {schema_id} not found")
+                return [{"subject": c.subject, "version": c.version} for c in self.state.slots_of(schema_id)
+                        if deleted or not self.state.is_deleted(c)]
+
+        return self.fresh(read)
+
+    def lookup(self, subject: str, body: Any, deleted: bool) -> dict[str, Any]:
+        _, fp, _ = self._schema(body)
+
+        def read() -> dict[str, Any]:
+            with self._lock:
+                candidates = self.state.versions(subject, deleted=deleted)
+                if not candidates:
+                    raise subject_not_found(subject)
+                for c in reversed(candidates):
+                    if c.fp == fp:
+                        return self._registered(c)
+            raise _err(40403, "Schema not found")
+
+        return self.fresh(read)
+
+    def test_compatibility(self, subject: str, raw: str | None, body: Any, verbose: bool) -> dict[str, Any]:
+        """Against one version (``raw``; the level's direction, never transitive) or, with ``raw`` None, against
+        the versions the subject's level says."""
+        _, _, parsed = self._schema(body)
+        with self._lock:
+            level = self.state.level(subject)
+            if raw is None:
+                messages = compat.check(level, parsed, self._history(subject))
+            else:
+                version = parse_version(raw)
+                if version is None and not self.state.versions(subject):
+                    messages = []  # nothing registered yet: anything is compatible
+                else:
+                    target = self._find(subject, raw, deleted=False)
+                    old = [(target.version, self._avro(target.fp, target.schema))]
+                    messages = compat.check(level.removesuffix("_TRANSITIVE"), parsed, old)
+        out: dict[str, Any] = {"is_compatible": not messages}
+        if verbose:
+            out["messages"] = messages
+        return out
+
+    def config(self, subject: str | None, default_to_global: bool) -> dict[str, Any]:
+        with self._lock:
+            if subject is None or subject in self.state.configs:
+                return {"compatibilityLevel": self.state.level(subject)}
+            if default_to_global:
+                return {"compatibilityLevel": self.state.level(None)}
+        raise _err(40408, f"Subject '{subject}' does not have subject-level compatibility configured")
+
+    # -- writes ----------------------------------------------------------------------------------------------
+
+    def register(self, subject: str, body: Any) -> dict[str, Any]:
+        text, fp, parsed = self._schema(body)
+        if not subject or len(subject) > 1024:
+            raise _err(42201, "Invalid subject: must be 1..1024 characters")
+        for _ in range(WRITE_ATTEMPTS):
+            with self._write:
+                self.log.sync()
+                with self._lock:
+                    existing = self.state.live_version(subject, fp)
+                    if existing is not None:
+                        return {"id": existing.id, "version": existing.version, "subject": subject}
+                    messages = compat.check(self.state.level(subject), parsed, self._history(subject))
+                    if messages:
+                        raise IncompatibleSchemaError(
+                            f"Schema being registered is incompatible with an earlier schema for subject "
+                            f"\"{subject}\" ({self.state.level(subject)}), details: {'; '.join(messages)}", 409, 409,
+                        )
+                    claim = Claim(subject, self.state.next_version(subject), self.state.id_for(fp), fp, text)
+                self.log.append([(claim.key, claim.value)])
+                with self._lock:
+                    if self.state.claim(subject, claim.version) == claim:
+                        return {"id": claim.id, "version": claim.version, "subject": subject}
+                self.log.append([(claim.key, None)])  # another instance's claim came first: withdraw ours
+        raise _err(50001, f"could not register under {subject}: concurrent registrations won {WRITE_ATTEMPTS} times")
+
+    def set_config(self, subject: str | None, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or "compatibility" not in body:
+            raise _err(42203, f"Invalid compatibility level: the body must be {{\"compatibility\": LEVEL}} with "
+                              f"LEVEL one of {', '.join(compat.LEVELS)}")
+        level = compat.parse_level(body["compatibility"])
+        with self._write:
+            self.log.append([(config_key(subject), config_value(level))])
+        return {"compatibility": level}
+
+    def delete_config(self, subject: str | None) -> dict[str, Any]:
+        with self._write:
+            self.log.sync()
+            with self._lock:
+                if subject is not None and subject not in self.state.configs:
+                    raise _err(40408, f"Subject '{subject}' does not have subject-level compatibility configured")
+                old = self.state.level(subject)
+            self.log.append([(config_key(subject), None)])
+        return {"compatibilityLevel": old}
+
+    def delete_subject(self, subject: str, permanent: bool) -> list[int]:
+        with self._write:
+            self.log.sync()
+            with self._lock:
+                every = self.state.versions(subject, deleted=True)
+                live = self.state.versions(subject)
+                if not every:
+                    raise subject_not_found(subject)
+                if not permanent:
+                    if not live:
+                        raise _err(40404, f"Subject '{subject}' was soft deleted. Set permanent=true to delete "
+                                          f"permanently")
+                    records: list[tuple[bytes, bytes | None]] = [
+                        (deleted_key(subject, c.version), DELETED_VALUE) for c in live
+                    ]
+                    chosen = live
+                else:
+                    if live:
+                        raise _err(40405, f"Subject '{subject}' was not deleted first before being permanently "
+                                          f"deleted")
+                    records = [r for c in every for r in self._purge(c)]
+                    if subject in self.state.configs:
+                        records.append((config_key(subject), None))
+                    chosen = every
+            self.log.append(records)
+        return [c.version for c in chosen]
+
+    def delete_version(self, subject: str, raw: str, permanent: bool) -> int:
+        parse_version(raw)
+        with self._write:
+            self.log.sync()
+            with self._lock:
+                claim = self._find(subject, raw, deleted=permanent or raw != "latest")
+                soft = self.state.is_deleted(claim)
+                if not permanent:
+                    if soft:
+                        raise _err(40406, f"Subject '{subject}' Version {claim.version} was soft deleted. Set "
+                                          f"permanent=true to delete permanently")
+                    records: list[tuple[bytes, bytes | None]] = [(deleted_key(subject, claim.version), DELETED_VALUE)]
+                else:
+                    if not soft:
+                        raise _err(40407, f"Subject '{subject}' Version {claim.version} was not deleted first "
+                                          f"before being permanently deleted")
+                    records = self._purge(claim)
+            self.log.append(records)
+        return claim.version
+
+    def _purge(self, claim: Claim) -> list[tuple[bytes, bytes | None]]:
+        """Tombstones that remove a version for good, its losing rivals too, and the id high-water mark that
+        keeps its id from being reused once compaction has dropped the claim."""
+        slot = (claim.subject, claim.version)
+        out: list[tuple[bytes, bytes | None]] = [(claim.key, None), (deleted_key(*slot), None)]
+        out += [(k, None) for k in sorted(self.state.rejected.get(slot, ()))]
+        out.append((HWM_KEY, hwm_value(self.state.max_id)))
+        return out

@@ -1,0 +1,202 @@
+"""The order saga end to end on a real broker and registry: orchestrator + three reference services.
+
+An independent oracle predicts every order's end from the services' (deterministic, seeded) failure choices;
+the services' own ledgers show each effect applied exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streams.config import KafkaSettings
+from streams.contracts import RegistryServer, Serde
+from streams.kafka.admin import Admin
+from streams.kafka.embedded import EmbeddedBroker
+from streams.ops.loadgen import place_orders
+from streams.processors.avro import make_serde
+from streams.processors.services import fate
+from streams.runtime.rebuild import rebuild
+from streams.state import entity
+from streams.state.store import PartitionStore, store_path
+from streams.topology import load
+from support import read_all, wait_until
+
+pytestmark = pytest.mark.kafka
+ROOT = Path(__file__).resolve().parents[1]
+SEED = 7
+PAYMENT_TRANSIENT, PAYMENT_PERMANENT, SHORTAGE = 0.10, 0.03, 0.05
+PAYMENT_ATTEMPTS = 3
+TOPOLOGY = f"""
+name: orders
+topics:
+  orders.events: {{partitions: 4}}
+  orders.results: {{partitions: 4}}
+  payments.commands: {{partitions: 4}}
+  inventory.commands: {{partitions: 4}}
+  shipping.commands: {{partitions: 4}}
+processors:
+  orchestrator:
+    processor: workflow
+    inputs: [orders.events]
+    outputs: [payments.commands, inventory.commands, shipping.commands, orders.results, orders.events]
+    store: orders
+    options:
+      workflow: orders
+      params:
+        payment_timeout_ms: 8000
+        payment_retry: {{max_attempts: {PAYMENT_ATTEMPTS}, base_ms: 100, cap_ms: 400}}
+  payment: {{processor: payment-service, inputs: [payments.commands], outputs: [orders.events], store: payments}}
+  inventory: {{processor: inventory-service, inputs: [inventory.commands], outputs: [orders.events], store: inventory}}
+  shipping: {{processor: shipping-service, inputs: [shipping.commands], outputs: [orders.events], store: shipping}}
+dlq_topic: orders.dlq
+"""
+
+
+def oracle(order_id: str) -> tuple[str, str | None]:
+    """The terminal state an order must reach, computed from the generated inputs alone."""
+    if order_id.startswith("blackhole"):
+        return "cancelled", "timed out"
+    if fate(SEED, order_id, "payment-permanent") < PAYMENT_PERMANENT:
+        return "cancelled", "permanent"
+    if all(fate(SEED, order_id, "payment-transient", a) < PAYMENT_TRANSIENT
+           for a in range(1, PAYMENT_ATTEMPTS + 1)):
+        return "cancelled", "transient"
+    if fate(SEED, order_id, "inventory-shortage") < SHORTAGE:
+        return "cancelled", "out of stock"
+    return "completed", None
+
+
+@dataclass
+class Saga:
+    kafka: KafkaSettings
+    serde: Serde
+    env: dict[str, str]
+    topology: Path
+    tmp: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, args: list[str]) -> None:
+        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "streams", *args, "--topology", str(self.topology),
+             "--state-dir", str(self.tmp / name), "--commit-interval-ms", "50"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def start_orchestrator(self) -> None:
+        self.start("orchestrator", ["worker", "--processor", "orchestrator"])
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text(errors="replace")
+
+    def results(self) -> dict[str, tuple[str, str | None]]:
+        out: dict[str, tuple[str, str | None]] = {}
+        for key, value, _h in read_all(self.kafka, "orders.results", 4):
+            name, body = self.serde.decode(value)
+            out[(key or b"").decode()] = ("completed" if name.endswith("OrderCompleted") else "cancelled",
+                                          body.get("reason"))
+        return out
+
+    def store(self, group: str, topic: str, store: str) -> dict[str, bytes]:
+        into = self.tmp / f"rebuilt-{store}"
+        shutil.rmtree(into, ignore_errors=True)
+        rebuild(self.kafka, group, [topic], f"orders-{store}-changelog", store, range(4), into)
+        out: dict[str, bytes] = {}
+        for p in range(4):
+            s = PartitionStore(store_path(into, store, p), p)
+            out.update({k.decode(): entity.decode(v).state or b"" for k, v in s.entities()})
+            s.close()
+        return out
+
+
+@pytest.fixture(scope="module")
+def saga(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Saga]:
+    """A broker and registry of its own: the saga's topic names are fixed by the workflow definition."""
+    tmp = tmp_path_factory.mktemp("saga")
+    with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
+        kafka = KafkaSettings.from_env(broker.bootstrap)
+        with RegistryServer(kafka, port=0) as registry:
+            topo = tmp / "orders.yaml"
+            topo.write_text(TOPOLOGY)
+            Admin(kafka).ensure(load(topo).all_topics())
+            env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "SCHEMA_REGISTRY_URL": registry.url,
+                   "PYTHONPATH": str(ROOT)}
+            os.environ["SCHEMA_REGISTRY_URL"] = registry.url
+            saga = Saga(kafka, make_serde({}), env, topo, tmp)
+            seed = ["--seed", str(SEED)]
+            saga.start("payment", ["service", "payment", *seed, "--transient-rate", str(PAYMENT_TRANSIENT),
+                                   "--permanent-rate", str(PAYMENT_PERMANENT), "--no-answer-customer-prefix",
+                                   "blackhole"])
+            saga.start("inventory", ["service", "inventory", *seed, "--shortage-rate", str(SHORTAGE)])
+            saga.start("shipping", ["service", "shipping", *seed])
+            saga.start_orchestrator()
+            try:
+                yield saga
+            finally:
+                os.environ.pop("SCHEMA_REGISTRY_URL", None)
+                for p in saga.procs.values():
+                    p.terminate()
+                for p in saga.procs.values():
+                    p.wait(30)
+
+
+def _matches(expected: tuple[str, str | None], actual: tuple[str, str | None]) -> bool:
+    return expected[0] == actual[0] and (expected[1] is None or expected[1] in (actual[1] or ""))
+
+
+def test_two_thousand_orders_end_as_the_oracle_predicts(saga: Saga) -> None:
+    ids = [f"ord-{i:05d}" for i in range(2000)] + [f"blackhole-{i}" for i in range(20)]
+    place_orders(saga.kafka, saga.serde, ids)
+    wait_until(lambda: len(saga.results().keys() & set(ids)) == len(ids), 120, "every order to end", 1.0)
+    results = saga.results()
+    expected = {oid: oracle(oid) for oid in ids}
+    wrong = {oid: (expected[oid], results[oid]) for oid in ids if not _matches(expected[oid], results[oid])}
+    assert not wrong, f"{len(wrong)} orders ended differently than predicted, e.g. {list(wrong.items())[:5]}"
+    kinds = Counter(e[1] for e in expected.values())
+    assert kinds["permanent"] > 20 and kinds["out of stock"] > 40 and kinds["timed out"] == 20  # the mix is real
+
+    # The payment service's ledger: one charge per order that got past payment, one refund per compensation.
+    payments = {k: orjson.loads(v) for k, v in saga.store("orders-payment", "payments.commands", "payments").items()}
+    for oid in ids:
+        effects = Counter(e[0] for e in payments.get(oid, {}).get("effects", []))
+        charged = expected[oid] == ("completed", None) or expected[oid][1] == "out of stock"
+        assert effects["MakePayment"] == (1 if charged else 0), oid
+        assert effects["RefundPayment"] == (1 if expected[oid][1] == "out of stock" else 0), oid
+    # The orchestrator's own state agrees, with an audit trail.
+    states = saga.store("orders-orchestrator", "orders.events", "orders")
+    proc = None
+    from streams.processors.workflow import WorkflowProcessor
+
+    proc = WorkflowProcessor({"workflow": "orders"}, [])
+    for oid in ids[:200]:
+        st = proc.load_state(states[oid])
+        assert st.state == expected[oid][0]
+        assert st.history and st.history[0].event == "OrderPlaced"
+    assert not read_all(saga.kafka, "orders.dlq", 1), "no record should have been dead-lettered"
+
+
+def test_orchestrator_restart_loses_no_pending_timer(saga: Saga) -> None:
+    ids = [f"blackhole-r{i}" for i in range(30)]
+    place_orders(saga.kafka, saga.serde, ids)
+    # Wait until the orders are waiting for payment (their timeout timers are set and committed).
+    wait_until(lambda: sum(1 for oid in ids if oid in saga.store("orders-orchestrator", "orders.events",
+                                                                  "orders")) == 30, 60, "orders to be placed")
+    saga.procs["orchestrator"].kill()
+    saga.procs["orchestrator"].wait(10)
+    shutil.rmtree(saga.tmp / "orchestrator")  # its timers must come back from the changelog alone
+    normal = [f"after-restart-{i}" for i in range(50)]
+    place_orders(saga.kafka, saga.serde, normal)
+    saga.start_orchestrator()
+    wait_until(lambda: len(saga.results().keys() & set(ids + normal)) == 80, 90, "all to end", 1.0)
+    results = saga.results()
+    assert all(results[oid][0] == "cancelled" and "timed out" in (results[oid][1] or "") for oid in ids)
+    assert all(_matches(oracle(oid), results[oid]) for oid in normal)
