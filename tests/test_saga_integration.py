@@ -200,3 +200,46 @@ def test_orchestrator_restart_loses_no_pending_timer(saga: Saga) -> None:
     results = saga.results()
     assert all(results[oid][0] == "cancelled" and "timed out" in (results[oid][1] or "") for oid in ids)
     assert all(_matches(oracle(oid), results[oid]) for oid in normal)
+
+
+def test_poison_on_the_saga_input_is_dead_lettered_and_replayable(saga: Saga) -> None:
+    from confluent_kafka import Producer
+
+    from streams.records import H_EVENT_ID
+
+    p = Producer({"bootstrap.servers": saga.kafka.bootstrap_servers, "partitioner": "murmur2_random"})
+    unknown_id = b"\x00" + (987654).to_bytes(4, "big") + b"\x02\x04xx"
+    stray = saga.serde.encoder("orders.events", "PaymentCompleted")(
+        {"envelope": {"id": "stray-1", "entity_key": "ghost-1", "type": "PaymentCompleted", "schema_version": 1,
+                      "occurred_at": 0, "correlation_id": "ghost-1", "causation_id": None},
+         "order_id": "ghost-1", "payment_id": "p", "amount_cents": 1})
+    for key, value, eid in ((b"poison-1", b"\xff\xfe garbage", b"g1"), (b"poison-2", unknown_id, b"u1"),
+                            (b"ghost-1", stray, b"s1")):
+        p.produce("orders.events", value, key, headers=[(H_EVENT_ID, eid)])
+    assert p.flush(10) == 0
+    behind = [f"behind-poison-{i}" for i in range(40)]
+    place_orders(saga.kafka, saga.serde, behind)
+    wait_until(lambda: len(saga.results().keys() & set(behind)) == 40, 60, "orders behind the poison", 1.0)
+
+    def dlq() -> dict[str, dict[str, object]]:
+        res = subprocess.run([sys.executable, "-m", "streams", "dlq", "list", "--topic", "orders.dlq", "--json"],
+                             env=saga.env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        return {str(r["key"]): r for r in orjson.loads(res.stdout)}
+
+    letters = dlq()
+    assert letters["poison-1"]["reason"] == "unknown_magic_byte"
+    assert letters["poison-2"]["reason"] == "unknown_schema_id" and "987654" in str(letters["poison-2"]["message"])
+    assert letters["ghost-1"]["reason"] == "unknown_entity"
+    assert all(letters[k]["origin_topic"] == "orders.events" for k in ("poison-1", "poison-2", "ghost-1"))
+    # Replay puts them back; still poison, they come back to the DLQ marked as replayed.
+    res = subprocess.run([sys.executable, "-m", "streams", "dlq", "replay", "--topic", "orders.dlq", "--reason",
+                          "unknown_schema_id", "--yes"], env=saga.env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "replayed 1 dead letter" in res.stdout, res.stderr
+    wait_until(lambda: _replayed(saga) == 1, 30, "the replayed record to be dead-lettered again")
+
+
+def _replayed(saga: Saga) -> int:
+    from streams.ops.dlq import read
+
+    return sum(1 for d in read(saga.kafka, "orders.dlq") if d.summary()["replayed_from"])

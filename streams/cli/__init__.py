@@ -20,6 +20,7 @@ COMMANDS = [
     "streams.cli.registry",
     "streams.cli.schemas",
     "streams.cli.worker",
+    "streams.cli.dlq",
     "streams.cli.demo",
     "streams.cli.lag",
     "streams.cli.workflow",

@@ -23,12 +23,14 @@ from streams.records import (
 )
 
 _MAX_MESSAGE = 1000
+_OURS = frozenset({H_DLQ_TOPIC, H_DLQ_PARTITION, H_DLQ_OFFSET, H_DLQ_TIMESTAMP, H_DLQ_ERROR_CLASS, H_DLQ_REASON,
+                   H_DLQ_MESSAGE, H_DLQ_ATTEMPTS, H_DLQ_GROUP})
 
 
 def dead_letter(rec: InputRecord, exc: Exception, attempts: int, group: str) -> OutputRecord:
     reason = exc.reason if isinstance(exc, StreamsError) else RecordError.reason
     message = str(exc)[:_MAX_MESSAGE]
-    headers = [h for h in rec.headers if not h[0].startswith("dlq-")]
+    headers = [h for h in rec.headers if h[0] not in _OURS]  # a replay marker, if any, stays
     headers += [
         (H_DLQ_TOPIC, rec.topic.encode()),
         (H_DLQ_PARTITION, str(rec.partition).encode()),

@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streams.config import KafkaSettings, WorkerSettings
-from streams.errors import HopLimitError, ProcessingError, RecordError
+from streams.errors import HopLimitError, ProcessingError, RecordError, StreamsError
 from streams.kafka.client import make_consumer, make_producer, translate
 from streams.records import H_EVENT_ID, H_HOPS, H_TRACEPARENT, InputRecord, OutputRecord, header
 from streams.runtime import dlq
@@ -137,11 +138,14 @@ class Worker:
             self._fire_due_timers()
         timeout = 0.0 if self._restorer.jobs else self.settings.poll_timeout_s
         msgs = self._consumer.consume(self.settings.max_batch, timeout)
-        for msg in msgs:
-            if msg.error() is None:
-                self._process(msg)
-            else:
-                self._on_error(msg)
+        try:
+            for msg in msgs:
+                if msg.error() is None:
+                    self._process(msg)
+                else:
+                    self._on_error(msg)
+        except _StoppedError:
+            return  # the rest of this fetch is not processed; its offsets are not committed
         b = self._batch
         if b and (b.records >= self.settings.max_batch
                   or (time.monotonic() - b.started) * 1000 >= self.settings.commit_interval_ms):
@@ -289,11 +293,16 @@ class Worker:
         topic: str = msg.topic()
         offset: int = msg.offset()
         ents, offsets = self._batch.partition(p)
-        offsets[topic] = offset + 1
-        self._batch.records += 1
         self.stats.records_in += 1
         rec = InputRecord(topic, p, offset, msg.key(), msg.value(), msg.timestamp()[1],
                           msg.headers() or ())
+        # The offset advances only once the record is handled: applied, recognised as a duplicate or
+        # dead-lettered. A record abandoned on shutdown (its dependency still down) is processed next time.
+        self._handle(rec, p, ents)
+        offsets[topic] = offset + 1
+        self._batch.records += 1
+
+    def _handle(self, rec: InputRecord, p: int, ents: dict[bytes, bytes | None]) -> None:
         key = rec.key
         try:
             if key is None:
@@ -308,8 +317,8 @@ class Worker:
             if current is not None and current.seen(event_id):
                 self.stats.duplicates += 1
                 return
-            event = self.processor.decode(rec)
-            state = self.processor.load_state(current.state) if current and current.state else None
+            event = self._patiently(self.processor.decode, rec)
+            state = self._patiently(self.processor.load_state, current.state) if current and current.state else None
             step = self._run(state, event, rec)
         except RecordError as exc:
             self._dead_letter(rec, exc, 1)
@@ -317,7 +326,8 @@ class Worker:
         except _ExhaustedError as exc:
             self._dead_letter(rec, exc.error, self.settings.handler_attempts)
             return
-        tag = self._tags[topic]
+        tag = self._tags[rec.topic]
+        offset = rec.offset
         if step.state is not UNCHANGED:
             if step.state is None:
                 ents[dkey] = None
@@ -337,16 +347,37 @@ class Worker:
         if step.outputs:
             self._emit(rec, key, event_id, hops, step.outputs)
 
+    def _patiently(self, fn: Callable[[Any], Any], arg: Any) -> Any:
+        """Call ``fn``; wait out retryable errors (a registry or dependency that is down) instead of
+        dead-lettering good records; anything else unexpected is the record's problem."""
+        delay = 0.1
+        while True:
+            try:
+                return fn(arg)
+            except RecordError:
+                raise
+            except StreamsError as exc:
+                if not exc.retryable:
+                    raise ProcessingError(f"{type(exc).__name__}: {exc}") from exc
+                self.log(f"worker: {exc}; retrying in {delay:.1f}s")
+                if self._stop.wait(delay):
+                    raise _StoppedError from exc
+                delay = min(delay * 2, 5.0)
+            except Exception as exc:  # a bug in decode/load_state: dead-letter, never crash the partition
+                raise ProcessingError(f"{type(exc).__name__}: {exc}") from exc
+
     def _run(self, state: object, event: object, rec: InputRecord) -> Step[object]:
         """The processor call, retried in place: a transient bug or dependency hiccup must not dead-letter."""
         last: Exception | None = None
         for _ in range(self.settings.handler_attempts):
             try:
-                return self.processor.process(state, event, rec, int(time.time() * 1000))
+                step: Step[object] = self._patiently(
+                    lambda r: self.processor.process(state, event, r, int(time.time() * 1000)), rec)
+                return step
+            except ProcessingError as exc:  # raised by _patiently for an unexpected exception
+                last = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
             except RecordError:
                 raise
-            except Exception as exc:  # the processor is user code: anything may come out of it
-                last = exc
         raise _ExhaustedError(ProcessingError(f"{type(last).__name__}: {last}"))
 
     def _emit(self, rec: InputRecord, key: bytes, event_id: str, hops: int, outputs: Sequence[OutputRecord]) -> None:
@@ -368,6 +399,10 @@ class Worker:
         self.stats.dead_letters += 1
         out = dlq.dead_letter(rec, exc, attempts, self.settings.group)
         produce(self._producer, self.spec.dlq_topic, out.key, out.value, list(out.headers))
+
+
+class _StoppedError(Exception):
+    """Shutdown was requested while a record waited for a dependency: leave it unprocessed."""
 
 
 class _ExhaustedError(Exception):
