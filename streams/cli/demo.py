@@ -1,142 +1,236 @@
-"""``streams demo``: the whole runtime end to end on the embedded default.
+"""``streams demo``: the order saga end to end on the embedded default.
 
-Broker, topics, two worker processes, generated records (a few of them poison), then a summary that checks
-the result against an independent count: every record applied exactly once, poison in the dead-letter topic.
+Broker, schema registry, topics, the orchestrator and the three reference services (each its own process),
+orders generated at a chosen rate with a mix of failures, live progress, and a summary: orders completed and
+cancelled by reason, retries, dead letters and completion latency percentiles.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
-import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import TopicPartition
 
+from streams.cli import demo_counter
 from streams.cli.common import add_kafka_args, kafka_or_embedded, log
 from streams.config import KafkaSettings
+from streams.contracts import RegistryServer, Serde
 from streams.kafka.admin import Admin
-from streams.records import H_EVENT_ID
-from streams.runtime.rebuild import committed_offsets, rebuild
+from streams.kafka.client import make_consumer
+from streams.ops.dlq import read as read_dlq
+from streams.ops.loadgen import place_orders
+from streams.processors.avro import make_serde
+from streams.runtime.rebuild import rebuild
 from streams.state import entity
 from streams.state.store import PartitionStore, store_path
-from streams.topology import Topology, load
+from streams.topology import load
 
-TOPOLOGY = Path(__file__).resolve().parents[2] / "topology" / "counter.yaml"
+ORDERS = Path(__file__).resolve().parents[2] / "topology" / "orders.yaml"
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("demo", help="run the end-to-end demo on the embedded default")
-    p.add_argument("--records", type=int, default=50_000)
-    p.add_argument("--keys", type=int, default=1_000)
-    p.add_argument("--poison", type=int, default=5, help="undecodable records mixed in")
-    p.add_argument("--workers", type=int, default=2)
+    p = sub.add_parser("demo", help="run the order-saga demo on the embedded default")
+    p.add_argument("--orders", type=int, default=2000)
+    p.add_argument("--rate", type=float, default=200.0, help="orders per second")
+    p.add_argument("--orchestrators", type=int, default=1, help="orchestrator worker processes")
+    p.add_argument("--transient-rate", type=float, default=0.10, help="payment attempts failing TRANSIENT")
+    p.add_argument("--permanent-rate", type=float, default=0.03, help="payments failing PERMANENT")
+    p.add_argument("--shortage-rate", type=float, default=0.05, help="orders out of stock")
+    p.add_argument("--shipping-failure-rate", type=float, default=0.02, help="labels failing PERMANENT")
+    p.add_argument("--no-answer-rate", type=float, default=0.01, help="payments never answered")
+    p.add_argument("--payment-timeout-ms", type=int, default=5000)
+    p.add_argument("--counter", action="store_true", help="run the runtime-only counter demo instead")
+    p.add_argument("--records", type=int, default=50_000, help="--counter: records to generate")
+    p.add_argument("--keys", type=int, default=1_000, help="--counter: distinct keys")
+    p.add_argument("--poison", type=int, default=5, help="--counter: undecodable records mixed in")
+    p.add_argument("--workers", type=int, default=2, help="--counter: worker processes")
     add_kafka_args(p)
     p.set_defaults(func=run)
 
 
-def _generate(kafka: KafkaSettings, topic: str, n: int, keys: int, poison: int) -> dict[str, tuple[int, int]]:
-    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "linger.ms": 10,
-                         "partitioner": "murmur2_random", **kafka.client})
-    expected: dict[str, tuple[int, int]] = {}
-    every = max(n // max(poison, 1), 1)
-    for i in range(n):
-        key = f"account-{i % keys}"
-        amount = (i * 7919) % 100 + 1
-        producer.produce(topic, orjson.dumps({"amount": amount}), key.encode(),
-                         headers=[(H_EVENT_ID, f"demo-{i}".encode())])
-        c, t = expected.get(key, (0, 0))
-        expected[key] = (c + 1, t + amount)
-        if poison and i % every == every // 2:
-            producer.produce(topic, b"\xffnot json", key.encode(), headers=[(H_EVENT_ID, f"poison-{i}".encode())])
-        if i % 10_000 == 0:
-            producer.poll(0)
-    producer.flush(60)
-    return expected
-
-
-def _log_end(kafka: KafkaSettings, topic: str, partitions: int) -> dict[int, int]:
-    """Log end from fetch responses (partition EOF); the embedded broker's ListOffsets is wrong for batches."""
-    c = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": f"demo-probe-{uuid.uuid4().hex}",
-                  "enable.partition.eof": True, "enable.auto.commit": False, **kafka.client})
-    ends: dict[int, int] = {}
-    try:
-        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-        while len(ends) < partitions:
-            for m in c.consume(100_000, 0.5):
-                err = m.error()
-                if err is not None and err.code() == -191:
-                    ends[m.partition()] = m.offset()
-    finally:
-        c.close()
-    return ends
+@contextlib.contextmanager
+def _registry(kafka: KafkaSettings) -> Iterator[str]:
+    url = os.environ.get("SCHEMA_REGISTRY_URL")
+    if url:
+        yield url
+        return
+    with RegistryServer(kafka, port=0, topic="_streams_schemas") as reg:
+        log(f"demo: started embedded schema registry on {reg.url}")
+        yield reg.url
 
 
 def run(args: argparse.Namespace) -> int:
-    ns = "" if not (args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) else f"demo{uuid.uuid4().hex[:6]}-"
-    topo = load(TOPOLOGY, {**os.environ, "STREAMS_NS": ns})
-    proc = topo.processor(None)
-    group = topo.default_group(proc)
-    with kafka_or_embedded(args) as kafka, tempfile.TemporaryDirectory(prefix="streams-demo-") as tmp:
+    if args.counter:
+        return demo_counter.run(args)
+    if (args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) and not os.environ.get("STREAMS_DEMO_SHARED"):
+        log("demo: using the Kafka in KAFKA_BOOTSTRAP_SERVERS; the saga's topic names are fixed (orders.*)")
+    with kafka_or_embedded(args) as kafka, _registry(kafka) as url, \
+            tempfile.TemporaryDirectory(prefix="streams-demo-") as tmp:
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "SCHEMA_REGISTRY_URL": url,
+               "PAYMENT_TIMEOUT_MS": str(args.payment_timeout_ms)}
+        os.environ["SCHEMA_REGISTRY_URL"] = url
+        topo = load(ORDERS, env)
         Admin(kafka).ensure(topo.all_topics())
-        parts = topo.topics[proc.inputs[0]].partitions
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "STREAMS_NS": ns}
-        workers = []
-        for i in range(args.workers):
-            logf = open(Path(tmp) / f"worker{i}.log", "wb")  # noqa: SIM115
-            workers.append((subprocess.Popen(
-                [sys.executable, "-m", "streams", "worker", "--topology", str(TOPOLOGY),
-                 "--state-dir", str(Path(tmp) / f"worker{i}")], env=env, stdout=logf, stderr=subprocess.STDOUT,
-            ), logf))
-        log(f"demo: {args.workers} workers started; generating {args.records} records over {args.keys} keys")
-        t0 = time.monotonic()
-        expected = _generate(kafka, proc.inputs[0], args.records, args.keys, args.poison)
-        ends = _log_end(kafka, proc.inputs[0], parts)
-        total = sum(ends.values())
-        while True:
-            done = committed_offsets(kafka, group, proc.inputs, range(parts))
-            processed = sum(max(done.get((proc.inputs[0], p), 0), 0) for p in range(parts))
-            print(f"\r  processed {processed}/{total} records", end="", file=sys.stderr, flush=True)
-            if processed >= total:
-                break
-            if any(w.poll() is not None for w, _ in workers):
-                raise SystemExit("demo: a worker exited early; see its log above")
-            time.sleep(0.5)
-        elapsed = time.monotonic() - t0
-        print(file=sys.stderr)
-        for w, logf in workers:
-            w.send_signal(signal.SIGTERM)
-            w.wait(30)
-            logf.close()
-        return _summary(kafka, topo, tmp, expected, total, elapsed, args.poison)
+        serde = make_serde({})
+        procs = _start(args, env, Path(tmp))
+        try:
+            return _drive(args, kafka, serde, Path(tmp), procs)
+        finally:
+            for p, _logf in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            for p, logf in procs:
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                logf.close()
 
 
-def _summary(kafka: KafkaSettings, topo: Topology, tmp: str, expected: dict[str, tuple[int, int]],
-             total: int, elapsed: float, poison: int) -> int:
-    proc = topo.processor(None)
-    parts = topo.topics[proc.inputs[0]].partitions
-    into = Path(tmp) / "rebuilt"
-    rebuild(kafka, topo.default_group(proc), list(proc.inputs), proc.changelog, proc.store, range(parts), into)
-    state: dict[str, tuple[int, int]] = {}
-    for p in range(parts):
-        store = PartitionStore(store_path(into, proc.store, p), p)
+Procs = list[tuple[subprocess.Popen[bytes], IO[bytes]]]
+
+
+def _start(args: argparse.Namespace, env: dict[str, str], tmp: Path) -> Procs:
+    seed = ["--seed", "1"]
+    specs: list[tuple[str, list[str]]] = [
+        (f"orchestrator{i}", ["worker", "--topology", str(ORDERS), "--processor", "orchestrator"])
+        for i in range(args.orchestrators)
+    ]
+    specs += [
+        ("payment", ["service", "payment", *seed, "--transient-rate", str(args.transient_rate), "--permanent-rate",
+                     str(args.permanent_rate), "--no-answer-rate", str(args.no_answer_rate)]),
+        ("inventory", ["service", "inventory", *seed, "--shortage-rate", str(args.shortage_rate)]),
+        ("shipping", ["service", "shipping", *seed, "--permanent-rate", str(args.shipping_failure_rate)]),
+    ]
+    procs: Procs = []
+    for name, cmd in specs:
+        logf = open(tmp / f"{name}.log", "wb")  # noqa: SIM115
+        procs.append((subprocess.Popen(
+            [sys.executable, "-m", "streams", *cmd, "--state-dir", str(tmp / name), "--commit-interval-ms", "20"],
+            env=env, stdout=logf, stderr=subprocess.STDOUT), logf))
+    log(f"demo: started {args.orchestrators} orchestrator(s) and the payment, inventory and shipping services")
+    # Orders placed before every group has joined would measure start-up, not the saga.
+    logs = [tmp / f"{name}.log" for name, _ in specs]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all("restored; processing" in f.read_text(errors="replace")
+                                                  for f in logs):
+        time.sleep(0.2)
+    log("demo: all workers are processing")
+    return procs
+
+
+def _drive(args: argparse.Namespace, kafka: KafkaSettings, serde: Serde, tmp: Path,
+           procs: Procs) -> int:
+    sent: dict[str, int] = {}
+    done: dict[str, tuple[str, str | None, int]] = {}
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_results, args=(kafka, serde, done, stop), daemon=True)
+    watcher.start()
+    run_id = uuid.uuid4().hex[:6]
+    ids = [f"order-{run_id}-{i:06d}" for i in range(args.orders)]
+    t0 = time.monotonic()
+    gen = threading.Thread(target=place_orders, args=(kafka, serde, ids, args.rate),
+                           kwargs={"on_sent": sent.__setitem__}, daemon=True)
+    gen.start()
+    # Orders whose payment is never answered end only after the payment timeout.
+    deadline = t0 + args.orders / args.rate + args.payment_timeout_ms / 1000 + 60
+    while time.monotonic() < deadline:
+        finished = sum(1 for oid in ids if oid in done)
+        if sys.stderr.isatty() or int(time.monotonic() - t0) % 5 == 0:
+            print(f"\r  placed {len(sent)}/{args.orders}   finished {finished}   "
+                  f"completed {sum(1 for v in done.values() if v[0] == 'completed')}",
+                  end="" if sys.stderr.isatty() else "\n", file=sys.stderr, flush=True)
+        if finished == len(ids):
+            break
+        if any(p.poll() is not None for p, _ in procs):
+            print(file=sys.stderr)
+            log("demo: a worker exited early; its log is in the demo directory")
+            return 1
+        time.sleep(0.5)
+    print(file=sys.stderr)
+    elapsed = time.monotonic() - t0
+    stop.set()
+    watcher.join(5)
+    return _summary(kafka, tmp, ids, sent, done, elapsed)
+
+
+def _watch_results(kafka: KafkaSettings, serde: Serde, done: dict[str, tuple[str, str | None, int]],
+                   stop: threading.Event) -> None:
+    consumer = make_consumer(kafka, f"demo-results-{uuid.uuid4().hex}")
+    consumer.assign([TopicPartition("orders.results", p, 0) for p in range(4)])
+    try:
+        while not stop.is_set():
+            for m in consumer.consume(1000, 0.2):
+                if m.error() is not None:
+                    continue
+                name, body = serde.decode(m.value())
+                done.setdefault((m.key() or b"").decode(), (
+                    "completed" if name.endswith("OrderCompleted") else "cancelled", body.get("reason"),
+                    int(time.time() * 1000)))
+    finally:
+        consumer.close()
+
+
+def _percentile(values: list[int], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return float(s[min(len(s) - 1, int(q * len(s)))])
+
+
+def _summary(kafka: KafkaSettings, tmp: Path, ids: list[str], sent: dict[str, int],
+             done: dict[str, tuple[str, str | None, int]], elapsed: float) -> int:
+    ends = Counter(done[oid][0] for oid in ids if oid in done)
+    reasons = Counter(_reason_class(done[oid][1]) for oid in ids if oid in done and done[oid][0] == "cancelled")
+    latencies = [done[oid][2] - sent[oid] for oid in ids if oid in done and oid in sent and done[oid][0] == "completed"]
+    retries = _retries(kafka, tmp, set(ids))
+    dead = sum(1 for _ in read_dlq(kafka, "orders.dlq"))
+    unfinished = len(ids) - sum(ends.values())
+    print("streams demo: order saga")
+    print(f"  orders          {len(ids)} placed in {elapsed:.1f}s")
+    print(f"  completed       {ends['completed']}")
+    print(f"  cancelled       {ends['cancelled']}")
+    for reason, n in reasons.most_common():
+        print(f"    {n:>6}  {reason}")
+    print(f"  retries         {retries} command re-issues (transient failures and timeouts)")
+    print(f"  dead letters    {dead}")
+    print(f"  latency         p50 {_percentile(latencies, 0.5):.0f} ms, p99 {_percentile(latencies, 0.99):.0f} ms "
+          "(OrderPlaced produced -> OrderCompleted read, completed orders)")
+    if unfinished:
+        print(f"  UNFINISHED      {unfinished} orders did not end in time")
+    return 0 if unfinished == 0 else 1
+
+
+def _reason_class(reason: str | None) -> str:
+    return reason or "unknown"
+
+
+def _retries(kafka: KafkaSettings, tmp: Path, ids: set[str]) -> int:
+    """Command re-issues, from the orchestrator's state rebuilt from its changelog."""
+    from streams.processors.workflow import WorkflowProcessor
+
+    into = tmp / "rebuilt"
+    rebuild(kafka, "orders-orchestrator", ["orders.events"], "orders-orders-changelog", "orders", range(4), into)
+    proc = WorkflowProcessor({"workflow": "orders"}, [])
+    total = 0
+    for p in range(4):
+        store = PartitionStore(store_path(into, "orders", p), p)
         for k, v in store.entities():
-            count, tot = orjson.loads(entity.decode(v).state or b"null")
-            state[k.decode()] = (count, tot)
+            if k.decode() in ids:
+                st = proc.load_state(entity.decode(v).state or b"")
+                total += sum(max(0, a - 1) for a in st.attempts.values())
         store.close()
-    dlq_parts = next(t.partitions for t in topo.all_topics() if t.name == topo.dlq_topic)
-    dead = sum(_log_end(kafka, topo.dlq_topic, dlq_parts).values())
-    ok = state == expected and dead == poison
-    print("streams demo summary")
-    print(f"  records        {total} in {elapsed:.1f}s ({total / elapsed:,.0f}/s end to end, two workers)")
-    print(f"  entities       {len(state)} (expected {len(expected)})")
-    print(f"  exactly once   {'yes' if state == expected else 'NO'}: final count and total of every key match")
-    print(f"  dead letters   {dead} (expected {poison} poison records)")
-    print("  result         " + ("OK" if ok else "MISMATCH"))
-    return 0 if ok else 1
+    return total
