@@ -192,3 +192,32 @@ def test_bad_cli_arguments_exit_nonzero_in_one_line(subprocess_env: dict[str, st
     assert flag.returncode == 2 and "invalid int value" in flag.stderr
     assert "Traceback" not in missing.stderr + flag.stderr
     time.sleep(0)
+
+
+def test_http_endpoints_need_a_token_beyond_loopback(kafka: KafkaSettings, tmp_path: Path,
+                                                     subprocess_env: dict[str, str], unique: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    from streams.kafka.embedded import free_port
+
+    topo = counter_topology(tmp_path, f"http{unique}", 1, kafka=kafka)
+    refused = _streams("worker", "--topology", str(topo), "--http-host", "0.0.0.0", "--http-port", "0",
+                       "--state-dir", str(tmp_path / "x"), env={**subprocess_env, "STREAMS_HTTP_TOKEN": ""})
+    assert refused.returncode == 2 and "set a bearer token" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    port = free_port()
+    env = {**subprocess_env, "STREAMS_HTTP_TOKEN": "s3cret-token"}
+    w = WorkerProc(topo, tmp_path / "w", env, tmp_path / "w.log", ["--http-host", "0.0.0.0", "--http-port", str(port)])
+    try:
+        wait_until(lambda: "serving /metrics" in w.log_text(), 30, "the HTTP endpoint")
+        url = f"http://127.0.0.1:{port}/healthz"
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(url, timeout=5)
+        assert denied.value.code == 401
+        req = urllib.request.Request(url, headers={"Authorization": "Bearer s3cret-token"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 200
+    finally:
+        assert w.stop() == 0
+    assert "s3cret-token" not in w.log_text()

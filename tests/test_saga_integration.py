@@ -21,7 +21,7 @@ import pytest
 from streams.config import KafkaSettings
 from streams.contracts import RegistryServer, Serde
 from streams.kafka.admin import Admin
-from streams.kafka.embedded import EmbeddedBroker
+from streams.kafka.embedded import EmbeddedBroker, free_port
 from streams.ops.loadgen import place_orders
 from streams.processors.avro import make_serde
 from streams.processors.services import fate
@@ -92,8 +92,10 @@ class Saga:
              "--state-dir", str(self.tmp / name), "--commit-interval-ms", "50"],
             env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
-    def start_orchestrator(self) -> None:
-        self.start("orchestrator", ["worker", "--processor", "orchestrator"])
+    def start_orchestrator(self, name: str = "orchestrator") -> int:
+        port = free_port()
+        self.start(name, ["worker", "--processor", "orchestrator", "--http-port", str(port)])
+        return port
 
     def log(self, name: str) -> str:
         return (self.tmp / f"{name}.log").read_text(errors="replace")
@@ -243,3 +245,56 @@ def _replayed(saga: Saga) -> int:
     from streams.ops.dlq import read
 
     return sum(1 for d in read(saga.kafka, "orders.dlq") if d.summary()["replayed_from"])
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, dict[str, object]]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read() or b"{}")
+
+
+def test_status_query_is_answered_by_a_worker_that_does_not_own_the_key(saga: Saga) -> None:
+    from streams.ops.status import partition_for
+
+    port = saga.start_orchestrator("orchestrator-b")
+    try:
+        wait_until(lambda: "restored; processing" in saga.log("orchestrator-b"), 60, "the second orchestrator")
+        ids = [f"status-{i}" for i in range(40)]
+        place_orders(saga.kafka, saga.serde, ids)
+        wait_until(lambda: len(saga.results().keys() & set(ids)) == 40, 60, "orders to end", 1.0)
+        base = f"http://127.0.0.1:{port}"
+        _code, health = _get(f"{base}/healthz")
+        mine = set(health["partitions"])  # type: ignore[arg-type]
+        assert mine and mine != {0, 1, 2, 3}, "the group should have split the partitions"
+        foreign = next(oid for oid in ids if partition_for(oid.encode(), 4) not in mine)
+        local = next(oid for oid in ids if partition_for(oid.encode(), 4) in mine)
+        code, body = _get(f"{base}/workflows/{foreign}")
+        assert code == 200, body
+        assert body["served_by"] != base and body["key"] == foreign and body["state"] in ("completed", "cancelled")
+        assert body["partition"] == partition_for(foreign.encode(), 4)  # our murmur2 agrees with librdkafka's
+        assert body["history"] and body["history"][0]["event"] == "OrderPlaced"  # type: ignore[index]
+        code, body = _get(f"{base}/workflows/{local}")
+        assert code == 200 and body["served_by"] == base
+        assert _get(f"{base}/workflows/no-such-order")[0] == 404
+        code, listing = _get(f"{base}/workflows?state=completed&limit=5")
+        assert code == 200 and 0 < len(listing["items"]) <= 5  # type: ignore[arg-type]
+        assert all(i["state"] == "completed" for i in listing["items"])  # type: ignore[attr-defined]
+        metrics = urllib_text(f"{base}/metrics")
+        for name in ("streams_records_in_total", "streams_consumer_lag", "streams_commit_seconds_bucket",
+                     "streams_workflows{", "streams_timers_pending", "streams_step_latency_seconds_bucket"):
+            assert name in metrics, name
+    finally:
+        saga.procs.pop("orchestrator-b").terminate()
+
+
+def urllib_text(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return str(resp.read().decode())

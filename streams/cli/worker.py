@@ -13,10 +13,11 @@ from streams.cli.common import add_kafka_args, kafka_or_embedded, log
 from streams.config import KafkaSettings, WorkerSettings
 from streams.errors import ConfigError, KafkaUnavailableError
 from streams.kafka.admin import Admin
+from streams.ops.status import Endpoints, StatusServer
 from streams.processors import resolve
 from streams.runtime.faults import Faults
 from streams.runtime.worker import Worker, WorkerSpec
-from streams.topology import ProcessorSpec, Topology, load
+from streams.topology import ProcessorSpec, TopicSpec, Topology, load
 
 ORDERS = Path(__file__).resolve().parents[2] / "topology" / "orders.yaml"
 SERVICES = ("payment", "inventory", "shipping")
@@ -68,20 +69,27 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
                    help="unacknowledged produced records before consumption pauses")
     p.add_argument("--dedupe-window", type=int, default=32,
                    help="recent event ids remembered per entity; redelivery within it is not applied twice")
+    p.add_argument("--http-port", type=int, help="serve /metrics, /healthz and /workflows on this port")
+    p.add_argument("--http-host", default="127.0.0.1", help="bind address (non-loopback needs --http-token)")
+    p.add_argument("--http-token", default=os.environ.get("STREAMS_HTTP_TOKEN"),
+                   help="bearer token for the HTTP endpoints (default: $STREAMS_HTTP_TOKEN)")
+    p.add_argument("--http-advertised-url", help="URL other workers forward status queries to "
+                   "(default: http://<host>:<port>)")
     p.add_argument("--no-create-topics", action="store_true", help="fail instead of creating missing topics")
     add_kafka_args(p)
 
 
-def prepare(topo: Topology, proc: ProcessorSpec, kafka: KafkaSettings, create: bool) -> None:
-    """Create topics (unless told not to) and refuse a non-co-partitioned layout; wait while Kafka is down."""
+def prepare(topo: Topology, proc: ProcessorSpec, kafka: KafkaSettings, create: bool,
+            extra: list[TopicSpec] | None = None) -> int:
+    """Create topics (unless told not to) and refuse a non-co-partitioned layout; wait while Kafka is down.
+    Returns the processor's partition count."""
     delay = 0.5
     while True:
         try:
             admin = Admin(kafka)
             if create:
-                admin.ensure(topo.all_topics())
-            admin.check_copartitioned(proc)
-            return
+                admin.ensure([*topo.all_topics(), *(extra or [])])
+            return admin.check_copartitioned(proc)
         except KafkaUnavailableError as exc:
             log(f"worker: Kafka at {kafka.bootstrap_servers} unavailable ({exc}); retrying in {delay:.1f}s")
             time.sleep(delay)
@@ -99,14 +107,35 @@ def run(args: argparse.Namespace) -> int:
         dedupe_window=args.dedupe_window,
     )
     processor = resolve(proc.processor, {**proc.options, **args.options}, proc.outputs)
+    endpoints_topic = f"{group}.endpoints"
     with kafka_or_embedded(args) as kafka:
-        prepare(topo, proc, kafka, create=not args.no_create_topics)
+        extra = [TopicSpec(endpoints_topic, 1, 1, "compact")] if args.http_port is not None else []
+        partitions = prepare(topo, proc, kafka, create=not args.no_create_topics, extra=extra)
         spec = WorkerSpec(proc.name, proc.inputs, proc.changelog, proc.store, topo.dlq_topic)
-        worker = Worker(spec, processor, kafka, settings, log, Faults())
+        endpoints = Endpoints(kafka, endpoints_topic) if args.http_port is not None else None
+        url: list[str] = []
+
+        def announce(parts: list[int]) -> None:
+            if endpoints is not None and url:
+                endpoints.announce(args.instance_id + f"-{os.getpid()}", url[0], parts)
+
+        worker = Worker(spec, processor, kafka, settings, log, Faults(), on_assignment=announce)
+        server = None
+        if args.http_port is not None:
+            describe = getattr(processor, "describe", None)
+            server = StatusServer(worker, describe if callable(describe) else None, partitions, args.http_host,
+                                  args.http_port, args.http_token, endpoints).start()
+            server.advertised = args.http_advertised_url or server.url
+            url.append(server.advertised)
+            log(f"worker: serving /metrics, /healthz and /workflows on {server.url}")
         signal.signal(signal.SIGTERM, lambda *_: worker.stop())
         signal.signal(signal.SIGINT, lambda *_: worker.stop())
         log(f"worker: {proc.name} in group {group}, state in {state_dir}, pid {os.getpid()}")
-        worker.run()
+        try:
+            worker.run()
+        finally:
+            if server is not None:
+                server.stop()
         s = worker.stats
         log(f"worker: stopped after {s.records_in} records in, {s.records_out} out, {s.duplicates} duplicates, "
             f"{s.dead_letters} dead letters, {s.commits} commits")

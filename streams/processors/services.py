@@ -70,6 +70,10 @@ class Service:
     def dump_state(self, state: dict[str, Any]) -> bytes:
         return orjson.dumps(state, option=orjson.OPT_SORT_KEYS)
 
+    def describe(self, raw: bytes, now_ms: int) -> dict[str, Any]:
+        state: dict[str, Any] = orjson.loads(raw)
+        return {"service": self.kind, **state}
+
     def process(self, state: dict[str, Any] | None, command: Command, record: InputRecord,
                 now_ms: int) -> Step[dict[str, Any]]:
         name, payload, cid = command

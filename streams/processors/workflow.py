@@ -47,6 +47,12 @@ class WorkflowProcessor:
         self._encode_state = self.serde.encoder(state_topic, state_record)
         self._timer_encoder = self.serde.encoder(self.input_topic, TIMER_FIRED)
         self._encoders: dict[tuple[str, str], Any] = {}
+        self._metrics: Any = None
+        # Stuck: non-terminal longer than its state's SLA (options.sla_ms: {state: ms, default: ms}).
+        sla = dict(options.get("sla_ms") or {})
+        self._default_sla = int(sla.pop("default", 15 * 60_000))
+        self._sla = {str(k): int(v) for k, v in sla.items()}
+        self._terminal = frozenset(self.definition.terminal)
 
     # -- codec -------------------------------------------------------------------------------------------
 
@@ -68,6 +74,24 @@ class WorkflowProcessor:
             rec[f] = data.get(f)
         rec["schema_version"] = self.schema_version
         return self._encode_state(rec)
+
+    # -- operators' views -------------------------------------------------------------------------------
+
+    def bind_metrics(self, metrics: Any) -> None:
+        self._metrics = metrics
+
+    def summarize(self, raw: bytes, now_ms: int) -> tuple[str, str, bool]:
+        st = self.load_state(raw)
+        stuck = st.state not in self._terminal and now_ms - st.updated_at > self._sla.get(st.state, self._default_sla)
+        return st.workflow, st.state, stuck
+
+    def describe(self, raw: bytes, now_ms: int) -> dict[str, Any]:
+        """The status-query view of one entity: its state, data, pending timers and recent history."""
+        st = self.load_state(raw)
+        rec = st.to_record()
+        rec["terminal"] = st.state in self._terminal
+        rec["stuck"] = self.summarize(raw, now_ms)[2]
+        return rec
 
     # -- the step ----------------------------------------------------------------------------------------
 
@@ -93,6 +117,8 @@ class WorkflowProcessor:
             headers: list[tuple[str, bytes]] = [(H_EVENT_ID, out.output_id.encode())]
             if out.command_id is not None:
                 headers.append((H_COMMAND_ID, out.command_id.encode()))
+                if self._metrics is not None and int(out.payload.get("attempt", 1) or 1) > 1:
+                    self._metrics.retry_by_command[(self.definition.name, out.record)] += 1
             outputs.append(OutputRecord(out.topic, bkey, enc(body), tuple(headers)))
         changes = [TimerChange(t.name, t.due_at, None) for t in res.timers_cancelled]
         changes += [TimerChange(t.name, t.due_at, self._fired_record(key, bkey, t)) for t in res.timers_set]

@@ -140,6 +140,14 @@ class Restorer:
                 self.log(f"restore {self.changelog}[{job.partition}]: at {job.position}/{max(hi, 0)}, "
                          f"{job.restored} applied")
 
+    def remaining(self) -> dict[int, int]:
+        """Records left per partition being restored, from the high watermark seen in fetches."""
+        out: dict[int, int] = {}
+        for job in self.jobs.values():
+            _, hi = self._consumer.get_watermark_offsets(TopicPartition(self.changelog, job.partition), cached=True)
+            out[job.partition] = max(hi - job.position, 0) if hi >= 0 else 0
+        return out
+
     def close(self) -> None:
         self._consumer.close()
 

@@ -9,6 +9,7 @@ to the dead-letter topic, durably, as part of the batch that consumed them.
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,9 +23,11 @@ from streams.config import KafkaSettings, WorkerSettings
 from streams.errors import HopLimitError, ProcessingError, RecordError, StreamsError
 from streams.kafka.client import make_consumer, make_producer, translate
 from streams.records import H_EVENT_ID, H_HOPS, H_TRACEPARENT, InputRecord, OutputRecord, header
-from streams.runtime import dlq
+from streams.runtime import dlq, observe
 from streams.runtime.commit import Batch, CommitContext, DeliveryTracker, commit, produce
 from streams.runtime.faults import Faults
+from streams.runtime.metrics import Metrics
+from streams.runtime.observe import Census
 from streams.runtime.processor import UNCHANGED, Processor, Step
 from streams.runtime.restore import Restorer
 from streams.state import entity, timers
@@ -74,8 +77,10 @@ class Worker:
         settings: WorkerSettings,
         log: Callable[[str], None],
         faults: Faults | None = None,
+        on_assignment: Callable[[list[int]], None] | None = None,
     ) -> None:
         self.spec = spec
+        self._on_assignment = on_assignment
         self.processor = processor
         self.settings = settings
         self.log = log
@@ -94,6 +99,12 @@ class Worker:
             should_give_up=self._stop.is_set,
         )
         self._tags = {t: entity.topic_tag(t) for t in spec.inputs}
+        self.metrics = Metrics(settings.group)
+        self._census = Census(observe.bind(processor, self.metrics), self.metrics)
+        self._synced = WorkerStats()
+        self._timers_pending: dict[int, int] = {}
+        # Guards store open/close against readers on other threads (the status endpoint).
+        self._store_lock = threading.RLock()
         # Timer index keys already fired and awaiting the step that clears them; memory only, so a restart
         # fires them again (same deterministic id, recognised as a duplicate).
         self._fired: dict[int, set[bytes]] = {}
@@ -113,6 +124,29 @@ class Worker:
     def active(self) -> list[int]:
         return sorted(self._active)
 
+    def lookup(self, key: bytes) -> tuple[int, bytes] | None:
+        """(partition, processor state bytes) of an entity held by this worker; safe from any thread."""
+        with self._store_lock:
+            for p in sorted(self._active):
+                raw = self._stores[p].get(key)
+                if raw is not None:
+                    return p, entity.decode(raw).state or b""
+        return None
+
+    def scan(self, after: bytes | None, limit: int, keep: Callable[[bytes], bool]) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` (key, state) pairs with key > ``after`` that ``keep`` accepts, across partitions in
+        key order; safe from any thread. Paging by key keeps a listing stable while entities change."""
+        with self._store_lock:
+            iters = [self._stores[p].entities(after=after) for p in sorted(self._active)]
+            out: list[tuple[bytes, bytes]] = []
+            for key, raw in heapq.merge(*iters, key=lambda kv: kv[0]):
+                state = entity.decode(raw).state or b""
+                if keep(state):
+                    out.append((key, state))
+                    if len(out) >= limit:
+                        break
+            return out
+
     def state_hashes(self) -> dict[int, str]:
         return {p: s.state_hash() for p, s in self._stores.items()}
 
@@ -130,7 +164,11 @@ class Worker:
     def _loop_once(self) -> None:
         if self._restorer.jobs:
             for job in self._restorer.step():
+                self.metrics.restored.labels(self.settings.group, self.spec.store).inc(job.restored)
                 self._activate(job.partition)
+            for p, left in self._restorer.remaining().items():
+                self.metrics.restore_remaining.labels(self.settings.group, self.spec.store, str(p)).set(left)
+        self._census.step(self._stores, self._active)
         self._backpressure()
         now = time.monotonic()
         if now >= self._next_timer_check:
@@ -138,6 +176,7 @@ class Worker:
             self._fire_due_timers()
         timeout = 0.0 if self._restorer.jobs else self.settings.poll_timeout_s
         msgs = self._consumer.consume(self.settings.max_batch, timeout)
+        started = time.perf_counter()
         try:
             for msg in msgs:
                 if msg.error() is None:
@@ -146,6 +185,8 @@ class Worker:
                     self._on_error(msg)
         except _StoppedError:
             return  # the rest of this fetch is not processed; its offsets are not committed
+        if msgs:
+            self.metrics.batch.labels(self.settings.group).observe(time.perf_counter() - started)
         b = self._batch
         if b and (b.records >= self.settings.max_batch
                   or (time.monotonic() - b.started) * 1000 >= self.settings.commit_interval_ms):
@@ -167,10 +208,26 @@ class Worker:
         batch, self._batch = self._batch, Batch()
         if not batch:
             return
+        started = time.perf_counter()
         if commit(self._ctx, batch):
             self.stats.commits += 1
         else:
             self.stats.failed_commits += 1
+        self.metrics.commit.labels(self.settings.group).observe(time.perf_counter() - started)
+        self._sync_metrics()
+
+    def _sync_metrics(self) -> None:
+        m, s, last, g = self.metrics, self.stats, self._synced, self.settings.group
+        m.sync()
+        for counter, now, before in ((m.duplicates, s.duplicates, last.duplicates),
+                                     (m.rebalances, s.rebalances, last.rebalances),
+                                     (m.pauses, s.backpressure_pauses, last.backpressure_pauses),
+                                     (m.timers_fired, s.timers_fired, last.timers_fired)):
+            if now > before:
+                counter.labels(g).inc(now - before)
+        self._synced = WorkerStats(**vars(s))
+        m.timers_pending.labels(g).set(sum(self._timers_pending.values()))
+        observe.update_lag(m, self._consumer, list(self.spec.inputs), self._active)
 
     # -- assignment --------------------------------------------------------------------------------------
 
@@ -183,10 +240,11 @@ class Worker:
             raise translate(exc, "reading committed offsets on assignment") from exc
         positions: list[TopicPartition] = []
         for p in parts:
-            store = self._stores.get(p) or PartitionStore(
-                store_path(self.settings.state_dir, self.spec.store, p), p
-            )
-            self._stores[p] = store
+            with self._store_lock:
+                store = self._stores.get(p) or PartitionStore(
+                    store_path(self.settings.state_dir, self.spec.store, p), p
+                )
+                self._stores[p] = store
             durable: dict[str, int] = {}
             for topic in self.spec.inputs:
                 local = store.source_offset(topic)
@@ -204,7 +262,10 @@ class Worker:
         store = self._stores.get(p)
         if store is None:
             return
+        if self._on_assignment is not None:
+            self._on_assignment(sorted({*self._active, p}))
         self._active.add(p)
+        self._timers_pending[p] = sum(1 for _ in store.timers())
         tps = [TopicPartition(t, p) for t in self.spec.inputs]
         self._consumer.resume(tps)
         self.log(f"worker: partition {p} restored; processing")
@@ -227,12 +288,14 @@ class Worker:
     def _release(self, parts: set[int]) -> None:
         self._restorer.cancel(parts)
         self._bp_paused = [tp for tp in self._bp_paused if tp.partition not in parts]
-        for p in parts:
-            self._active.discard(p)
-            self._fired.pop(p, None)
-            store = self._stores.pop(p, None)
-            if store is not None:
-                store.close()
+        with self._store_lock:
+            for p in parts:
+                self._active.discard(p)
+                self._fired.pop(p, None)
+                self._timers_pending.pop(p, None)
+                store = self._stores.pop(p, None)
+                if store is not None:
+                    store.close()
 
     # -- timers ------------------------------------------------------------------------------------------
 
@@ -294,6 +357,7 @@ class Worker:
         offset: int = msg.offset()
         ents, offsets = self._batch.partition(p)
         self.stats.records_in += 1
+        self.metrics.in_by_topic[topic] += 1
         rec = InputRecord(topic, p, offset, msg.key(), msg.value(), msg.timestamp()[1],
                           msg.headers() or ())
         # The offset advances only once the record is handled: applied, recognised as a duplicate or
@@ -338,6 +402,7 @@ class Worker:
                 ents[dkey] = entity.encode(tag, offset, recent, self.processor.dump_state(step.state))
         for change in step.timers:
             tkey = timers.index_key(change.due_ms, key, change.name)
+            self._timers_pending[p] = self._timers_pending.get(p, 0) + (1 if change.fire else -1)
             if change.fire is None:
                 ents[tkey] = None
                 self._batch.tombstone_sources[(p, tkey)] = _source(tag, offset)
@@ -391,12 +456,17 @@ class Worker:
             if trace is not None and header(headers, H_TRACEPARENT) is None:
                 headers.append((H_TRACEPARENT, trace))
             produce(self._producer, out.topic, out.key, out.value, headers)
+            self.metrics.out_by_topic[out.topic] += 1
         self.stats.records_out += len(outputs)
+        if self.stats.records_out & 15 == 0:  # sampled: a histogram update per record would cost more
+            self.metrics.step_latency.labels(self.settings.group).observe(
+                max(time.time() - rec.timestamp_ms / 1000, 0.0))
         if len(self._producer) >= self.settings.max_in_flight:
             self._backpressure()
 
     def _dead_letter(self, rec: InputRecord, exc: Exception, attempts: int) -> None:
         self.stats.dead_letters += 1
+        self.metrics.dead_by_reason[exc.reason if isinstance(exc, StreamsError) else "poison"] += 1
         out = dlq.dead_letter(rec, exc, attempts, self.settings.group)
         produce(self._producer, self.spec.dlq_topic, out.key, out.value, list(out.headers))
 

@@ -88,9 +88,9 @@ class PartitionStore:
         except Exception as exc:
             raise StateStoreError(f"writing state store {self.path}: {exc}") from exc
 
-    def _scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def _scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         it = self._db.iter()
-        it.seek(prefix)
+        it.seek(start or prefix)
         while it.valid():
             key: bytes = it.key()
             if not key.startswith(prefix):
@@ -98,9 +98,10 @@ class PartitionStore:
             yield key, it.value()
             it.next()
 
-    def entities(self) -> Iterator[tuple[bytes, bytes]]:
-        """Entity keys and envelopes in key order."""
-        for k, v in self._scan(_D):
+    def entities(self, after: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Entity keys and envelopes in key order, optionally starting after entity key ``after``."""
+        start = None if after is None else _D + after + b"\x00"
+        for k, v in self._scan(_D, start):
             yield k[1:], v
 
     def timers(self) -> Iterator[tuple[bytes, bytes]]:

@@ -1,0 +1,245 @@
+"""Each worker's HTTP face: ``/metrics``, ``/healthz`` and status queries over the entities it holds.
+
+``GET /workflows/{key}`` answers from the worker that owns the key's partition. A worker that does not own it
+forwards the request: every worker announces ``{url, partitions}`` in a compacted endpoints topic, and the key's
+partition is computed with Kafka's murmur2 partitioner, which is how the key was placed. ``GET /workflows``
+lists this worker's entities (``?state=``, ``?stuck=true``, paging with ``?limit=`` and ``?after=KEY``).
+
+Bound to 127.0.0.1 by default. Bound anywhere else it refuses to start without a bearer token, and then asks for
+``Authorization: Bearer <token>`` on every request; the token never appears in logs or errors.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaError, Producer, TopicPartition
+
+from streams.config import KafkaSettings
+from streams.errors import ConfigError
+from streams.kafka.client import make_consumer
+from streams.runtime.worker import Worker
+
+H_FORWARDED = "X-Streams-Forwarded"
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (as in the Java client and librdkafka's murmur2 partitioners)."""
+    m, length = 0x5BD1E995, len(data)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    rest, tail = length % 4, length - length % 4
+    if rest == 3:
+        h ^= data[tail + 2] << 16
+    if rest >= 2:
+        h ^= data[tail + 1] << 8
+    if rest >= 1:
+        h ^= data[tail]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class Endpoints:
+    """Who serves which partition, announced by the workers themselves in a compacted topic."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        self.kafka = kafka
+        self.topic = topic
+        self._producer = Producer({**kafka.common(), "enable.idempotence": True})
+        self._cache: tuple[float, dict[int, str]] = (0.0, {})
+
+    def announce(self, instance: str, url: str, partitions: list[int]) -> None:
+        body = orjson.dumps({"url": url, "partitions": partitions, "at": int(time.time() * 1000)})
+        self._producer.produce(self.topic, body, instance.encode())
+        self._producer.flush(10)
+
+    def owner(self, partition: int, max_age_s: float = 2.0) -> str | None:
+        at, owners = self._cache
+        if time.monotonic() - at > max_age_s:
+            owners = self._read()
+            self._cache = (time.monotonic(), owners)
+        return owners.get(partition)
+
+    def _read(self) -> dict[int, str]:
+        latest: dict[bytes, dict[str, Any]] = {}
+        consumer = make_consumer(self.kafka, f"streams-endpoints-{uuid.uuid4().hex}", {"enable.partition.eof": True})
+        try:
+            consumer.assign([TopicPartition(self.topic, 0, 0)])
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                msgs = consumer.consume(1000, 0.2)
+                if any(m.error() is not None and m.error().code() == KafkaError._PARTITION_EOF for m in msgs):
+                    deadline = 0.0
+                for m in msgs:
+                    if m.error() is None and m.key() is not None and m.value():
+                        latest[m.key()] = orjson.loads(m.value())
+        finally:
+            consumer.close()
+        owners: dict[int, tuple[int, str]] = {}
+        for ann in latest.values():
+            for p in ann["partitions"]:
+                if p not in owners or ann["at"] > owners[p][0]:
+                    owners[p] = (ann["at"], ann["url"])
+        return {p: url for p, (_at, url) in owners.items()}
+
+
+class StatusServer:
+    def __init__(self, worker: Worker, describe: Callable[[bytes, int], dict[str, Any]] | None, partitions: int,
+                 host: str = "127.0.0.1", port: int = 0, token: str | None = None,
+                 endpoints: Endpoints | None = None) -> None:
+        if not _loopback(host) and not token:
+            raise ConfigError(f"--http-host {host} is not loopback: set a bearer token (--http-token or "
+                              "STREAMS_HTTP_TOKEN) to serve beyond this machine")
+        self.worker = worker
+        self.describe = describe
+        self.partitions = partitions
+        self.token = token
+        self.endpoints = endpoints
+        self.advertised: str | None = None  # what other workers reach us at; set by whoever wires us
+        self._server = ThreadingHTTPServer((host, port), _handler(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host if isinstance(host, str) else host.decode()}:{port}"
+
+    @property
+    def public_url(self) -> str:
+        return self.advertised or self.url
+
+    def start(self) -> StatusServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def authorized(self, header: str | None) -> bool:
+        if not self.token:
+            return True
+        return header is not None and hmac.compare_digest(header, f"Bearer {self.token}")
+
+    def entity(self, key: bytes, forwarded: bool) -> tuple[int, dict[str, Any]]:
+        found = self.worker.lookup(key)
+        now_ms = int(time.time() * 1000)
+        if found is not None:
+            p, raw = found
+            body = self.describe(raw, now_ms) if self.describe else {"state": raw.hex()}
+            return 200, {"key": key.decode("utf-8", "replace"), "partition": p, "served_by": self.public_url,
+                         **body}
+        p = partition_for(key, self.partitions)
+        owner = self.endpoints.owner(p) if self.endpoints and not forwarded else None
+        if owner and owner != self.public_url:
+            return self._forward(owner, key)
+        return 404, {"error": "not_found", "message": f"no entity {key.decode('utf-8', 'replace')!r} "
+                     f"(partition {p}) on this worker or its owner"}
+
+    def _forward(self, owner: str, key: bytes) -> tuple[int, dict[str, Any]]:
+        req = urllib.request.Request(f"{owner}/workflows/{urllib.parse.quote(key.decode('utf-8', 'replace'))}",
+                                     headers={H_FORWARDED: "1", **({"Authorization": f"Bearer {self.token}"}
+                                                                   if self.token else {})})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return int(resp.status), orjson.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, orjson.loads(exc.read() or b"{}")
+        except (urllib.error.URLError, OSError) as exc:
+            return 502, {"error": "owner_unreachable", "message": f"owner {owner} did not answer: {exc}"}
+
+    def listing(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        state = _first(query, "state")
+        stuck = (_first(query, "stuck") or "false").lower() == "true"
+        try:
+            limit = min(max(int((query.get("limit") or ["50"])[0]), 1), 1000)
+        except ValueError:
+            return 400, {"error": "bad_request", "message": "limit must be an integer"}
+        after = _first(query, "after")
+        now_ms = int(time.time() * 1000)
+        describe = self.describe
+
+        def keep(raw: bytes) -> bool:
+            if describe is None:
+                return state is None and not stuck
+            view = describe(raw, now_ms)
+            return (state is None or view.get("state") == state) and (not stuck or bool(view.get("stuck")))
+
+        rows = self.worker.scan(after.encode() if after else None, limit, keep)
+        items = [{"key": k.decode("utf-8", "replace"), **(describe(raw, now_ms) if describe else {})}
+                 for k, raw in rows]
+        nxt = items[-1]["key"] if len(items) == limit else None
+        return 200, {"items": items, "next_after": nxt, "served_by": self.public_url}
+
+
+def _first(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[0] if values else None
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _handler(srv: StatusServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, fmt: str, *args: Any) -> None:  # quiet: no per-request lines, no tokens in logs
+            return
+
+        def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if not srv.authorized(self.headers.get("Authorization")):
+                self._send(401, b'{"error":"unauthorized","message":"bearer token required"}')
+                return
+            url = urllib.parse.urlsplit(self.path)
+            path = url.path.rstrip("/")
+            if path == "/metrics":
+                self._send(200, srv.worker.metrics.exposition(), "text/plain; version=0.0.4")
+            elif path == "/healthz":
+                self._send(200, orjson.dumps({"ok": True, "partitions": srv.worker.active}))
+            elif path == "/workflows":
+                status, body = srv.listing(urllib.parse.parse_qs(url.query))
+                self._send(status, orjson.dumps(body))
+            elif path.startswith("/workflows/"):
+                key = urllib.parse.unquote(path[len("/workflows/"):]).encode()
+                status, body = srv.entity(key, self.headers.get(H_FORWARDED) is not None)
+                self._send(status, orjson.dumps(body))
+            else:
+                self._send(404, b'{"error":"not_found","message":"unknown path"}')
+
+    return Handler
