@@ -98,9 +98,14 @@ def wait_until(pred: Callable[[], bool], timeout_s: float, what: str, interval: 
 
 
 def wait_drained(kafka: KafkaSettings, group: str, topic: str, partitions: int, timeout_s: float = 120) -> None:
-    ends = end_offsets(kafka, topic, partitions)
-    wait_until(lambda: committed(kafka, group, topic, partitions) == ends, timeout_s,
-               f"group {group} to commit log end {ends} of {topic}")
+    """Until the group's committed offsets equal the current log end (re-read each time: workers may still be
+    writing to their own input, e.g. timers firing)."""
+    def drained() -> bool:
+        ends = end_offsets(kafka, topic, partitions)
+        # A partition that never had a record has nothing committed (negative): count that as offset 0.
+        return {p: max(o, 0) for p, o in committed(kafka, group, topic, partitions).items()} == ends
+
+    wait_until(drained, timeout_s, f"group {group} to commit the log end of {topic}")
 
 
 def read_all(kafka: KafkaSettings, topic: str, partitions: int) -> list[tuple[bytes | None, bytes | None,

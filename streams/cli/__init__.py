@@ -21,8 +21,10 @@ COMMANDS = [
     "streams.cli.schemas",
     "streams.cli.worker",
     "streams.cli.dlq",
+    "streams.cli.replay",
     "streams.cli.demo",
     "streams.cli.lag",
+    "streams.cli.dashboard",
     "streams.cli.workflow",
 ]
 

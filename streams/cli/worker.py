@@ -125,7 +125,10 @@ def run(args: argparse.Namespace) -> int:
             describe = getattr(processor, "describe", None)
             server = StatusServer(worker, describe if callable(describe) else None, partitions, args.http_host,
                                   args.http_port, args.http_token, endpoints).start()
-            server.advertised = args.http_advertised_url or server.url
+            # Bound to every interface, the bind address is no address to reach us at: use the host name.
+            default = (f"http://{socket.gethostname()}:{args.http_port or server.url.rsplit(':', 1)[1]}"
+                       if args.http_host in ("0.0.0.0", "::") else server.url)
+            server.advertised = args.http_advertised_url or default
             url.append(server.advertised)
             log(f"worker: serving /metrics, /healthz and /workflows on {server.url}")
         signal.signal(signal.SIGTERM, lambda *_: worker.stop())

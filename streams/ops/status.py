@@ -11,8 +11,6 @@ Bound to 127.0.0.1 by default. Bound anywhere else it refuses to start without a
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import threading
 import time
 import urllib.error
@@ -27,8 +25,8 @@ import orjson
 from confluent_kafka import KafkaError, Producer, TopicPartition
 
 from streams.config import KafkaSettings
-from streams.errors import ConfigError
 from streams.kafka.client import make_consumer
+from streams.ops.httpauth import bearer_ok, check_bind
 from streams.runtime.worker import Worker
 
 H_FORWARDED = "X-Streams-Forwarded"
@@ -110,9 +108,7 @@ class StatusServer:
     def __init__(self, worker: Worker, describe: Callable[[bytes, int], dict[str, Any]] | None, partitions: int,
                  host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  endpoints: Endpoints | None = None) -> None:
-        if not _loopback(host) and not token:
-            raise ConfigError(f"--http-host {host} is not loopback: set a bearer token (--http-token or "
-                              "STREAMS_HTTP_TOKEN) to serve beyond this machine")
+        check_bind(host, token)
         self.worker = worker
         self.describe = describe
         self.partitions = partitions
@@ -141,9 +137,7 @@ class StatusServer:
         self._server.server_close()
 
     def authorized(self, header: str | None) -> bool:
-        if not self.token:
-            return True
-        return header is not None and hmac.compare_digest(header, f"Bearer {self.token}")
+        return bearer_ok(header, self.token)
 
     def entity(self, key: bytes, forwarded: bool) -> tuple[int, dict[str, Any]]:
         found = self.worker.lookup(key)
@@ -199,15 +193,6 @@ class StatusServer:
 def _first(query: dict[str, list[str]], name: str) -> str | None:
     values = query.get(name)
     return values[0] if values else None
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _handler(srv: StatusServer) -> type[BaseHTTPRequestHandler]:

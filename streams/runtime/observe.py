@@ -34,11 +34,22 @@ class Census:
         self._cursor: bytes | None = None
         self._counts: dict[tuple[str, str], int] = {}
         self._stuck: dict[tuple[str, str], int] = {}
+        self._next = 0.0
 
     def step(self, stores: Mapping[int, PartitionStore], active: set[int]) -> None:
-        """Look at up to CENSUS_CHUNK entities; publish when every active partition has been walked."""
-        if self._summarize is None:
+        """Look at up to CENSUS_CHUNK entities; publish when every active partition has been walked.
+        Self-throttled to about a tenth of the loop's time, so processing always comes first."""
+        if self._summarize is None or time.monotonic() < self._next:
             return
+        started = time.monotonic()
+        try:
+            self._step(stores, active)
+        finally:
+            self._next = time.monotonic() + 9 * (time.monotonic() - started)
+
+    def _step(self, stores: Mapping[int, PartitionStore], active: set[int]) -> None:
+        summarize = self._summarize
+        assert summarize is not None  # step() checked
         if not self._queue:
             self._metrics.set_workflows(self._counts, self._stuck)
             self._queue = sorted(active)
@@ -58,7 +69,7 @@ class Census:
             last = key
             seen += 1
             state = entity.decode(raw).state
-            summary = self._summarize(state, now_ms) if state else None
+            summary = summarize(state, now_ms) if state else None
             if summary is not None:
                 label = (summary[0], summary[1])
                 self._counts[label] = self._counts.get(label, 0) + 1

@@ -58,7 +58,7 @@ def rebuild(
                 shutil.rmtree(path)
             stores[p] = PartitionStore(path, p)
             durable = {t: max(committed.get((t, p), -1), 0) for t in inputs}
-            restorer.start(stores[p], durable)
+            restorer.start(stores[p], durable, durable)
         deadline = time.monotonic() + timeout_s
         while restorer.jobs:
             if time.monotonic() > deadline:

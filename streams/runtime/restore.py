@@ -24,6 +24,10 @@ from streams.runtime.commit import H_SOURCE
 from streams.state import entity
 from streams.state.store import PartitionStore
 
+# A changelog control record written by `streams replay`: a restore that reads it wipes the partition's store,
+# so every copy of that store, on any machine, is rebuilt from the replayed input alone.
+RESET_KEY = b"\x00streams-reset"
+
 
 @dataclass
 class RestoreJob:
@@ -31,6 +35,7 @@ class RestoreJob:
     store: PartitionStore
     durable: dict[int, int]  # source topic tag -> offsets below this are committed or locally durable
     offsets: dict[str, int]  # the same by topic name: written to the store when the restore is done
+    committed: dict[str, int]  # the group's committed offsets: all that counts after a reset
     position: int
     fresh: bool
     restored: int = 0
@@ -54,9 +59,10 @@ class Restorer:
         )
         self._last_report = 0.0
 
-    def start(self, store: PartitionStore, durable: Mapping[str, int]) -> None:
+    def start(self, store: PartitionStore, durable: Mapping[str, int], committed: Mapping[str, int]) -> None:
         tags = {entity.topic_tag(t): o for t, o in durable.items()}
-        job = RestoreJob(store.partition, store, tags, dict(durable), store.changelog_offset(), store.is_empty())
+        job = RestoreJob(store.partition, store, tags, dict(durable), dict(committed), store.changelog_offset(),
+                         store.is_empty())
         self.jobs[store.partition] = job
         self._reassign()
 
@@ -93,6 +99,9 @@ class Restorer:
             value = m.value()
             if key is None:
                 continue
+            if key == RESET_KEY:
+                self._reset(job, writes)
+                continue
             if value is None:
                 src = _header(m.headers(), H_SOURCE)
                 if src is None:
@@ -117,6 +126,15 @@ class Restorer:
             self._reassign()
         self._report(done)
         return done
+
+    def _reset(self, job: RestoreJob, writes: dict[int, dict[bytes, bytes | None]]) -> None:
+        writes.pop(job.partition, None)
+        job.store.wipe()
+        job.seen.clear()
+        job.fresh = True
+        job.offsets = dict(job.committed)
+        job.durable = {entity.topic_tag(t): o for t, o in job.committed.items()}
+        self.log(f"restore {self.changelog}[{job.partition}]: reset marker (replay): store wiped")
 
     def _older(self, job: RestoreJob, key: bytes, tag: int, offset: int) -> bool:
         prev = job.seen.get(key)

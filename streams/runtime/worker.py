@@ -103,6 +103,7 @@ class Worker:
         self._census = Census(observe.bind(processor, self.metrics), self.metrics)
         self._synced = WorkerStats()
         self._timers_pending: dict[int, int] = {}
+        self._assigned_at: dict[tuple[str, int], int] = {}
         # Guards store open/close against readers on other threads (the status endpoint).
         self._store_lock = threading.RLock()
         # Timer index keys already fired and awaiting the step that clears them; memory only, so a restart
@@ -246,13 +247,16 @@ class Worker:
                 )
                 self._stores[p] = store
             durable: dict[str, int] = {}
+            group_offsets: dict[str, int] = {}
             for topic in self.spec.inputs:
                 local = store.source_offset(topic)
                 c = committed.get((topic, p), -1)
                 pos = max(c if c >= 0 else 0, local or 0)
                 durable[topic] = pos
+                group_offsets[topic] = max(c, 0)
+                self._assigned_at[(topic, p)] = pos
                 positions.append(TopicPartition(topic, p, pos if (c >= 0 or local) else OFFSET_BEGINNING))
-            self._restorer.start(store, durable)
+            self._restorer.start(store, durable, group_offsets)
         self.log(f"worker: assigned partitions {parts} of {', '.join(self.spec.inputs)}; restoring")
         consumer.assign(positions)
         if positions:
@@ -266,6 +270,11 @@ class Worker:
             self._on_assignment(sorted({*self._active, p}))
         self._active.add(p)
         self._timers_pending[p] = sum(1 for _ in store.timers())
+        for t in self.spec.inputs:
+            # A restore that met a replay's reset moved the store's offsets back: start where the store says.
+            pos = store.source_offset(t)
+            if pos is not None and pos != self._assigned_at.get((t, p)):
+                self._consumer.seek(TopicPartition(t, p, pos))
         tps = [TopicPartition(t, p) for t in self.spec.inputs]
         self._consumer.resume(tps)
         self.log(f"worker: partition {p} restored; processing")

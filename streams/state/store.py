@@ -108,6 +108,16 @@ class PartitionStore:
         """Timer index entries (raw keys), earliest due first."""
         return self._scan(_T)
 
+    def wipe(self) -> None:
+        """Drop every entity, timer and source offset (a replay's reset); the changelog position stays."""
+        wb = WriteBatch(raw_mode=True)
+        wb.delete_range(_D, _D + b"\xff" * 8 + b"\xff")
+        wb.delete_range(_T, _T + b"\xff" * 8 + b"\xff")
+        wb.delete_range(_M_SRC, _M_SRC + b"\xff")
+        for k, _v in list(self._scan(_D)) + list(self._scan(_T)):  # keys longer than the range bound
+            wb.delete(k)
+        self._db.write(wb)
+
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every data entry, entities and timers, by raw key: what the changelog mirrors."""
         yield from self._scan(_D)

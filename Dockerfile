@@ -1,0 +1,27 @@
+# The streams image: every worker, service and one-shot job of docker-compose.yml runs `streams ...` from it.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+# Dependencies first, so editing the source does not reinstall them.
+COPY pyproject.toml README.md ./
+RUN mkdir streams && touch streams/__init__.py && pip install . && pip uninstall -y streams && rm -rf streams build
+COPY streams ./streams
+COPY schemas ./schemas
+COPY topology ./topology
+# Editable on purpose: the package finds the contracts (schemas/) and topologies (topology/) beside its source
+# tree, so it must run from /app rather than from a copy in site-packages.
+RUN pip install --no-deps -e . \
+    && useradd --create-home --uid 10001 streams \
+    && mkdir -p /app/.streams \
+    && chown streams /app/.streams
+
+USER streams
+# Worker state (RocksDB, one store per partition) lives in /app/.streams/state/<group>/<hostname>; it is a cache
+# of the changelog topics, rebuilt by restore when a container is recreated.
+EXPOSE 9400
+CMD ["streams", "--help"]

@@ -1,0 +1,568 @@
+"""The live dashboard: consumer lag and throughput from Kafka, latency, stuck workflows and dead letters from the
+workers' ``/metrics``, served as one page that polls ``/api/snapshot``.
+
+Why it reads Kafka itself instead of only scraping workers: lag is a fact about the log and the group's commits,
+and it must show while every worker is down (that is when it matters most). Lag comes from
+:class:`streams.ops.lag.LagReader` (correct on the embedded broker too); throughput is the change of committed
+offsets (consumed) and of log ends (produced) between two samples, so it needs no worker either.
+
+Worker metrics are optional (``--worker URL``, or ``dns+http://name:port`` to scrape every address a DNS name
+resolves to, as Docker's service DNS gives for a scaled service). Counters and gauges are summed over workers;
+a p99 comes from the histogram buckets summed over workers, interpolated within a bucket as Prometheus'
+``histogram_quantile`` does, both since each worker started and over the last :data:`LATENCY_WINDOW_S` (the
+change of the buckets, a worker restart counted as a counter reset).
+
+Everything lives in bounded memory: one ring of lag samples, one short ring of histogram scrapes per worker. The
+snapshot is serialized once per tick and handed to every request as the same bytes.
+
+Security: the server binds to 127.0.0.1 unless told otherwise, and refuses to bind anywhere else without a
+bearer token. With a token, ``/api/snapshot`` answers 401 unless ``Authorization: Bearer <token>`` matches.
+The page itself holds no data and is served to anyone: a browser cannot send a header on navigation, so the
+page reads the token from the URL fragment (``/#token=...``, never sent to a server, so never in any access
+log), keeps it in ``sessionStorage`` and sends it as the header. Request logs name method, path without query
+and status, never headers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import socket
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.config import KafkaSettings
+from streams.errors import ConfigError, StreamsError
+from streams.ops.httpauth import bearer_ok, check_bind
+from streams.ops.lag import GroupLag, LagReader, PartitionLag, UnknownGroupError
+
+LATENCY_WINDOW_S = 60.0
+# Histograms the workers expose, by the short name the page shows.
+HISTOGRAMS: Mapping[str, str] = {
+    "step": "streams_step_latency_seconds",
+    "batch": "streams_batch_seconds",
+    "commit": "streams_commit_seconds",
+}
+_PAGE = "dashboard_page.html"
+Key = tuple[str, ...]
+Buckets = dict[float, float]  # upper bound (le) -> cumulative count
+Log = Callable[[str], None]
+
+
+# ---------------------------------------------------------------------------------------------- settings, binding
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    """What the dashboard watches and where it listens; built once by the CLI."""
+
+    host: str = "127.0.0.1"
+    port: int = 8088
+    groups: tuple[str, ...] = ()  # empty: every group the cluster lists
+    topics: tuple[str, ...] = ()  # read by the named groups even before they commit (see LagReader.read)
+    workers: tuple[str, ...] = ()  # /metrics URLs, or dns+http://name:port
+    interval_s: float = 2.0
+    token: str | None = field(default=None, repr=False)
+    history: int = 300  # lag samples kept (300 x 2 s = 10 minutes)
+    timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.interval_s <= 0:
+            raise ConfigError(f"dashboard interval must be > 0 s, got {self.interval_s}")
+        if self.history < 2:
+            raise ConfigError(f"dashboard history must keep at least 2 samples, got {self.history}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"dashboard port must be within 0..65535, got {self.port}")
+        check_bind(self.host, self.token)
+
+
+# ---------------------------------------------------------------------------------------------- metrics parsing
+
+
+def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
+    """The q-quantile of a cumulative histogram, interpolated linearly within its bucket as Prometheus does;
+    None without observations. A rank in the +Inf bucket answers the highest finite bound."""
+    ordered = sorted(buckets.items())
+    if not ordered or not math.isinf(ordered[-1][0]) or ordered[-1][1] <= 0:
+        return None
+    rank = q * ordered[-1][1]
+    lower, below = (ordered[0][0], 0.0) if ordered[0][0] <= 0 else (0.0, 0.0)
+    for le, count in ordered:
+        if count >= rank:
+            if math.isinf(le):
+                return lower
+            if count == below:
+                return le
+            return lower + (le - lower) * (rank - below) / (count - below)
+        lower, below = le, count
+    return lower
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One worker's metrics: plain samples by (name, sorted labels) and histogram buckets by (metric, group)."""
+
+    samples: Mapping[str, Sequence[tuple[Mapping[str, str], float]]]
+    histograms: Mapping[tuple[str, str], Buckets]
+
+    @classmethod
+    def parse(cls, text: str) -> Scrape:
+        samples: dict[str, list[tuple[Mapping[str, str], float]]] = {}
+        hists: dict[tuple[str, str], Buckets] = {}
+        wanted = {f"{name}_bucket": name for name in HISTOGRAMS.values()}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                metric = wanted.get(s.name)
+                if metric is not None:
+                    le = float(s.labels["le"])
+                    b = hists.setdefault((metric, s.labels.get("group", "")), {})
+                    b[le] = b.get(le, 0.0) + s.value  # a worker exposing several series per group: add them
+                else:
+                    samples.setdefault(s.name, []).append((s.labels, s.value))
+        return cls(samples, hists)
+
+    def sum_by(self, name: str, labels: Sequence[str]) -> dict[Key, float]:
+        out: dict[Key, float] = {}
+        for lbls, value in self.samples.get(name, ()):
+            key = tuple(lbls.get(label, "") for label in labels)
+            out[key] = out.get(key, 0.0) + value
+        return out
+
+
+def _sum_buckets(parts: Iterable[Buckets]) -> Buckets:
+    """Bucket-wise sum; only bounds every part has, so the sum stays a cumulative histogram."""
+    parts = [p for p in parts if p]
+    if not parts:
+        return {}
+    common = set(parts[0]).intersection(*parts[1:])
+    return {le: sum(p[le] for p in parts) for le in common}
+
+
+def _delta(now: Buckets, then: Buckets) -> Buckets:
+    """Observations between two scrapes of one worker; a count that went down means it restarted (a reset)."""
+    if any(now.get(le, 0.0) < c for le, c in then.items()):
+        return dict(now)
+    return {le: c - then.get(le, 0.0) for le, c in now.items()}
+
+
+def expand_worker(url: str) -> list[tuple[str, str]]:
+    """(label, metrics URL) pairs for one ``--worker`` value: a URL (``/metrics`` added when it has no path),
+    ``host:port``, or ``dns+http://name:port`` for every IPv4 address the name resolves to right now."""
+    text = url if "://" in url else f"http://{url}"
+    parts = urllib.parse.urlsplit(text)
+    path = parts.path if parts.path not in ("", "/") else "/metrics"
+    if parts.scheme == "dns+http":
+        host, port = parts.hostname or "", parts.port or 80
+        try:
+            infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
+        except OSError:
+            return [(url, "")]  # unresolvable now (e.g. scaled to zero): shown as down
+        ips = sorted({str(info[4][0]) for info in infos})
+        return [(f"{host} ({ip})", f"http://{ip}:{port}{path}") for ip in ips]
+    return [(url, urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, "")))]
+
+
+def fetch_metrics(url: str, token: str | None, timeout_s: float) -> str:
+    """The text of one ``/metrics`` endpoint; any failure becomes a short StreamsError naming the URL."""
+    if not url:
+        raise StreamsError("name does not resolve")
+    req = urllib.request.Request(url, headers={"Accept": "text/plain"})
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            body: bytes = resp.read()
+            return body.decode("utf-8", errors="replace")
+    except urllib.error.HTTPError as exc:
+        raise StreamsError(f"HTTP {exc.code} from {url}") from exc
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise StreamsError(f"cannot reach {url}: {reason}") from exc
+
+
+# ---------------------------------------------------------------------------------------------- the sampler
+
+
+@dataclass(frozen=True)
+class _LagSample:
+    t: float
+    rows: Mapping[tuple[str, str, int], PartitionLag]
+
+
+@dataclass
+class _Worker:
+    label: str
+    up: bool = False
+    error: str | None = None
+    scraped_at: float | None = None
+    scrape: Scrape | None = None
+    # (time, histograms) of recent scrapes, for the windowed p99; trimmed to a little over the window.
+    past: deque[tuple[float, Mapping[tuple[str, str], Buckets]]] = field(default_factory=deque)
+
+
+class Sampler:
+    """Reads lag and worker metrics once per tick and keeps the bounded history the page draws.
+
+    ``fetch`` is the test seam for worker scrapes (url, timeout) -> text; ``clock`` gives epoch seconds.
+    """
+
+    def __init__(
+        self, settings: DashboardSettings, kafka: KafkaSettings, *, worker_token: str | None = None,
+        reader: LagReader | None = None, fetch: Callable[[str, float], str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._kafka = kafka
+        self._reader = reader
+        self._fetch = fetch or (lambda url, timeout: fetch_metrics(url, worker_token, timeout))
+        self._clock = clock
+        self._lag: deque[_LagSample] = deque(maxlen=settings.history)
+        self._lag_error: str | None = None
+        self._missing: list[str] = []  # named groups with nothing to show yet
+        self._workers: dict[str, _Worker] = {}
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._body = self._render()
+
+    # -- one tick
+
+    def tick(self) -> None:
+        """Sample lag and scrape every worker; errors are kept for the page, never raised."""
+        self._sample_lag()
+        self._scrape_workers()
+        body = self._render()
+        with self._lock:
+            self._body = body
+
+    def snapshot_bytes(self) -> bytes:
+        with self._lock:
+            return self._body
+
+    def snapshot(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.snapshot_bytes())
+        return result
+
+    def _sample_lag(self) -> None:
+        now = self._clock()
+        try:
+            if self._reader is None:
+                self._reader = LagReader(self._kafka, timeout_s=self._settings.timeout_s)
+            groups: list[GroupLag] = []
+            missing: list[str] = []
+            if not self._settings.groups:
+                groups = self._reader.read(None, self._settings.topics)
+            for name in self._settings.groups:
+                try:
+                    groups.extend(self._reader.read(name, self._settings.topics))
+                except UnknownGroupError:
+                    missing.append(name)
+        except StreamsError as exc:
+            self._lag_error = f"{type(exc).__name__}: {exc}"
+            return
+        self._lag_error = None
+        self._missing = missing
+        self._lag.append(_LagSample(now, {(p.group, p.topic, p.partition): p for g in groups for p in g.partitions}))
+
+    def _scrape_workers(self) -> None:
+        targets = [pair for url in self._settings.workers for pair in expand_worker(url)]
+        if not targets:
+            self._workers.clear()
+            return
+        timeout = min(self._settings.timeout_s, max(1.0, self._settings.interval_s))
+
+        def one(target: tuple[str, str]) -> tuple[str, str, Scrape | str]:
+            label, url = target
+            try:
+                return label, url, Scrape.parse(self._fetch(url, timeout))
+            except StreamsError as exc:
+                return label, url, str(exc)
+            except (ValueError, KeyError, IndexError) as exc:  # the parser's complaints about a malformed text
+                return label, url, f"unparsable metrics from {url}: {exc}"
+
+        with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
+            results = list(pool.map(one, targets))
+        now = self._clock()
+        seen = set()
+        for label, url, res in results:
+            key = url or label
+            seen.add(key)
+            w = self._workers.setdefault(key, _Worker(label))
+            if isinstance(res, str):
+                w.up, w.error = False, res
+                continue
+            w.up, w.error, w.scraped_at, w.scrape = True, None, now, res
+            w.past.append((now, res.histograms))
+            while len(w.past) > 2 and w.past[1][0] <= now - LATENCY_WINDOW_S:
+                w.past.popleft()
+        for gone in set(self._workers) - seen:  # a DNS name that no longer resolves to it
+            del self._workers[gone]
+
+    # -- the snapshot
+
+    def _render(self) -> bytes:
+        self._seq += 1
+        live = [w.scrape for w in self._workers.values() if w.up and w.scrape is not None]
+        snap = {
+            "seq": self._seq,
+            "generated_at": self._clock(),
+            "interval_s": self._settings.interval_s,
+            "bootstrap": self._kafka.bootstrap_servers,
+            "lag_error": self._lag_error,
+            "missing_groups": self._missing,
+            **self._lag_view(),
+            "workers": [{"url": w.label, "up": w.up, "error": w.error, "scraped_at": w.scraped_at}
+                        for w in self._workers.values()],
+            "latency": self._latency_view(),
+            "workflows": _rows(("group", "workflow", "state"), {
+                "count": _sum_scrapes(live, "streams_workflows", ("group", "workflow", "state")),
+                "stuck": _sum_scrapes(live, "streams_workflows_stuck", ("group", "workflow", "state")),
+            }),
+            "dead_letters": _rows(("group", "reason"), {
+                "count": _sum_scrapes(live, "streams_dead_letters_total", ("group", "reason"))}),
+            "timers": _rows(("group",), {
+                "pending": _sum_scrapes(live, "streams_timers_pending", ("group",)),
+                "fired": _sum_scrapes(live, "streams_timers_fired_total", ("group",))}),
+            "restores": _rows(("group", "store"), {
+                "remaining": _sum_scrapes(live, "streams_restore_remaining", ("group", "store")),
+                "restored": _sum_scrapes(live, "streams_restore_records_total", ("group", "store"))}),
+        }
+        return json.dumps(snap, separators=(",", ":"), allow_nan=False).encode()
+
+    def _lag_view(self) -> dict[str, Any]:
+        samples = list(self._lag)
+        latest = samples[-1].rows if samples else {}
+        keys = sorted(latest)
+        groups = sorted({k[0] for k in keys} | set(self._missing))
+        rates = [_rates(a, b) for a, b in itertools.pairwise(samples)]
+        now_rates = rates[-1] if rates else {}
+        return {
+            "lag": [{"group": p.group, "topic": p.topic, "partition": p.partition, "committed": p.committed,
+                     "log_start": p.log_start, "log_end": p.log_end, "lag": p.lag} for p in (latest[k] for k in keys)],
+            "groups": [{"group": g, "total_lag": sum(latest[k].lag for k in keys if k[0] == g),
+                        "consumed_per_s": now_rates.get(g, (None, None))[0],
+                        "produced_per_s": now_rates.get(g, (None, None))[1]} for g in groups],
+            "history": {
+                "t": [s.t for s in samples],
+                "lag": [{"group": g, "topic": t, "partition": p,
+                         "values": [s.rows[(g, t, p)].lag if (g, t, p) in s.rows else None for s in samples]}
+                        for g, t, p in keys],
+                # rates[i] is between samples i and i+1: aligned with t[1:]
+                "throughput": [{"group": g,
+                                "consumed": [r.get(g, (None, None))[0] for r in rates],
+                                "produced": [r.get(g, (None, None))[1] for r in rates]} for g in groups],
+            },
+        }
+
+    def _latency_view(self) -> list[dict[str, Any]]:
+        totals: dict[tuple[str, str], list[Buckets]] = {}
+        windows: dict[tuple[str, str], list[Buckets]] = {}
+        for w in self._workers.values():
+            if not (w.up and w.scrape):
+                continue
+            base = w.past[0][1] if len(w.past) > 1 else None
+            for key, buckets in w.scrape.histograms.items():
+                totals.setdefault(key, []).append(buckets)
+                if base is not None:
+                    windows.setdefault(key, []).append(_delta(buckets, base.get(key, {})))
+        out = []
+        short = {v: k for k, v in HISTOGRAMS.items()}
+        for metric, group in sorted(totals, key=lambda k: (k[1], list(HISTOGRAMS.values()).index(k[0]))):
+            total = _sum_buckets(totals[(metric, group)])
+            window = _sum_buckets(windows.get((metric, group), []))
+            out.append({
+                "group": group, "metric": short[metric],
+                "p99_total_s": histogram_quantile(0.99, total), "count_total": _count(total),
+                "p99_window_s": histogram_quantile(0.99, window), "count_window": _count(window),
+                "window_s": LATENCY_WINDOW_S,
+            })
+        return out
+
+
+def _count(buckets: Buckets) -> int:
+    return int(buckets.get(math.inf, 0.0))
+
+
+def _sum_scrapes(scrapes: Iterable[Scrape], name: str, labels: Sequence[str]) -> dict[Key, float]:
+    out: dict[Key, float] = {}
+    for s in scrapes:
+        for key, value in s.sum_by(name, labels).items():
+            out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def _rows(labels: Sequence[str], columns: Mapping[str, Mapping[Key, float]]) -> list[dict[str, Any]]:
+    """One row per label combination found in any column; a gauge absent from a column is 0 there."""
+    keys = sorted({k for col in columns.values() for k in col})
+    return [{**dict(zip(labels, k, strict=True)),
+             **{name: _num(col.get(k, 0.0)) for name, col in columns.items()}} for k in keys]
+
+
+def _num(v: float) -> float | int:
+    return int(v) if v.is_integer() else v
+
+
+def _rates(a: _LagSample, b: _LagSample) -> dict[str, tuple[float | None, float]]:
+    """Per group, records/s consumed (committed offsets moving) and produced (log ends moving) from a to b.
+    A partition whose offsets went backwards (topic recreated) contributes 0 rather than a negative rate."""
+    dt = b.t - a.t
+    if dt <= 0:
+        return {}
+    consumed: dict[str, float] = {}
+    known: dict[str, bool] = {}
+    produced: dict[str, float] = {}
+    for key, now in b.rows.items():
+        g = key[0]
+        then = a.rows.get(key)
+        if then is None:
+            continue
+        produced[g] = produced.get(g, 0.0) + max(0, now.log_end - then.log_end)
+        if now.committed is not None and then.committed is not None:
+            consumed[g] = consumed.get(g, 0.0) + max(0, now.committed - then.committed)
+            known[g] = True
+        elif now.committed is not None:  # first commit since the last sample: from where it could start
+            consumed[g] = consumed.get(g, 0.0) + max(0, now.committed - then.log_start)
+            known[g] = True
+    return {g: (consumed[g] / dt if known.get(g) else None, produced[g] / dt) for g in produced}
+
+
+# ---------------------------------------------------------------------------------------------- HTTP
+
+
+def page() -> bytes:
+    """The page: plain HTML, CSS and JS in one package file, no build step and nothing fetched from elsewhere."""
+    return resources.files(__package__ or "streams.ops").joinpath(_PAGE).read_bytes()
+
+
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                               "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "streams-dashboard"
+    sys_version = ""
+
+    def do_GET(self) -> None:
+        path = urllib.parse.urlsplit(self.path).path
+        if path in ("/", "/index.html"):
+            self._send(HTTPStatus.OK, "text/html; charset=utf-8", self.server.page)
+        elif path == "/api/snapshot":
+            if not bearer_ok(self.headers.get("Authorization"), self.server.token):
+                self._send(HTTPStatus.UNAUTHORIZED, "application/json",
+                           b'{"error":"missing or wrong bearer token"}', {"WWW-Authenticate": "Bearer"})
+            else:
+                self._send(HTTPStatus.OK, "application/json", self.server.sampler.snapshot_bytes())
+        elif path == "/healthz":
+            self._send(HTTPStatus.OK, "text/plain; charset=utf-8", b"ok\n")
+        else:
+            self._send(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"not found\n")
+
+    def _send(self, status: HTTPStatus, ctype: str, body: bytes, extra: Mapping[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in {**_PAGE_HEADERS, **(extra or {})}.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Only failures, and never the query string or headers (where a token could be)."""
+        if isinstance(code, HTTPStatus):
+            code = code.value
+        if str(code).isdigit() and int(code) >= 400:
+            path = urllib.parse.urlsplit(self.path).path
+            self.server.log(f"dashboard: {self.client_address[0]} {self.command} {path} -> {code}")
+
+    def log_error(self, format: str, *args: Any) -> None:
+        """The base class would log the raw request line, query string (and so a token) included."""
+        self.server.log(f"dashboard: {self.client_address[0]} sent a request that failed before routing")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, addr: tuple[str, int], sampler: Sampler, token: str | None, log: Log) -> None:
+        family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+        self.address_family = family
+        super().__init__(addr, _Handler)
+        self.sampler = sampler
+        self.token = token
+        self.log = log
+        self.page = page()
+
+
+class Dashboard:
+    """The server and its sampling thread; ``start()`` returns once the first sample is in and it listens."""
+
+    def __init__(self, settings: DashboardSettings, kafka: KafkaSettings, log: Log = lambda _m: None,
+                 sampler: Sampler | None = None) -> None:
+        self.settings = settings
+        self._log = log
+        self.sampler = sampler or Sampler(settings, kafka, worker_token=settings.token)
+        self._stop = threading.Event()
+        self._server: _Server | None = None
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise StreamsError("dashboard not started")
+        host = self.settings.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self._server.server_port}/"
+
+    def start(self) -> Dashboard:
+        try:
+            self._server = _Server((self.settings.host, self.settings.port), self.sampler, self.settings.token,
+                                   self._log)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {self.settings.host}:{self.settings.port}: {exc.strerror}") from exc
+        self.sampler.tick()
+        self._threads = [threading.Thread(target=self._sample_forever, name="dashboard-sampler", daemon=True),
+                         threading.Thread(target=self._server.serve_forever, args=(0.2,), name="dashboard-http",
+                                          daemon=True)]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _sample_forever(self) -> None:
+        while not self._stop.wait(self.settings.interval_s):
+            self.sampler.tick()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        for t in self._threads:
+            t.join(timeout=self.settings.timeout_s + 5)
+
+    def wait(self) -> None:
+        """Block until stopped (the CLI's foreground)."""
+        while not self._stop.wait(0.5):
+            pass
+
+    def __enter__(self) -> Dashboard:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
