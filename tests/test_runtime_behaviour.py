@@ -221,3 +221,32 @@ def test_http_endpoints_need_a_token_beyond_loopback(kafka: KafkaSettings, tmp_p
     finally:
         assert w.stop() == 0
     assert "s3cret-token" not in w.log_text()
+
+
+def test_dead_letters_are_logged_as_structured_json_with_their_trace(
+        kafka: KafkaSettings, tmp_path: Path, subprocess_env: dict[str, str], unique: str) -> None:
+    from streams.records import H_TRACEPARENT
+
+    name = f"jl{unique}"
+    topo = counter_topology(tmp_path, name, 1, kafka=kafka)
+    trace = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    p = Producer({"bootstrap.servers": kafka.bootstrap_servers})
+    p.produce(f"{name}.in", b"not json", b"acct-9", headers=[(H_EVENT_ID, b"bad-1"), (H_TRACEPARENT, trace)])
+    p.produce(f"{name}.in", orjson.dumps({"amount": 3}), b"acct-9", headers=[(H_EVENT_ID, b"ok-1"),
+                                                                           (H_TRACEPARENT, trace)])
+    assert p.flush(10) == 0
+    w = WorkerProc(topo, tmp_path / "w", {**subprocess_env, "STREAMS_LOG_FORMAT": "json"}, tmp_path / "w.log")
+    wait_drained(kafka, f"{name}-counter", f"{name}.in", 1, 60)
+    assert w.stop() == 0
+    lines = [orjson.loads(line) for line in w.log_text().splitlines() if line.startswith("{")]
+    assert lines and all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
+    dead = [line for line in lines if line["msg"].startswith("dead letter")]
+    assert len(dead) == 1
+    d = dead[0]
+    assert (d["entity_key"], d["topic"], d["partition"], d["offset"], d["reason"]) == (
+        "acct-9", f"{name}.in", 0, 0, "decode_error")
+    assert d["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    # The output of the good record continues the same trace with a span of its own.
+    (_k, _v, headers), = read_all(kafka, f"{name}.out", 1)
+    out_trace = (header(headers, H_TRACEPARENT) or b"").decode()
+    assert out_trace.split("-")[1] == "0af7651916cd43dd8448eb211c80319c" and out_trace != trace.decode()

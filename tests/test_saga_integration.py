@@ -344,3 +344,22 @@ def test_replay_from_the_beginning_rebuilds_identical_state_with_no_extra_effect
     after = _semantic(saga)
     assert after == before
     assert saga.store("orders-payment", "payments.commands", "payments") == ledger  # no extra effect
+
+
+def test_trace_context_follows_an_order_through_commands_and_replies(saga: Saga) -> None:
+    from streams.records import H_TRACEPARENT, header
+    from streams.runtime import tracing
+
+    oid = "trace-1"
+    place_orders(saga.kafka, saga.serde, [oid])
+    wait_until(lambda: oid in saga.results(), 60, "the order to end", 1.0)
+    expected = tracing.trace_id_of(tracing.root(f"placed-{oid}"))
+    seen: dict[str, set[str | None]] = {}
+    for topic in ("payments.commands", "inventory.commands", "shipping.commands", "orders.events"):
+        for key, value, headers in read_all(saga.kafka, topic, 4):
+            if key == oid.encode():
+                name, _ = saga.serde.decode(value)
+                seen.setdefault(name.rsplit(".", 1)[-1], set()).add(
+                    tracing.trace_id_of(header(headers, H_TRACEPARENT)))
+    assert {"OrderPlaced", "MakePayment", "PaymentCompleted", "ReserveInventory"} <= set(seen)
+    assert all(ids == {expected} for ids in seen.values()), seen

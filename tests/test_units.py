@@ -104,3 +104,30 @@ def test_settings_validate_and_redact_secrets() -> None:
     assert "hunter2" not in repr(k.redacted()) and k.redacted()["sasl.mechanism"] == "SCRAM-SHA-512"
     with pytest.raises(ConfigError, match="KAFKA_BOOTSTRAP_SERVERS"):
         KafkaSettings.from_env(env={})
+
+
+def test_security_settings_reach_every_kafka_client() -> None:
+    from streams.kafka.client import consumer_config
+
+    k = KafkaSettings.from_env(env={
+        "KAFKA_BOOTSTRAP_SERVERS": "b:9093", "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-256", "KAFKA_SASL_USERNAME": "svc", "KAFKA_SASL_PASSWORD": "pw",
+        "KAFKA_SSL_CA_LOCATION": "/etc/ca.pem", "KAFKA_SSL_CERTIFICATE_LOCATION": "/etc/c.pem",
+        "KAFKA_SSL_KEY_LOCATION": "/etc/k.pem"})
+    conf = consumer_config(k, "g")
+    for prop, value in (("security.protocol", "SASL_SSL"), ("sasl.mechanism", "SCRAM-SHA-256"),
+                        ("sasl.username", "svc"), ("sasl.password", "pw"), ("ssl.ca.location", "/etc/ca.pem"),
+                        ("ssl.certificate.location", "/etc/c.pem"), ("ssl.key.location", "/etc/k.pem")):
+        assert conf[prop] == value, prop
+    assert k.common()["security.protocol"] == "SASL_SSL"  # what producers, admin and restore consumers use
+
+
+def test_trace_context_is_a_deterministic_child() -> None:
+    from streams.runtime import tracing
+
+    parent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    a = tracing.child(parent, "e1", "out-1")
+    assert a == tracing.child(parent, "e1", "out-1")  # a re-sent record is byte-identical
+    assert tracing.trace_id_of(a) == "0af7651916cd43dd8448eb211c80319c" and a != parent
+    assert tracing.child(parent, "e1", "out-2") != a
+    assert tracing.trace_id_of(tracing.child(None, "e9", "o")) == tracing.trace_id_of(tracing.root("e9"))

@@ -11,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from streams.cli.common import configure_logging
 from streams.errors import StreamsError
 
 # Subcommand modules, in help order. Each defines add(subparsers) and sets `func` on its parser.
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging()
     try:
         rc = args.func(args)
     except StreamsError as exc:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
+
+import orjson
 
 from streams.config import KafkaSettings
 from streams.kafka.embedded import EmbeddedBroker
@@ -29,5 +33,40 @@ def kafka_or_embedded(args: argparse.Namespace, quiet: bool = False) -> Iterator
         yield KafkaSettings.from_env(broker.bootstrap)
 
 
+_STD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class _Json(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the structured fields (entity key, trace
+    id, offsets...) a call passed in ``extra``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+               "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        out.update({k: v for k, v in vars(record).items() if k not in _STD})
+        return orjson.dumps(out, default=str).decode()
+
+
+class _Text(logging.Formatter):
+    """The terminal form: the message, then the structured fields as key=value."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _STD)
+        return record.getMessage() + (f"  [{extras}]" if extras else "")
+
+
+def configure_logging(fmt: str | None = None) -> None:
+    """``STREAMS_LOG_FORMAT=json`` for log shippers; human-readable text otherwise. Idempotent."""
+    fmt = (fmt or os.environ.get("STREAMS_LOG_FORMAT") or "text").lower()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Json() if fmt == "json" else _Text())
+    if fmt == "json":
+        logging.Formatter.converter = time.gmtime
+    root = logging.getLogger("streams")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
 def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    logging.getLogger("streams").info(msg)

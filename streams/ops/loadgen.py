@@ -9,7 +9,8 @@ from confluent_kafka import Producer
 
 from streams.config import KafkaSettings
 from streams.contracts import Serde
-from streams.records import H_EVENT_ID
+from streams.records import H_EVENT_ID, H_TRACEPARENT
+from streams.runtime import tracing
 
 ORDERS_TOPIC = "orders.events"
 
@@ -41,7 +42,8 @@ def place_orders(
         now_ms = int(time.time() * 1000)
         amount = 100 + (sum(oid.encode()) * 37) % 90_000
         producer.produce(topic, encode(order_placed(oid, customer(oid), amount, now_ms)), oid.encode(),
-                         headers=[(H_EVENT_ID, f"placed-{oid}".encode())])
+                         headers=[(H_EVENT_ID, f"placed-{oid}".encode()),
+                                  (H_TRACEPARENT, tracing.root(f"placed-{oid}"))])
         if on_sent is not None:
             on_sent(oid, now_ms)
         n += 1

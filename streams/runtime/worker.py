@@ -10,6 +10,7 @@ to the dead-letter topic, durably, as part of the batch that consumed them.
 from __future__ import annotations
 
 import heapq
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ from streams.config import KafkaSettings, WorkerSettings
 from streams.errors import HopLimitError, ProcessingError, RecordError, StreamsError
 from streams.kafka.client import make_consumer, make_producer, translate
 from streams.records import H_EVENT_ID, H_HOPS, H_TRACEPARENT, InputRecord, OutputRecord, header
-from streams.runtime import dlq, observe
+from streams.runtime import dlq, observe, tracing
 from streams.runtime.commit import Batch, CommitContext, DeliveryTracker, commit, produce
 from streams.runtime.faults import Faults
 from streams.runtime.metrics import Metrics
@@ -32,6 +33,8 @@ from streams.runtime.processor import UNCHANGED, Processor, Step
 from streams.runtime.restore import Restorer
 from streams.state import entity, timers
 from streams.state.store import PartitionStore, store_path
+
+_log = logging.getLogger("streams.worker")
 
 
 @dataclass
@@ -417,7 +420,13 @@ class Worker:
                 self._batch.tombstone_sources[(p, tkey)] = _source(tag, offset)
                 self._fired.get(p, set()).discard(tkey)
             else:
-                ents[tkey] = entity.encode(tag, offset, [], timers.encode_record(change.fire))
+                fire = change.fire
+                if header(fire.headers, H_TRACEPARENT) is None:
+                    eid = header(fire.headers, H_EVENT_ID)
+                    span = tracing.child(header(rec.headers, H_TRACEPARENT), event_id,
+                                         (eid or tkey).decode("utf-8", "replace"))
+                    fire = OutputRecord(fire.topic, fire.key, fire.value, (*fire.headers, (H_TRACEPARENT, span)))
+                ents[tkey] = entity.encode(tag, offset, [], timers.encode_record(fire))
         if step.outputs:
             self._emit(rec, key, event_id, hops, step.outputs)
 
@@ -459,11 +468,13 @@ class Worker:
         hop_bytes = str(hops + 1).encode()
         for i, out in enumerate(outputs):
             headers = list(out.headers)
-            if header(headers, H_EVENT_ID) is None:
-                headers.append((H_EVENT_ID, output_id(key, event_id, i).encode()))
+            oid = header(headers, H_EVENT_ID)
+            if oid is None:
+                oid = output_id(key, event_id, i).encode()
+                headers.append((H_EVENT_ID, oid))
             headers.append((H_HOPS, hop_bytes))
-            if trace is not None and header(headers, H_TRACEPARENT) is None:
-                headers.append((H_TRACEPARENT, trace))
+            if header(headers, H_TRACEPARENT) is None:
+                headers.append((H_TRACEPARENT, tracing.child(trace, event_id, oid.decode())))
             produce(self._producer, out.topic, out.key, out.value, headers)
             self.metrics.out_by_topic[out.topic] += 1
         self.stats.records_out += len(outputs)
@@ -475,7 +486,16 @@ class Worker:
 
     def _dead_letter(self, rec: InputRecord, exc: Exception, attempts: int) -> None:
         self.stats.dead_letters += 1
-        self.metrics.dead_by_reason[exc.reason if isinstance(exc, StreamsError) else "poison"] += 1
+        reason = exc.reason if isinstance(exc, StreamsError) else "poison"
+        self.metrics.dead_by_reason[reason] += 1
+        trace = header(rec.headers, H_TRACEPARENT) or tracing.root(rec.event_id)
+        _log.warning("dead letter: %s", exc, extra={
+            "entity_key": (rec.key or b"").decode("utf-8", "replace"), "trace_id": tracing.trace_id_of(trace),
+            "topic": rec.topic, "partition": rec.partition, "offset": rec.offset, "reason": reason,
+            "attempts": attempts, "group": self.settings.group})
+        if header(rec.headers, H_TRACEPARENT) is None:
+            rec = InputRecord(rec.topic, rec.partition, rec.offset, rec.key, rec.value, rec.timestamp_ms,
+                              (*rec.headers, (H_TRACEPARENT, trace)))
         out = dlq.dead_letter(rec, exc, attempts, self.settings.group)
         produce(self._producer, self.spec.dlq_topic, out.key, out.value, list(out.headers))
 
