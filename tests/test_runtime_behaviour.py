@@ -250,3 +250,35 @@ def test_dead_letters_are_logged_as_structured_json_with_their_trace(
     (_k, _v, headers), = read_all(kafka, f"{name}.out", 1)
     out_trace = (header(headers, H_TRACEPARENT) or b"").decode()
     assert out_trace.split("-")[1] == "0af7651916cd43dd8448eb211c80319c" and out_trace != trace.decode()
+
+
+def test_opentelemetry_spans_continue_the_record_trace(kafka: KafkaSettings, tmp_path: Path, unique: str) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from streams.records import H_TRACEPARENT
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    name = f"otel{unique}"
+    topo = counter_topology(tmp_path, name, 1, kafka=kafka)
+    p = Producer({"bootstrap.servers": kafka.bootstrap_servers})
+    p.produce(f"{name}.in", orjson.dumps({"amount": 1}), b"k1", headers=[
+        (H_EVENT_ID, b"e1"), (H_TRACEPARENT, b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")])
+    assert p.flush(10) == 0
+    worker, t, _logs = start_worker(kafka, topo, tmp_path / "w")
+    try:
+        wait_drained(kafka, f"{name}-counter", f"{name}.in", 1, 60)
+    finally:
+        worker.stop()
+        t.join(30)
+    spans = [s for s in exporter.get_finished_spans() if s.name == f"process {name}.in"]
+    assert len(spans) == 1
+    span = spans[0]
+    assert f"{span.context.trace_id:032x}" == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert span.parent is not None and f"{span.parent.span_id:016x}" == "00f067aa0ba902b7"
+    assert span.attributes is not None and span.attributes["messaging.kafka.message.key"] == "k1"

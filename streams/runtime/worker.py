@@ -24,7 +24,7 @@ from streams.config import KafkaSettings, WorkerSettings
 from streams.errors import HopLimitError, ProcessingError, RecordError, StreamsError
 from streams.kafka.client import make_consumer, make_producer, translate
 from streams.records import H_EVENT_ID, H_HOPS, H_TRACEPARENT, InputRecord, OutputRecord, header
-from streams.runtime import dlq, observe, tracing
+from streams.runtime import dlq, observe, otel, tracing
 from streams.runtime.commit import Batch, CommitContext, DeliveryTracker, commit, produce
 from streams.runtime.faults import Faults
 from streams.runtime.metrics import Metrics
@@ -107,6 +107,7 @@ class Worker:
         self._synced = WorkerStats()
         self._timers_pending: dict[int, int] = {}
         self._assigned_at: dict[tuple[str, int], int] = {}
+        self._spans = otel.load(settings.group)
         # Guards store open/close against readers on other threads (the status endpoint).
         self._store_lock = threading.RLock()
         # Timer index keys already fired and awaiting the step that clears them; memory only, so a restart
@@ -374,7 +375,11 @@ class Worker:
                           msg.headers() or ())
         # The offset advances only once the record is handled: applied, recognised as a duplicate or
         # dead-lettered. A record abandoned on shutdown (its dependency still down) is processed next time.
-        self._handle(rec, p, ents)
+        if self._spans is None:
+            self._handle(rec, p, ents)
+        else:
+            with self._spans.step(rec):
+                self._handle(rec, p, ents)
         offsets[topic] = offset + 1
         self._batch.records += 1
 

@@ -1,0 +1,44 @@
+"""Optional OpenTelemetry spans: one per record the worker handles, parented on the record's ``traceparent``.
+
+Active when the ``otel`` extra (opentelemetry-api) is installed and ``STREAMS_OTEL`` is not ``0``; spans go to
+whatever tracer provider the process configured (the API alone records nothing). Without the package the
+worker never calls into this module, so the hot path pays nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import AbstractContextManager
+from typing import Any
+
+from streams.records import H_TRACEPARENT, InputRecord, header
+
+
+class Spans:
+    def __init__(self, group: str) -> None:
+        from opentelemetry import trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        self._trace = trace
+        self._tracer = trace.get_tracer("streams")
+        self._propagator = TraceContextTextMapPropagator()
+        self._group = group
+
+    def step(self, rec: InputRecord) -> AbstractContextManager[Any]:
+        parent = header(rec.headers, H_TRACEPARENT)
+        ctx = self._propagator.extract({"traceparent": parent.decode("ascii", "replace")}) if parent else None
+        return self._tracer.start_as_current_span(
+            f"process {rec.topic}", context=ctx, kind=self._trace.SpanKind.CONSUMER,
+            attributes={"messaging.system": "kafka", "messaging.destination.name": rec.topic,
+                        "messaging.kafka.partition": rec.partition, "messaging.kafka.offset": rec.offset,
+                        "messaging.kafka.message.key": (rec.key or b"").decode("utf-8", "replace"),
+                        "messaging.consumer.group.name": self._group, "streams.event_id": rec.event_id})
+
+
+def load(group: str) -> Spans | None:
+    if os.environ.get("STREAMS_OTEL", "1") == "0":
+        return None
+    try:
+        return Spans(group)
+    except ImportError:
+        return None
