@@ -204,7 +204,7 @@ def test_http_endpoints_need_a_token_beyond_loopback(kafka: KafkaSettings, tmp_p
     topo = counter_topology(tmp_path, f"http{unique}", 1, kafka=kafka)
     refused = _streams("worker", "--topology", str(topo), "--http-host", "0.0.0.0", "--http-port", "0",
                        "--state-dir", str(tmp_path / "x"), env={**subprocess_env, "STREAMS_HTTP_TOKEN": ""})
-    assert refused.returncode == 2 and "set a bearer token" in refused.stderr
+    assert refused.returncode == 2 and "needs a bearer token (pass --http-token" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     port = free_port()
     env = {**subprocess_env, "STREAMS_HTTP_TOKEN": "s3cret-token"}

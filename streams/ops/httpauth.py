@@ -22,12 +22,12 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything, so it is not loopback
 
 
-def check_bind(host: str, token: str | None) -> None:
-    """Refuse to serve data beyond this machine without a bearer token."""
+def check_bind(host: str, token: str | None, flag: str = "--token") -> None:
+    """Refuse to serve data beyond this machine without a bearer token; ``flag`` is the command's own option."""
     if not is_loopback(host) and not token:
         raise ConfigError(
             f"refusing to bind {host}: a non-loopback address needs a bearer token "
-            "(pass --token or set STREAMS_HTTP_TOKEN), or bind 127.0.0.1"
+            f"(pass {flag} or set STREAMS_HTTP_TOKEN), or bind 127.0.0.1"
         )
 
 

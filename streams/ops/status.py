@@ -108,7 +108,7 @@ class StatusServer:
     def __init__(self, worker: Worker, describe: Callable[[bytes, int], dict[str, Any]] | None, partitions: int,
                  host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  endpoints: Endpoints | None = None) -> None:
-        check_bind(host, token)
+        check_bind(host, token, "--http-token")
         self.worker = worker
         self.describe = describe
         self.partitions = partitions
