@@ -180,7 +180,7 @@ class Worker:
             self._next_timer_check = now + self.settings.timer_check_ms / 1000
             self._fire_due_timers()
         timeout = 0.0 if self._restorer.jobs else self.settings.poll_timeout_s
-        msgs = self._consumer.consume(self.settings.max_batch, timeout)
+        msgs = self._poll(timeout)
         started = time.perf_counter()
         try:
             for msg in msgs:
@@ -196,6 +196,19 @@ class Worker:
         if b and (b.records >= self.settings.max_batch
                   or (time.monotonic() - b.started) * 1000 >= self.settings.commit_interval_ms):
             self._commit()
+
+    def _poll(self, timeout: float) -> list[Message]:
+        """What is already fetched, without waiting; only when nothing is, wait up to ``timeout`` for a record.
+        librdkafka's batch consume otherwise waits out its whole timeout unless the batch fills, which would
+        add the poll timeout to every hop of a saga."""
+        msgs: list[Message] = self._consumer.consume(self.settings.max_batch, 0)
+        if msgs or timeout <= 0:
+            return msgs
+        first: list[Message] = self._consumer.consume(1, timeout)
+        if not first:
+            return first
+        rest: list[Message] = self._consumer.consume(self.settings.max_batch - 1, 0)
+        return first + rest
 
     def _close(self) -> None:
         try:
