@@ -108,10 +108,10 @@ class Saga:
                                           body.get("reason"))
         return out
 
-    def store(self, group: str, topic: str, store: str) -> dict[str, bytes]:
-        into = self.tmp / f"rebuilt-{store}"
+    def store(self, group: str, topic: str, store: str, changelog: str | None = None) -> dict[str, bytes]:
+        into = self.tmp / f"rebuilt-{group}-{store}"
         shutil.rmtree(into, ignore_errors=True)
-        rebuild(self.kafka, group, [topic], f"orders-{store}-changelog", store, range(4), into)
+        rebuild(self.kafka, group, [topic], changelog or f"orders-{store}-changelog", store, range(4), into)
         out: dict[str, bytes] = {}
         for p in range(4):
             s = PartitionStore(store_path(into, store, p), p)
@@ -363,3 +363,57 @@ def test_trace_context_follows_an_order_through_commands_and_replies(saga: Saga)
                     tracing.trace_id_of(header(headers, H_TRACEPARENT)))
     assert {"OrderPlaced", "MakePayment", "PaymentCompleted", "ReserveInventory"} <= set(seen)
     assert all(ids == {expected} for ids in seen.values()), seen
+
+
+def test_v1_and_v2_reader_workers_both_process_v1_and_v2_orders(saga: Saga) -> None:
+    """Issue 4's evolution case at the worker level: OrderPlaced v2 adds `channel` (default "web")."""
+    from streams.contracts import Catalogue, Serde
+    from streams.ops.loadgen import order_placed
+    from streams.processors.workflow import WorkflowProcessor
+
+    v2 = ROOT / "schemas" / "evolution" / "OrderPlaced.v2.avsc"
+    # A second orchestrator group built against v2; the fixture's orchestrator is the v1 reader.
+    topo = saga.tmp / "orders-v2.yaml"
+    topo.write_text(TOPOLOGY.replace("name: orders", "name: ordersv2").replace(
+        "      workflow: orders\n", f"      workflow: orders\n      schema_overrides: [{v2}]\n"))
+    log = open(saga.tmp / "orchestrator-v2.log", "ab")  # noqa: SIM115
+    v2_worker = subprocess.Popen([sys.executable, "-m", "streams", "worker", "--topology", str(topo), "--processor",
+                                  "orchestrator", "--state-dir", str(saga.tmp / "orchestrator-v2")],
+                                 env=saga.env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        v1_ids = [f"evo-v1-{i}" for i in range(20)]
+        v2_ids = [f"evo-v2-{i}" for i in range(20)]
+        place_orders(saga.kafka, saga.serde, v1_ids)  # a v1 producer
+        v2_serde = Serde(saga.serde.registry, Catalogue.load(ROOT / "schemas", overrides=[v2]))
+        from confluent_kafka import Producer
+
+        from streams.records import H_EVENT_ID
+
+        producer = Producer({"bootstrap.servers": saga.kafka.bootstrap_servers, "partitioner": "murmur2_random"})
+        encode = v2_serde.encoder("orders.events", "OrderPlaced")  # a v2 producer (registers the new version)
+        for oid in v2_ids:
+            producer.produce("orders.events", encode({**order_placed(oid, f"cust-{oid}", 500, 0), "channel": "app"}),
+                             oid.encode(), headers=[(H_EVENT_ID, f"placed-{oid}".encode())])
+        assert producer.flush(10) == 0
+        ids = set(v1_ids + v2_ids)
+        # The v1 reader (the saga's own orchestrator) takes every order to its end.
+        wait_until(lambda: ids <= saga.results().keys(), 60, "v1 reader to finish all orders", 1.0)
+        # The v2 reader started every order too, from both producers, with the same data.
+        wait_until(lambda: ids <= saga_store_keys(saga, "ordersv2"), 60, "v2 reader to hold every order")
+        reader = WorkflowProcessor({"workflow": "orders"}, [])
+        states = saga.store("ordersv2-orchestrator", "orders.events", "orders", changelog="ordersv2-orders-changelog")
+        for oid in ids:
+            st = reader.load_state(states[oid])
+            assert st.data["order_id"] == oid and st.data["customer_id"] == f"cust-{oid}"
+        # And a v2 reader sees the new field: set by the v2 producer, defaulted for v1 records.
+        full = {oid: v2_serde.decode(v)[1] for k, v, _h in read_all(saga.kafka, "orders.events", 4)
+                if (oid := (k or b"").decode()) in ids and v2_serde.decode(v)[0].endswith("OrderPlaced")}
+        assert {full[o]["channel"] for o in v2_ids} == {"app"} and {full[o]["channel"] for o in v1_ids} == {"web"}
+    finally:
+        v2_worker.terminate()
+        v2_worker.wait(30)
+        log.close()
+
+
+def saga_store_keys(saga: Saga, name: str) -> set[str]:
+    return set(saga.store(f"{name}-orchestrator", "orders.events", "orders", changelog=f"{name}-orders-changelog"))

@@ -14,8 +14,10 @@ SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 def make_serde(options: Mapping[str, Any]) -> Serde:
     """A serde for the schemas directory in ``options`` (default: the project's ``schemas/``) and the registry
-    in ``SCHEMA_REGISTRY_URL``; subject strategy from ``options['subject_strategy']`` (default topic)."""
-    catalogue = Catalogue.load(options.get("schemas", SCHEMAS_DIR))
+    in ``SCHEMA_REGISTRY_URL``; subject strategy from ``options['subject_strategy']`` (default topic).
+    ``options['schema_overrides']`` lists ``.avsc`` files that replace the live schema of the same name: how a
+    worker built against a newer (or older) contract reads and writes during a rolling upgrade."""
+    catalogue = Catalogue.load(options.get("schemas", SCHEMAS_DIR), overrides=options.get("schema_overrides") or ())
     registry = RegistryClient(RegistrySettings.from_env(options.get("registry")))
     return Serde(registry, catalogue, strategy=str(options.get("subject_strategy", "topic")))
 
