@@ -282,6 +282,15 @@ def test_status_query_is_answered_by_a_worker_that_does_not_own_the_key(saga: Sa
         code, body = _get(f"{base}/workflows/{local}")
         assert code == 200 and body["served_by"] == base
         assert _get(f"{base}/workflows/no-such-order")[0] == 404
+        # The CLI face, through the endpoints topic alone (no URL given).
+        cli = subprocess.run([sys.executable, "-m", "streams", "status", foreign, "--topology", str(saga.topology),
+                              "--processor", "orchestrator"], env=saga.env, capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 0, cli.stderr
+        shown = orjson.loads(cli.stdout)
+        assert shown["key"] == foreign and shown["state"] in ("completed", "cancelled") and "timers" in shown
+        missing = subprocess.run([sys.executable, "-m", "streams", "status", "nope", "--url", base], env=saga.env,
+                                 capture_output=True, text=True, timeout=60)
+        assert missing.returncode == 1 and "no entity 'nope'" in missing.stderr
         code, listing = _get(f"{base}/workflows?state=completed&limit=5")
         assert code == 200 and 0 < len(listing["items"]) <= 5  # type: ignore[arg-type]
         assert all(i["state"] == "completed" for i in listing["items"])  # type: ignore[attr-defined]

@@ -23,6 +23,7 @@ COMMANDS = [
     "streams.cli.worker",
     "streams.cli.dlq",
     "streams.cli.replay",
+    "streams.cli.status",
     "streams.cli.demo",
     "streams.cli.lag",
     "streams.cli.dashboard",

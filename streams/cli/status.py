@@ -1,0 +1,62 @@
+"""``streams status KEY``: one entity's state, pending timers and history, from whichever worker owns it.
+
+Ask any worker (``--url``) or let the command find one in the group's endpoints topic; the worker that is asked
+forwards to the owner of the key's partition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import orjson
+
+from streams.cli.common import add_kafka_args, kafka_or_embedded
+from streams.errors import ConfigError, KafkaUnavailableError
+from streams.ops.status import Endpoints, partition_for
+from streams.topology import load
+
+
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("status", help="show one workflow entity by key")
+    p.add_argument("key")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", help="any worker's HTTP endpoint, e.g. http://127.0.0.1:9400")
+    where.add_argument("--topology", help="find a worker through the group's endpoints topic")
+    p.add_argument("--processor", help="with --topology: which processor (default: the only one)")
+    p.add_argument("--group", help="with --topology: consumer group (default: <topology>-<processor>)")
+    p.add_argument("--token", default=os.environ.get("STREAMS_HTTP_TOKEN"), help="bearer token, if required")
+    add_kafka_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    url = args.url
+    if url is None:
+        topo = load(args.topology)
+        proc = topo.processor(args.processor)
+        group = args.group or topo.default_group(proc)
+        parts = topo.topics[proc.inputs[0]].partitions
+        with kafka_or_embedded(args, quiet=True) as kafka:
+            url = Endpoints(kafka, f"{group}.endpoints").owner(partition_for(args.key.encode(), parts))
+        if url is None:
+            raise ConfigError(f"no worker of group {group} announces an HTTP endpoint (start them with --http-port)")
+    req = urllib.request.Request(f"{url.rstrip('/')}/workflows/{urllib.parse.quote(args.key, safe='')}",
+                                 headers={"Authorization": f"Bearer {args.token}"} if args.token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            body = orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = orjson.loads(exc.read() or b"{}").get("message", exc.reason)
+        if exc.code == 404:
+            print(f"streams: no entity {args.key!r}: {detail}", file=sys.stderr)
+            return 1
+        raise ConfigError(f"{url} answered {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise KafkaUnavailableError(f"worker at {url} did not answer: {getattr(exc, 'reason', exc)}") from None
+    sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
