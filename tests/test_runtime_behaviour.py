@@ -282,3 +282,15 @@ def test_opentelemetry_spans_continue_the_record_trace(kafka: KafkaSettings, tmp
     assert f"{span.context.trace_id:032x}" == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert span.parent is not None and f"{span.parent.span_id:016x}" == "00f067aa0ba902b7"
     assert span.attributes is not None and span.attributes["messaging.kafka.message.key"] == "k1"
+
+
+def test_a_cli_worker_exports_spans_when_asked(kafka: KafkaSettings, tmp_path: Path,
+                                               subprocess_env: dict[str, str], unique: str) -> None:
+    name = f"otc{unique}"
+    topo = counter_topology(tmp_path, name, 1, kafka=kafka)
+    produce_counts(kafka, f"{name}.in", 3, 1)
+    w = WorkerProc(topo, tmp_path / "w", {**subprocess_env, "OTEL_TRACES_EXPORTER": "console"}, tmp_path / "w.log")
+    wait_drained(kafka, f"{name}-counter", f"{name}.in", 1, 60)
+    assert w.stop() == 0  # a graceful stop flushes the batch span processor
+    text = w.log_text()
+    assert text.count(f'"name": "process {name}.in"') == 3 and '"messaging.kafka.offset": 2' in text

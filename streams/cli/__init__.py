@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from streams.cli.common import configure_logging
+from streams.cli.common import configure_logging, configure_tracing
 from streams.errors import StreamsError
 
 # Subcommand modules, in help order. Each defines add(subparsers) and sets `func` on its parser.
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
+    configure_tracing()
     try:
         rc = args.func(args)
     except StreamsError as exc:

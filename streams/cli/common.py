@@ -70,3 +70,35 @@ def configure_logging(fmt: str | None = None) -> None:
 
 def log(msg: str) -> None:
     logging.getLogger("streams").info(msg)
+
+
+def configure_tracing() -> None:
+    """Export the workers' OpenTelemetry spans when asked the standard way (``OTEL_TRACES_EXPORTER``):
+    ``console``, or ``otlp`` when opentelemetry-exporter-otlp is installed. Without the otel extra, nothing."""
+    kind = os.environ.get("OTEL_TRACES_EXPORTER", "").lower()
+    if kind not in ("console", "otlp"):
+        return
+    try:
+        from opentelemetry import trace
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+    except ImportError:
+        log("tracing: OTEL_TRACES_EXPORTER is set but the otel extra is not installed (pip install streams[otel])")
+        return
+    exporter: SpanExporter
+    if kind == "otlp":
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]
+                OTLPSpanExporter,
+            )
+        except ImportError:
+            log("tracing: OTEL_TRACES_EXPORTER=otlp needs opentelemetry-exporter-otlp-proto-http")
+            return
+        exporter = OTLPSpanExporter()
+    else:
+        exporter = ConsoleSpanExporter(out=sys.stderr)
+    provider = TracerProvider(resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME",
+                                                                                       "streams")}))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
