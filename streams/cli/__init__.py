@@ -28,6 +28,7 @@ COMMANDS = [
     "streams.cli.lag",
     "streams.cli.dashboard",
     "streams.cli.workflow",
+    "streams.cli.bench",
 ]
 
 

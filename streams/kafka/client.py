@@ -54,9 +54,13 @@ def consumer_config(
         # Offsets are stored and committed by the commit protocol only, never by librdkafka on its own.
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        # Fetch larger batches: the per-record Python path is the cost, not the fetch round trips.
-        "fetch.wait.max.ms": 50,
+        # The embedded broker does not answer a waiting fetch when data arrives, so every saga hop can wait this
+        # long: 10 ms measured p50 154 -> 81 ms at 200 orders/s. Real Kafka answers early either way.
+        "fetch.wait.max.ms": 10,
         "queued.min.messages": 20000,
+        # librdkafka >= 2.4 otherwise stops fetching a partition for 1 s once its local queue is full: a fast
+        # reader then idles (restore of 500k records measured 35k/s -> 174k/s with this).
+        "fetch.queue.backoff.ms": 10,
         **settings.consumer,
     }
     if overrides:

@@ -27,8 +27,9 @@ _I64 = struct.Struct(">q")
 def _options() -> Options:
     opts = Options(raw_mode=True)
     opts.create_if_missing(True)
-    # Entity state is small and hot: a larger write buffer cuts flushes under the per-commit WriteBatch.
-    opts.set_write_buffer_size(32 * 1024 * 1024)
+    # Memtables are per partition store (x2 while flushing): 8 MB keeps 16 partitions well under the memory
+    # target (500k entities measured 290 -> 209 MB peak RSS against 32 MB) at no measured throughput cost.
+    opts.set_write_buffer_size(8 * 1024 * 1024)
     return opts
 
 

@@ -1,0 +1,67 @@
+"""``streams bench``: measure the order saga end to end (see :mod:`streams.ops.bench` for what each figure means).
+
+Progress goes to stderr; stdout carries only the result (one JSON object with ``--json``), so
+``streams bench --json > result.json`` works. SIGTERM stops the bench like Ctrl-C: every child and broker it
+started is stopped before it exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from types import FrameType
+
+from streams.ops.bench import Bench
+from streams.ops.bench_model import BenchConfig, progress, table
+
+# --quick: the suite's variant; each value applies unless its flag is given explicitly.
+QUICK = {"orders": 20_000, "latency_orders_per_s": 500.0, "latency_seconds": 4.0, "restore_entities": 20_000,
+         "failover_events_per_s": 1000.0}
+DEFAULTS = {"orders": 100_000, "latency_orders_per_s": 1000.0, "latency_seconds": 30.0, "restore_entities": 500_000,
+            "failover_events_per_s": 2000.0}
+
+
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("bench", help="measure throughput, latency, restore, failover and memory of the order saga")
+    p.add_argument("--orders", type=int, help="orders preloaded for the throughput phase (default 100,000)")
+    p.add_argument("--partitions", type=int, default=4, help="partitions of every saga topic (default 4)")
+    p.add_argument("--latency-orders-per-s", type=float, help="offered load of the latency phase (default 1,000)")
+    p.add_argument("--latency-seconds", type=float, help="duration of the offered load (default 30)")
+    p.add_argument("--restore-entities", type=int, help="order states in the restored changelog (default 500,000)")
+    p.add_argument("--failover-events-per-s", type=float, help="events flowing during the failover (default 2,000)")
+    p.add_argument("--quick", action="store_true",
+                   help="the short CI variant: " + ", ".join(f"{k.replace('_', '-')} {v:g}" for k, v in QUICK.items()))
+    p.add_argument("--json", action="store_true", help="print one JSON object (figures and parameters) on stdout")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs, state) after success")
+    p.add_argument("--bootstrap", help="an external Kafka (default: $KAFKA_BOOTSTRAP_SERVERS, else embedded brokers);"
+                   " refused if the saga's topics exist there")
+    p.set_defaults(func=run)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the bench's cleanup, like KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    base = QUICK if args.quick else DEFAULTS
+    chosen = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in base.items()}
+    config = BenchConfig(
+        orders=int(chosen["orders"]), partitions=args.partitions,
+        latency_orders_per_s=float(chosen["latency_orders_per_s"]), latency_seconds=float(chosen["latency_seconds"]),
+        restore_entities=int(chosen["restore_entities"]), failover_events_per_s=float(chosen["failover_events_per_s"]),
+        bootstrap=args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None, keep_workdir=args.keep,
+    )
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        result = Bench(config, progress).run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if args.json:
+        print(json.dumps(result.to_json(config)))
+    else:
+        print(table(result, config))
+    sys.stdout.flush()
+    return 0

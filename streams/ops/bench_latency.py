@@ -1,0 +1,105 @@
+"""Latency bookkeeping for the bench: when each order's outcome arrived, percentiles, and what to say when some
+orders never complete (is the missing event in the log, and which group is behind?)."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+
+from confluent_kafka import TopicPartition
+
+from streams.config import KafkaSettings
+from streams.contracts import Serde
+from streams.kafka.client import make_consumer
+from streams.ops.bench_infra import Offsets, log_ends
+from streams.ops.loadgen import ORDERS_TOPIC
+from streams.workflow.orders import RESULTS
+
+
+class Completions(threading.Thread):
+    """Reads ``orders.results`` from given offsets and notes when each order's outcome arrived.
+
+    The time is this consumer's wall clock on receipt, not the record's timestamp: the record's CreateTime is
+    stamped when the orchestrator calls ``produce()``, before the record is flushed and visible, so receipt is
+    what a client of the saga actually experiences (including up to ``fetch.wait.max.ms`` = 5 ms of our own).
+    """
+
+    def __init__(self, kafka: KafkaSettings, serde: Serde, starts: Mapping[int, int]) -> None:
+        super().__init__(name="bench-completions", daemon=True)
+        self.seen: dict[str, float] = {}
+        self.cancelled: set[str] = set()
+        self._serde = serde
+        self._consumer = make_consumer(kafka, f"bench-results-{uuid.uuid4().hex}", {"fetch.wait.max.ms": 5})
+        self._consumer.assign([TopicPartition(RESULTS, p, o) for p, o in starts.items()])
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            # poll() returns as soon as one record is there (consume(n, t) would wait for n or t), then take
+            # what else has arrived: every record's receipt is noted within a millisecond.
+            first = self._consumer.poll(0.05)
+            if first is None:
+                continue
+            now = time.time()
+            for m in [first, *self._consumer.consume(1000, 0)]:
+                if m.error() is not None:
+                    continue
+                oid = (m.key() or b"").decode()
+                name, _ = self._serde.decode(m.value())
+                if name.endswith("OrderCompleted"):
+                    self.seen[oid] = now
+                else:
+                    self.cancelled.add(oid)
+
+    def has(self, ids: Sequence[str]) -> bool:
+        seen = self.seen
+        return all(oid in seen for oid in ids)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(10)
+        self._consumer.close()
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending sequence."""
+    return sorted_values[min(len(sorted_values) - 1, max(math.ceil(q * len(sorted_values)) - 1, 0))]
+
+
+def diagnose(kafka: KafkaSettings, serde: Serde, partitions: int, groups: Mapping[str, str],
+             starts: Mapping[int, int], missing: Sequence[str]) -> str:
+    """Where the missing orders stopped: each group's lag, and the events of a few of them found in the log."""
+    lines = []
+    for group, topic in groups.items():
+        ends = log_ends(kafka, topic, partitions)
+        off = Offsets(kafka, group, topic, partitions)
+        try:
+            committed = off.read()
+        finally:
+            off.close()
+        lag = {p: ends[p] - max(committed.get(p, 0), 0) for p in ends}
+        lines.append(f"  {group} on {topic}: committed {committed}, log end {ends}, lag {lag}")
+    sample = set(missing[:5])
+    found: dict[str, list[str]] = {oid: [] for oid in sample}
+    ends = log_ends(kafka, ORDERS_TOPIC, partitions)
+    c = make_consumer(kafka, f"bench-diagnose-{uuid.uuid4().hex}")
+    try:
+        c.assign([TopicPartition(ORDERS_TOPIC, p, o) for p, o in starts.items()])
+        pos = dict(starts)
+        deadline = time.monotonic() + 30
+        while any(pos[p] < ends[p] for p in ends) and time.monotonic() < deadline:
+            for m in c.consume(10000, 0.2):
+                if m.error() is not None:
+                    continue
+                pos[m.partition()] = m.offset() + 1
+                oid = (m.key() or b"").decode()
+                if oid in sample:
+                    name = serde.decode(m.value())[0].rpartition(".")[2]
+                    found[oid].append(f"{name}@{m.partition()}:{m.offset()}")
+    finally:
+        c.close()
+    lines += [f"  {oid}: {', '.join(evs) or 'no events'} in {ORDERS_TOPIC}" for oid, evs in sorted(found.items())]
+    return "\n".join(lines)
