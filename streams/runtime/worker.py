@@ -51,6 +51,7 @@ class WorkerStats:
     restored: int = 0
     backpressure_pauses: int = 0
     timers_fired: int = 0
+    gap_refetches: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,11 @@ class Worker:
         self._timers_pending: dict[int, int] = {}
         self._assigned_at: dict[tuple[str, int], int] = {}
         self._spans = otel.load(settings.group)
+        # Gap guard: the next offset expected per input partition, gaps already fetched again once, and the
+        # partitions rewound during the current fetch (their remaining records in it are stale).
+        self._expected: dict[tuple[str, int], int] = {}
+        self._gaps_retried: set[tuple[str, int, int]] = set()
+        self._rewound: set[tuple[str, int]] = set()
         # Guards store open/close against readers on other threads (the status endpoint).
         self._store_lock = threading.RLock()
         # Timer index keys already fired and awaiting the step that clears them; memory only, so a restart
@@ -182,6 +188,7 @@ class Worker:
         timeout = 0.0 if self._restorer.jobs else self.settings.poll_timeout_s
         msgs = self._poll(timeout)
         started = time.perf_counter()
+        self._rewound.clear()
         try:
             for msg in msgs:
                 if msg.error() is None:
@@ -292,6 +299,7 @@ class Worker:
             pos = store.source_offset(t)
             if pos is not None and pos != self._assigned_at.get((t, p)):
                 self._consumer.seek(TopicPartition(t, p, pos))
+            self._expected[(t, p)] = pos if pos is not None else self._assigned_at.get((t, p), 0)
         tps = [TopicPartition(t, p) for t in self.spec.inputs]
         self._consumer.resume(tps)
         self.log(f"worker: partition {p} restored; processing")
@@ -318,6 +326,8 @@ class Worker:
             for p in parts:
                 self._active.discard(p)
                 self._fired.pop(p, None)
+                for t in self.spec.inputs:
+                    self._expected.pop((t, p), None)
                 self._timers_pending.pop(p, None)
                 store = self._stores.pop(p, None)
                 if store is not None:
@@ -381,6 +391,8 @@ class Worker:
             return
         topic: str = msg.topic()
         offset: int = msg.offset()
+        if self._gap(topic, p, offset):
+            return
         ents, offsets = self._batch.partition(p)
         self.stats.records_in += 1
         self.metrics.in_by_topic[topic] += 1
@@ -395,6 +407,27 @@ class Worker:
                 self._handle(rec, p, ents)
         offsets[topic] = offset + 1
         self._batch.records += 1
+
+    def _gap(self, topic: str, p: int, offset: int) -> bool:
+        """True when this record must not be processed now: its partition jumped past records it never
+        delivered (the embedded broker can skip whole batches for a tailing reader while several producers
+        write). The first time a gap shows, fetch again from the expected offset; a gap that is still there
+        the second time is real (transaction markers, compaction) and accepted."""
+        tp = (topic, p)
+        if tp in self._rewound:
+            return True
+        expected = self._expected.get(tp)
+        if expected is not None and offset > expected:
+            if (topic, p, expected) not in self._gaps_retried:
+                self._gaps_retried.add((topic, p, expected))
+                self.stats.gap_refetches += 1
+                self.log(f"worker: {topic}[{p}] jumped from offset {expected} to {offset}; fetching again")
+                self._consumer.seek(TopicPartition(topic, p, expected))
+                self._rewound.add(tp)
+                return True
+            self.log(f"worker: {topic}[{p}] has no records {expected}..{offset - 1} (gap confirmed)")
+        self._expected[tp] = offset + 1
+        return False
 
     def _handle(self, rec: InputRecord, p: int, ents: dict[bytes, bytes | None]) -> None:
         key = rec.key
