@@ -21,6 +21,7 @@ from streams.ops.loadgen import ORDERS_TOPIC, order_placed
 from streams.processors.avro import envelope
 from streams.processors.workflow import WorkflowProcessor
 from streams.records import H_EVENT_ID, InputRecord
+from streams.runtime.commit import produce
 from streams.state import entity
 
 # The order saga's happy path as seen on its input topic: the order, then the three services' replies.
@@ -94,15 +95,7 @@ def produce_all(kafka: KafkaSettings, topic: str, records: Iterable[Record],
 
 def _produce(producer: Producer, topic: str, part: int | None, key: bytes, value: bytes,
              headers: list[tuple[str, bytes]] | None) -> None:
-    while True:
-        try:
-            if part is None:
-                producer.produce(topic, value, key, headers=headers)
-            else:
-                producer.produce(topic, value, key, partition=part, headers=headers)
-            return
-        except BufferError:
-            producer.poll(0.05)
+    produce(producer, topic, key, value, headers, part)
 
 
 class Traffic(threading.Thread):
