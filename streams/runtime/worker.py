@@ -25,7 +25,7 @@ from streams.errors import HopLimitError, ProcessingError, RecordError, StreamsE
 from streams.kafka.client import make_consumer, make_producer, translate
 from streams.records import H_EVENT_ID, H_HOPS, H_TRACEPARENT, InputRecord, OutputRecord, header
 from streams.runtime import dlq, observe, otel, tracing
-from streams.runtime.commit import Batch, CommitContext, DeliveryTracker, commit, produce
+from streams.runtime.commit import Batch, CommitContext, DeliveryTracker, commit, commit_offsets, produce
 from streams.runtime.faults import Faults
 from streams.runtime.metrics import Metrics
 from streams.runtime.observe import Census
@@ -108,6 +108,7 @@ class Worker:
         self._synced = WorkerStats()
         self._timers_pending: dict[int, int] = {}
         self._assigned_at: dict[tuple[str, int], int] = {}
+        self._committed_at: dict[tuple[str, int], int] = {}
         self._spans = otel.load(settings.group)
         # Gap guard: the next offset expected per input partition, gaps already fetched again once, and the
         # partitions rewound during the current fetch (their remaining records in it are stale).
@@ -278,6 +279,7 @@ class Worker:
                 pos = max(c if c >= 0 else 0, local or 0)
                 durable[topic] = pos
                 group_offsets[topic] = max(c, 0)
+                self._committed_at[(topic, p)] = c
                 self._assigned_at[(topic, p)] = pos
                 positions.append(TopicPartition(topic, p, pos if (c >= 0 or local) else OFFSET_BEGINNING))
             self._restorer.start(store, durable, group_offsets)
@@ -294,12 +296,21 @@ class Worker:
             self._on_assignment(sorted({*self._active, p}))
         self._active.add(p)
         self._timers_pending[p] = sum(1 for _ in store.timers())
+        done: list[TopicPartition] = []
         for t in self.spec.inputs:
             # A restore that met a replay's reset moved the store's offsets back: start where the store says.
             pos = store.source_offset(t)
             if pos is not None and pos != self._assigned_at.get((t, p)):
                 self._consumer.seek(TopicPartition(t, p, pos))
             self._expected[(t, p)] = pos if pos is not None else self._assigned_at.get((t, p), 0)
+            if pos is not None and pos > self._committed_at.get((t, p), -1):
+                # A crash between the local write and the offset commit (step 3 -> 4): the store covers
+                # durable effects the group never heard of. Finish step 4 now; with no further input on
+                # this partition nothing else would.
+                done.append(TopicPartition(t, p, pos))
+        if done:
+            ok = commit_offsets(self._ctx, Batch(offsets={p: {tp.topic: tp.offset for tp in done}}))
+            self.stats.commits += int(ok)
         tps = [TopicPartition(t, p) for t in self.spec.inputs]
         self._consumer.resume(tps)
         self.log(f"worker: partition {p} restored; processing")
