@@ -17,11 +17,12 @@ import uuid
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from streams.cli.common import kafka_or_embedded, log
 from streams.config import KafkaSettings
 from streams.kafka.admin import Admin
+from streams.ops.lag import LagReader
 from streams.records import H_EVENT_ID
 from streams.runtime.rebuild import committed_offsets, rebuild
 from streams.state import entity
@@ -52,20 +53,8 @@ def _generate(kafka: KafkaSettings, topic: str, n: int, keys: int, poison: int) 
 
 
 def _log_end(kafka: KafkaSettings, topic: str, partitions: int) -> dict[int, int]:
-    """Log end from fetch responses (partition EOF); the embedded broker's ListOffsets is wrong for batches."""
-    c = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": f"demo-probe-{uuid.uuid4().hex}",
-                  "enable.partition.eof": True, "enable.auto.commit": False, **kafka.client})
-    ends: dict[int, int] = {}
-    try:
-        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-        while len(ends) < partitions:
-            for m in c.consume(100_000, 0.5):
-                err = m.error()
-                if err is not None and err.code() == -191:
-                    ends[m.partition()] = m.offset()
-    finally:
-        c.close()
-    return ends
+    marks = LagReader(kafka).watermarks((topic, p) for p in range(partitions))
+    return {p: marks[(topic, p)].log_end for p in range(partitions)}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,14 +6,16 @@ configured once. Foreign exceptions are translated here: ``raise OurError(...) f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streams.config import FAST_GROUP_DEFAULTS, KafkaSettings
-from streams.errors import KafkaOperationError, KafkaUnavailableError, StreamsError
+from streams.errors import ConfigError, KafkaOperationError, KafkaUnavailableError, StreamsError
 
 _RETRYABLE = {
     KafkaError._TRANSPORT,
@@ -122,3 +124,26 @@ def result(future: Any, what: str, timeout_s: float = 30.0) -> Any:
         return future.result(timeout=timeout_s)
     except KafkaException as exc:
         raise translate(exc, what) from exc
+
+
+def read_to_end(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) -> Iterator[Message]:
+    """Every record of every partition of ``topic``, up to the end seen in fetch responses (partition EOF):
+    the embedded broker's ListOffsets is wrong for batched produces. Group-less: nothing is committed."""
+    consumer = make_consumer(settings, f"streams-reader-{uuid.uuid4().hex}", {"enable.partition.eof": True})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise ConfigError(f"topic {topic} does not exist")
+        parts = list(meta.partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+        done: set[int] = set()
+        deadline = time.monotonic() + timeout_s
+        while len(done) < len(parts) and time.monotonic() < deadline:
+            for m in consumer.consume(1000, 0.2):
+                err = m.error()
+                if err is None:
+                    yield m
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    done.add(m.partition())
+    finally:
+        consumer.close()

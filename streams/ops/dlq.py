@@ -7,16 +7,14 @@ record keeps its ``streams-id``: if it was somehow applied meanwhile, the entity
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, Producer
 
 from streams.config import KafkaSettings
 from streams.errors import ConfigError, DeliveryError
-from streams.kafka.client import make_consumer
+from streams.kafka.client import read_to_end
 from streams.records import (
     H_DLQ_ATTEMPTS,
     H_DLQ_ERROR_CLASS,
@@ -61,28 +59,9 @@ class DeadLetter:
 
 
 def read(kafka: KafkaSettings, topic: str, timeout_s: float = 30.0) -> Iterator[DeadLetter]:
-    """Every record of the DLQ topic, up to the end seen in fetch responses (partition EOF)."""
-    consumer = make_consumer(kafka, f"streams-dlq-reader-{uuid.uuid4().hex}", {"enable.partition.eof": True})
-    try:
-        md = consumer.list_topics(topic, timeout=10)
-        tmeta = md.topics.get(topic)
-        if tmeta is None or tmeta.error is not None:
-            raise ConfigError(f"dead-letter topic {topic} does not exist")
-        parts = list(tmeta.partitions)
-        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        done: set[int] = set()
-        deadline = time.monotonic() + timeout_s
-        while len(done) < len(parts) and time.monotonic() < deadline:
-            for m in consumer.consume(1000, 0.5):
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        done.add(m.partition())
-                    continue
-                yield DeadLetter(m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value(),
-                                 tuple(m.headers() or ()))
-    finally:
-        consumer.close()
+    """Every record of the DLQ topic, up to its end."""
+    for m in read_to_end(kafka, topic, timeout_s):
+        yield DeadLetter(m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value(), tuple(m.headers() or ()))
 
 
 def replay(kafka: KafkaSettings, letters: list[DeadLetter], log: Callable[[str], None] = lambda _m: None) -> int:

@@ -16,16 +16,15 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from streams.config import KafkaSettings
-from streams.kafka.client import make_consumer
+from streams.kafka.client import read_to_end
 from streams.ops.httpauth import bearer_ok, check_bind
 from streams.runtime.worker import Worker
 
@@ -83,19 +82,9 @@ class Endpoints:
 
     def _read(self) -> dict[int, str]:
         latest: dict[bytes, dict[str, Any]] = {}
-        consumer = make_consumer(self.kafka, f"streams-endpoints-{uuid.uuid4().hex}", {"enable.partition.eof": True})
-        try:
-            consumer.assign([TopicPartition(self.topic, 0, 0)])
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                msgs = consumer.consume(1000, 0.2)
-                if any(m.error() is not None and m.error().code() == KafkaError._PARTITION_EOF for m in msgs):
-                    deadline = 0.0
-                for m in msgs:
-                    if m.error() is None and m.key() is not None and m.value():
-                        latest[m.key()] = orjson.loads(m.value())
-        finally:
-            consumer.close()
+        for m in read_to_end(self.kafka, self.topic, timeout_s=5):
+            if m.key() is not None and m.value():
+                latest[m.key()] = orjson.loads(m.value())
         owners: dict[int, tuple[int, str]] = {}
         for ann in latest.values():
             for p in ann["partitions"]:
