@@ -54,6 +54,7 @@ class Service:
         self.no_answer_rate = float(options.get("no_answer_rate", 0.0))
         self.no_answer_prefix = str(options.get("no_answer_customer_prefix", "")) or None
         self._encoders: dict[str, Any] = {}
+        self._attempt_fields: dict[str, bool] = {}
 
     def decode(self, record: InputRecord) -> Command:
         name, body = self.serde.decode(record.value)
@@ -93,7 +94,7 @@ class Service:
                 state["attempts_failed"] = state.get("attempts_failed", 0) + 1
         else:
             reply_name, reply = done
-        body = {**reply, "attempt": payload.get("attempt", 1)} if "attempt" in self._fields(reply_name) else reply
+        body = {**reply, "attempt": payload.get("attempt", 1)} if self._has_attempt(reply_name) else reply
         out = self._reply(record, reply_name, body)
         return Step(state, (out,))
 
@@ -109,9 +110,13 @@ class Service:
             return "TRANSIENT"
         return None
 
-    def _fields(self, record: str) -> set[str]:
-        entry = self.serde.catalogue.get(self.serde.catalogue.resolve(record))
-        return {f["name"] for f in entry.schema["fields"]}
+    def _has_attempt(self, record: str) -> bool:
+        """Whether the reply schema carries ``attempt``; looked up once per record type, not per command."""
+        known = self._attempt_fields.get(record)
+        if known is None:
+            entry = self.serde.catalogue.get(self.serde.catalogue.resolve(record))
+            known = self._attempt_fields[record] = any(f["name"] == "attempt" for f in entry.schema["fields"])
+        return known
 
     def _reply(self, record: InputRecord, name: str, body: dict[str, Any]) -> OutputRecord:
         enc = self._encoders.get(name)

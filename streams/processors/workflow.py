@@ -80,17 +80,19 @@ class WorkflowProcessor:
     def bind_metrics(self, metrics: Any) -> None:
         self._metrics = metrics
 
+    def _stuck(self, st: WorkflowState, now_ms: int) -> bool:
+        return st.state not in self._terminal and now_ms - st.updated_at > self._sla.get(st.state, self._default_sla)
+
     def summarize(self, raw: bytes, now_ms: int) -> tuple[str, str, bool]:
         st = self.load_state(raw)
-        stuck = st.state not in self._terminal and now_ms - st.updated_at > self._sla.get(st.state, self._default_sla)
-        return st.workflow, st.state, stuck
+        return st.workflow, st.state, self._stuck(st, now_ms)
 
     def describe(self, raw: bytes, now_ms: int) -> dict[str, Any]:
         """The status-query view of one entity: its state, data, pending timers and recent history."""
         st = self.load_state(raw)
         rec = st.to_record()
         rec["terminal"] = st.state in self._terminal
-        rec["stuck"] = self.summarize(raw, now_ms)[2]
+        rec["stuck"] = self._stuck(st, now_ms)
         return rec
 
     # -- the step ----------------------------------------------------------------------------------------

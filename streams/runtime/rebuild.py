@@ -5,6 +5,7 @@ It uses the same :class:`Restorer` a worker does, so "restore equals live" is ch
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -53,8 +54,6 @@ def rebuild(
         for p in parts:
             path = store_path(state_dir, store, p)
             if path.exists():
-                import shutil
-
                 shutil.rmtree(path)
             stores[p] = PartitionStore(path, p)
             durable = {t: max(committed.get((t, p), -1), 0) for t in inputs}
