@@ -40,3 +40,16 @@ def subprocess_env(kafka: KafkaSettings) -> dict[str, str]:
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("STREAMS_FAULT_POINT", None)
     return env
+
+
+@pytest.fixture(autouse=True)
+def _no_orphan_workers() -> Iterator[None]:
+    """Kill worker subprocesses a test left running (it failed before stopping them)."""
+    yield
+    from support import LIVE
+
+    while LIVE:
+        w = LIVE.pop()
+        if w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait(10)

@@ -128,6 +128,9 @@ def read_all(kafka: KafkaSettings, topic: str, partitions: int) -> list[tuple[by
         c.close()
 
 
+LIVE: list[WorkerProc] = []  # killed after each test by conftest, so a failing test leaves no workers behind
+
+
 class WorkerProc:
     """A `streams worker` subprocess with its own state directory and a log file."""
 
@@ -143,6 +146,7 @@ class WorkerProc:
              "--commit-interval-ms", "50", *extra],
             env=env, stdout=self._log, stderr=subprocess.STDOUT,
         )
+        LIVE.append(self)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
