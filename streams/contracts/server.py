@@ -61,10 +61,12 @@ class RegistryServer:
         return self
 
     def wait(self) -> None:
-        """Block until ``stop()`` (from a signal handler or another thread)."""
-        if self._thread is not None:
-            while self._thread.is_alive():
-                self._thread.join(0.5)
+        """Block until ``stop()`` (from a signal handler or another thread). Holds its own reference: ``stop()``
+        clears ``self._thread`` concurrently."""
+        thread = self._thread
+        if thread is not None:
+            while thread.is_alive():
+                thread.join(0.5)
 
     def stop(self) -> None:
         httpd, self._httpd = self._httpd, None
