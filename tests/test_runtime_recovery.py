@@ -11,7 +11,7 @@ import pytest
 
 from streams.config import KafkaSettings
 from streams.records import H_EVENT_ID, header
-from streams.runtime.faults import POINTS
+from streams.runtime.faults import COMMIT_POINTS
 from streams.runtime.rebuild import rebuild
 from streams.state import entity
 from streams.state.store import PartitionStore, store_path
@@ -153,7 +153,7 @@ def test_crash_at_every_commit_step_recovers(kafka: KafkaSettings, tmp_path: Pat
                                              subprocess_env: dict[str, str], unique: str) -> None:
     """One worker per fault point, all at once: each dies at its point, restarts clean, and converges."""
     runs = []
-    for i, point in enumerate(POINTS):
+    for i, point in enumerate(COMMIT_POINTS):
         name = f"fault{i}{unique}"
         topo = counter_topology(tmp_path, name, PARTS, kafka=kafka)
         w = WorkerProc(topo, tmp_path / name, subprocess_env, tmp_path / f"{name}.log",

@@ -12,14 +12,17 @@ import signal
 import sys
 from collections.abc import Mapping
 
-# Every point the commit protocol and worker loop can crash at; tests iterate over this.
-POINTS = (
+# Every point the commit protocol can crash at, in protocol order; tests iterate over these.
+COMMIT_POINTS = (
     "after_outputs_produced",
     "after_changelog_produced",
     "after_flush",
     "after_store_write",
     "after_offset_commit",
 )
+# Timer firing: a due timer's record produced and flushed, before the step that clears it has run.
+TIMER_POINTS = ("after_timer_fired",)
+POINTS = COMMIT_POINTS + TIMER_POINTS
 
 
 class Faults:

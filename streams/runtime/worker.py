@@ -26,7 +26,7 @@ from streams.kafka.client import make_consumer, make_producer, translate
 from streams.records import H_EVENT_ID, H_HOPS, H_TRACEPARENT, InputRecord, OutputRecord, header
 from streams.runtime import dlq, observe, otel, tracing
 from streams.runtime.commit import Batch, CommitContext, DeliveryTracker, commit, commit_offsets, produce
-from streams.runtime.faults import Faults
+from streams.runtime.faults import TIMER_POINTS, Faults
 from streams.runtime.metrics import Metrics
 from streams.runtime.observe import Census
 from streams.runtime.processor import UNCHANGED, Processor, Step
@@ -366,6 +366,9 @@ class Worker:
                 produce(self._producer, rec.topic, rec.key, rec.value, list(rec.headers), part)
                 fired.add(tkey)
                 n += 1
+        if n and self._ctx.faults.point in TIMER_POINTS:
+            self._producer.flush(10)
+            self._ctx.faults.hit("after_timer_fired")
         self.stats.timers_fired += n
         return n
 
