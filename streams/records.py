@@ -15,6 +15,10 @@ Headers = Sequence[tuple[str, bytes]]
 H_EVENT_ID = "streams-id"
 H_HOPS = "streams-hops"
 H_TRACEPARENT = "traceparent"
+# A parked event's copy (see streams.runtime.parking): its deadline, original timestamp and original position.
+H_PARKED_UNTIL = "streams-parked-until"
+H_PARKED_TS = "streams-parked-ts"
+H_PARKED_OFFSET = "streams-parked-from"
 H_DLQ_TOPIC = "dlq-origin-topic"
 H_DLQ_PARTITION = "dlq-origin-partition"
 H_DLQ_OFFSET = "dlq-origin-offset"

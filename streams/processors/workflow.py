@@ -4,7 +4,8 @@ The adapter is thin on purpose: decode the Avro record into an :class:`Event`, c
 translate its result into the runtime's terms — a failure becomes the typed error that dead-letters the input,
 outputs become Avro records with the envelope and a deterministic id, and the step's timer deltas become
 changes of the partition's durable timer index, whose records are ``TimerFired`` events written back to the
-workflow's own input topic (so a replay of the log replays the timeouts too).
+workflow's own input topic (so a replay of the log replays the timeouts too). A parked event is handed to the
+runtime (``Step.park_until_ms``), which holds and re-offers it; its first deadline comes back in a header.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from streams.errors import ConfigError
 from streams.processors.avro import envelope, key_of, make_serde
 from streams.records import H_EVENT_ID, InputRecord, OutputRecord
+from streams.runtime import parking
 from streams.runtime.processor import UNCHANGED, Step, TimerChange
 from streams.workflow import (
     Event,
@@ -59,8 +60,10 @@ class WorkflowProcessor:
     def decode(self, record: InputRecord) -> Event:
         name, body = self.serde.decode(record.value)
         body.pop("envelope", None)
-        return event_from_record(name.rsplit(".", 1)[-1], key_of(record), record.event_id, body,
-                                 record.timestamp_ms)
+        event = event_from_record(name.rsplit(".", 1)[-1], key_of(record), record.event_id, body,
+                                  record.timestamp_ms)
+        deadline = parking.deadline_of(record)
+        return event if deadline is None else event.reoffer(deadline)
 
     def load_state(self, raw: bytes) -> WorkflowState:
         _name, rec = self.serde.decode(raw)
@@ -103,8 +106,7 @@ class WorkflowProcessor:
         if res.failure is not None:
             raise res.failure.to_error()
         if res.park_until_ms is not None:
-            raise ConfigError(f"workflow {self.definition.name} parks {event.name}, but its stored state has no "
-                              "place for parked events yet")
+            return Step(UNCHANGED, park_until_ms=res.park_until_ms)
         if not res.changed:
             return Step(UNCHANGED)
         key = event.key

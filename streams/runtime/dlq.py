@@ -18,6 +18,7 @@ from streams.records import (
     H_DLQ_REASON,
     H_DLQ_TIMESTAMP,
     H_DLQ_TOPIC,
+    H_PARKED_UNTIL,
     InputRecord,
     OutputRecord,
 )
@@ -30,7 +31,8 @@ _OURS = frozenset({H_DLQ_TOPIC, H_DLQ_PARTITION, H_DLQ_OFFSET, H_DLQ_TIMESTAMP, 
 def dead_letter(rec: InputRecord, exc: Exception, attempts: int, group: str) -> OutputRecord:
     reason = exc.reason if isinstance(exc, StreamsError) else RecordError.reason
     message = str(exc)[:_MAX_MESSAGE]
-    headers = [h for h in rec.headers if h[0] not in _OURS]  # a replay marker, if any, stays
+    # A replay marker, if any, stays; a park deadline does not (a replayed dead letter starts a fresh wait).
+    headers = [h for h in rec.headers if h[0] not in _OURS and h[0] != H_PARKED_UNTIL]
     headers += [
         (H_DLQ_TOPIC, rec.topic.encode()),
         (H_DLQ_PARTITION, str(rec.partition).encode()),

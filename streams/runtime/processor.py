@@ -52,11 +52,14 @@ class TimerChange:
 @dataclass(frozen=True, slots=True)
 class Step(Generic[S]):
     """The outcome of one record: new state (``None`` deletes the entity), the records it causes, and the
-    changes to the entity's durable timers."""
+    changes to the entity's durable timers. ``park_until_ms`` (with ``UNCHANGED`` and nothing else) asks the
+    runtime to hold the record and offer it again after the entity's next change, or once more at that time
+    (see :mod:`streams.runtime.parking`)."""
 
     state: S | _Unchanged | None
     outputs: Sequence[OutputRecord] = ()
     timers: Sequence[TimerChange] = ()
+    park_until_ms: int | None = None
 
 
 class Processor(Protocol[S, E]):

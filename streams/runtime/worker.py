@@ -24,7 +24,7 @@ from streams.config import KafkaSettings, WorkerSettings
 from streams.errors import HopLimitError, ProcessingError, RecordError, StreamsError
 from streams.kafka.client import make_consumer, make_producer, translate
 from streams.records import H_EVENT_ID, H_HOPS, H_TRACEPARENT, InputRecord, OutputRecord, header
-from streams.runtime import dlq, observe, otel, tracing
+from streams.runtime import dlq, observe, otel, parking, tracing
 from streams.runtime.commit import Batch, CommitContext, DeliveryTracker, commit, commit_offsets, produce
 from streams.runtime.faults import TIMER_POINTS, Faults
 from streams.runtime.metrics import Metrics
@@ -52,6 +52,8 @@ class WorkerStats:
     backpressure_pauses: int = 0
     timers_fired: int = 0
     gap_refetches: int = 0
+    parked: int = 0
+    unparked: int = 0
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class Worker:
         # Timer index keys already fired and awaiting the step that clears them; memory only, so a restart
         # fires them again (same deterministic id, recognised as a duplicate).
         self._fired: dict[int, set[bytes]] = {}
+        self._parked = parking.ParkedIndex()
         self._next_timer_check = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -295,7 +298,9 @@ class Worker:
         if self._on_assignment is not None:
             self._on_assignment(sorted({*self._active, p}))
         self._active.add(p)
-        self._timers_pending[p] = sum(1 for _ in store.timers())
+        index = [k for k, _v in store.timers()]
+        self._timers_pending[p] = len(index)
+        self._parked.load(p, index)
         done: list[TopicPartition] = []
         for t in self.spec.inputs:
             # A restore that met a replay's reset moved the store's offsets back: start where the store says.
@@ -337,6 +342,7 @@ class Worker:
             for p in parts:
                 self._active.discard(p)
                 self._fired.pop(p, None)
+                self._parked.drop(p)
                 for t in self.spec.inputs:
                     self._expected.pop((t, p), None)
                 self._timers_pending.pop(p, None)
@@ -445,6 +451,7 @@ class Worker:
 
     def _handle(self, rec: InputRecord, p: int, ents: dict[bytes, bytes | None]) -> None:
         key = rec.key
+        parked_until = parking.deadline_of(rec) if key is not None else None
         try:
             if key is None:
                 raise RecordError("record has no key, so it belongs to no entity")
@@ -455,7 +462,10 @@ class Worker:
             raw = ents[dkey] if dkey in ents else self._stores[p].get(key)
             current = entity.decode(raw) if raw is not None else None
             event_id = rec.event_id
-            if current is not None and current.seen(event_id):
+            if (current is not None and current.seen(event_id)) or (
+                    parked_until is not None and self._parked.get(p, key, event_id) is None):
+                # A repeat, or a parked event's expiry copy whose entry a re-offer already resolved.
+                self._unpark(p, key, event_id, rec, ents)
                 self.stats.duplicates += 1
                 return
             event = self._patiently(self.processor.decode, rec)
@@ -463,20 +473,38 @@ class Worker:
             step = self._run(state, event, rec)
         except RecordError as exc:
             self._dead_letter(rec, exc, 1)
+            if parked_until is not None and key is not None:
+                self._unpark(p, key, rec.event_id, rec, ents)
             return
         except _ExhaustedError as exc:
             self._dead_letter(rec, exc.error, self.settings.handler_attempts)
+            if parked_until is not None and key is not None:
+                self._unpark(p, key, rec.event_id, rec, ents)
             return
+        if parked_until is not None:
+            self._unpark(p, key, event_id, rec, ents)
+        recent = self._stage(rec, p, ents, current.recent_ids if current else [], event_id, hops, step)
+        if recent is not None and self._parked.of(p, key):
+            self._reoffer(rec, p, ents, step.state, recent)
+
+    def _stage(self, rec: InputRecord, p: int, ents: dict[bytes, bytes | None], recent: list[bytes],
+               event_id: str, hops: int, step: Step[object]) -> list[bytes] | None:
+        """Stage one step's effects in the batch; the entity's new recent ids if it now has a state."""
+        key = rec.key
+        if step.park_until_ms is not None:
+            self._park(rec, p, ents, event_id, step.park_until_ms)
+            return None
         tag = self._tags[rec.topic]
         offset = rec.offset
+        dkey = timers.ENTITY + key
+        new_recent: list[bytes] | None = None
         if step.state is not UNCHANGED:
             if step.state is None:
                 ents[dkey] = None
                 self._batch.tombstone_sources[(p, dkey)] = _source(tag, offset)
             else:
-                recent = entity.remember(current.recent_ids if current else [], event_id,
-                                         self.settings.dedupe_window)
-                ents[dkey] = entity.encode(tag, offset, recent, self.processor.dump_state(step.state))
+                new_recent = entity.remember(recent, event_id, self.settings.dedupe_window)
+                ents[dkey] = entity.encode(tag, offset, new_recent, self.processor.dump_state(step.state))
         for change in step.timers:
             tkey = timers.index_key(change.due_ms, key, change.name)
             self._timers_pending[p] = self._timers_pending.get(p, 0) + (1 if change.fire else -1)
@@ -494,6 +522,69 @@ class Worker:
                 ents[tkey] = entity.encode(tag, offset, [], timers.encode_record(fire))
         if step.outputs:
             self._emit(rec, key, event_id, hops, step.outputs)
+        return new_recent
+
+    # -- parked events (streams.runtime.parking) ---------------------------------------------------------
+
+    def _park(self, rec: InputRecord, p: int, ents: dict[bytes, bytes | None], event_id: str,
+              deadline_ms: int) -> None:
+        key = rec.key
+        if self._parked.get(p, key, event_id) is not None:
+            self.stats.duplicates += 1  # the same event parked twice: the first copy is already waiting
+            return
+        tkey = parking.entry_key(deadline_ms, key, event_id)
+        ents[tkey] = entity.encode(self._tags[rec.topic], rec.offset, [],
+                                   timers.encode_record(parking.held(rec, deadline_ms)))
+        self._parked.add(p, key, event_id, tkey)
+        self._timers_pending[p] = self._timers_pending.get(p, 0) + 1
+        self.stats.parked += 1
+
+    def _unpark(self, p: int, key: bytes, event_id: str, rec: InputRecord, ents: dict[bytes, bytes | None]) -> None:
+        tkey = self._parked.remove(p, key, event_id)
+        if tkey is None:
+            return
+        ents[tkey] = None
+        self._batch.tombstone_sources[(p, tkey)] = _source(self._tags[rec.topic], rec.offset)
+        self._fired.get(p, set()).discard(tkey)
+        self._timers_pending[p] = self._timers_pending.get(p, 0) - 1
+
+    def _reoffer(self, trigger: InputRecord, p: int, ents: dict[bytes, bytes | None], state: object,
+                 recent: list[bytes]) -> None:
+        """Offer the entity's parked events again after ``trigger`` changed it, until none is accepted."""
+        key = trigger.key
+        progress = True
+        while progress:
+            progress = False
+            for event_id, tkey in self._parked.of(p, key):
+                if entity.Entity(0, 0, recent, None).seen(event_id):
+                    self._unpark(p, key, event_id, trigger, ents)
+                    continue
+                raw = ents[tkey] if tkey in ents else self._stores[p].get_raw(tkey)
+                if raw is None:  # cannot happen while the index mirrors the store; never fail the partition on it
+                    self._parked.remove(p, key, event_id)
+                    continue
+                rec = parking.reoffered(timers.decode_record(entity.decode(raw).state or b""), trigger)
+                try:
+                    step = self._run(state, self._patiently(self.processor.decode, rec), rec)
+                except RecordError as exc:
+                    self._dead_letter(rec, exc, 1)
+                    self._unpark(p, key, event_id, trigger, ents)
+                    continue
+                except _ExhaustedError as exc:
+                    self._dead_letter(rec, exc.error, self.settings.handler_attempts)
+                    self._unpark(p, key, event_id, trigger, ents)
+                    continue
+                if step.park_until_ms is not None:
+                    continue  # still not acceptable: it keeps its entry and first deadline
+                self._unpark(p, key, event_id, trigger, ents)
+                self.stats.unparked += 1
+                new_recent = self._stage(rec, p, ents, recent, event_id, _hops(rec), step)
+                if new_recent is not None:
+                    state, recent = step.state, new_recent
+                    progress = True
+                    break
+                if step.state is None:
+                    return
 
     def _patiently(self, fn: Callable[[Any], Any], arg: Any) -> Any:
         """Call ``fn``; wait out retryable errors (a registry or dependency that is down) instead of

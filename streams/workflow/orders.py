@@ -12,6 +12,10 @@ Decisions the issue left open:
   carries the same command id, so the payment service answers a repeat with its earlier result).
 * A PaymentCompleted arriving after the order was cancelled is not swallowed: it is dead-lettered as an
   invalid transition, because money was taken for a cancelled order and someone must refund it.
+* Out-of-order replies are not expected (a service answers a command that the saga's own log caused), so
+  nothing parks by default. ``park_replies_ms > 0`` holds a reply that arrives before the order can accept it
+  (before its OrderPlaced, or ahead of an earlier step's reply, as when several producers feed the topic) for
+  up to that long, then dead-letters it if it is still not accepted.
 * Inventory and shipping commands, and both compensations, have a reply timeout too and retry on it: a lost
   command must not leave an order waiting forever. A compensation that gives up ends the order in
   ``compensation_failed`` for an operator; nothing is emitted then, since the customer outcome is unsettled.
@@ -68,6 +72,7 @@ def order_saga(
     compensation_retry: RetryPolicy | Mapping[str, Any] = COMPENSATION_RETRY,
     reply_timeout_ms: int = 5 * 60_000,
     history_limit: int = 50,
+    park_replies_ms: int = 0,
 ) -> Definition:
     """Build the order saga; parameters are the knobs tests shorten (milliseconds throughout)."""
     pay = RetryPolicy.coerce(payment_retry)
@@ -126,4 +131,6 @@ def order_saga(
         next_state="completed",
     )
     wf.on_failure(cancelled="cancelled", compensating="compensating", stuck="compensation_failed")
+    if int(park_replies_ms) > 0:
+        wf.park(*INPUT_EVENTS[1:], max_ms=int(park_replies_ms))
     return wf.build()
