@@ -11,11 +11,27 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
 
 from streams.errors import ConfigError, KafkaUnavailableError
+
+# Runs in the child before it becomes the broker: ask Linux to SIGKILL it when its parent dies (PR_SET_PDEATHSIG
+# survives exec), so a SIGKILLed test run or demo leaves no broker behind. A separate interpreter rather than
+# Popen(preexec_fn=...), which is unsafe in a process with threads. The signal follows the *thread* that
+# started the broker, so start it from a thread that lives as long as the broker should.
+_ORPHAN_GUARD = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(70)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 
 def free_port() -> int:
@@ -56,6 +72,8 @@ class EmbeddedBroker:
             broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
             "--storage-engine", "memory://tansu/",
         ]
+        if sys.platform.startswith("linux"):
+            cmd = [sys.executable, "-c", _ORPHAN_GUARD, str(os.getpid()), *cmd]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
