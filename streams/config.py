@@ -10,12 +10,16 @@ from pathlib import Path
 from streams.errors import ConfigError
 
 # Why these consumer defaults: on the embedded broker a group join takes ~23 s with librdkafka's default
-# session timeout and ~3.6 s with these; on real Kafka they are still sane for a stream worker.
+# session timeout and ~3.6 s with 6 s / 500 ms; on real Kafka they are still sane for a stream worker.
+# The session timeout is also how long a SIGKILLed worker's partitions stay unprocessed: the bench's failover
+# measured 10.9-11.4 s with 6 s, 6.9-7.6 s with 4 s / 400 ms and 6.9 s with 3 s / 300 ms. 4 s keeps the target
+# (<= 10 s) with room, and still allows 10 missed heartbeats: heartbeats come from librdkafka's own thread,
+# not from the Python loop, so a busy worker does not miss them; only a starved machine would.
 # `range` assignment keeps co-partitioned inputs (same partition index of every input topic) on one member,
 # which per-partition state stores need; round-robin would split them.
 FAST_GROUP_DEFAULTS: Mapping[str, object] = {
-    "session.timeout.ms": 6000,
-    "heartbeat.interval.ms": 500,
+    "session.timeout.ms": 4000,
+    "heartbeat.interval.ms": 400,
     "partition.assignment.strategy": "range",
 }
 
@@ -69,6 +73,10 @@ class WorkerSettings:
 
     group: str
     state_dir: Path
+    # A commit costs one producer flush (a broker round trip, ~20 ms under load on the embedded broker) and
+    # one RocksDB write per partition: at saturation 2000 records per commit spread it to ~10 us a record.
+    # Outputs are produced as each record is handled, not at the commit, so the interval adds nothing to a
+    # saga hop's latency; it bounds what a crash makes the worker redo.
     commit_interval_ms: int = 100
     max_batch: int = 2000
     poll_timeout_s: float = 0.05

@@ -38,14 +38,15 @@ class Census:
 
     def step(self, stores: Mapping[int, PartitionStore], active: set[int]) -> None:
         """Look at up to CENSUS_CHUNK entities; publish when every active partition has been walked.
-        Self-throttled to about a tenth of the loop's time, so processing always comes first."""
+        Self-throttled to about a twentieth of the loop's time, so processing always comes first (a tenth
+        measured ~3% of a saturated orchestrator's time; the gauges only need to be minutes fresh)."""
         if self._summarize is None or time.monotonic() < self._next:
             return
         started = time.monotonic()
         try:
             self._step(stores, active)
         finally:
-            self._next = time.monotonic() + 9 * (time.monotonic() - started)
+            self._next = time.monotonic() + 19 * (time.monotonic() - started)
 
     def _step(self, stores: Mapping[int, PartitionStore], active: set[int]) -> None:
         summarize = self._summarize

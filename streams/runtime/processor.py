@@ -35,13 +35,18 @@ class _Unchanged:
 UNCHANGED = _Unchanged()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: see streams.records
 class TimerChange:
     """Set a durable timer (``fire`` is the record to produce once ``due_ms`` has passed) or clear it.
 
     Clearing names the due time it was set with: the index is ordered by due time. A fired record should
     carry a deterministic ``streams-id`` header, so a timer fired twice (crash before the next commit) is
     recognised as one event.
+
+    A processor with a ``fire_record(record) -> OutputRecord`` method may store a compact description of the
+    timer in ``fire`` instead of the finished record: the runtime calls ``fire_record`` with the stored record
+    only when the timer fires (most timers are cleared first, so encoding each one when it is set is waste).
+    It must be deterministic, so a timer fired twice produces the same record.
     """
 
     name: str
@@ -49,7 +54,7 @@ class TimerChange:
     fire: OutputRecord | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: see streams.records
 class Step(Generic[S]):
     """The outcome of one record: new state (``None`` deletes the entity), the records it causes, and the
     changes to the entity's durable timers. ``park_until_ms`` (with ``UNCHANGED`` and nothing else) asks the

@@ -44,8 +44,11 @@ def rebuild(
     log: Callable[[str], None] = lambda _m: None,
     timeout_s: float = 600.0,
     progress: Callable[[Mapping[int, int]], None] | None = None,
+    hashes: bool = True,
 ) -> dict[int, str]:
-    """Restore each partition's store from scratch into ``state_dir``; returns the state hash per partition."""
+    """Restore each partition's store from scratch into ``state_dir``; returns the state hash per partition
+    (``hashes=False``: an empty dict, for callers that time the restore alone; hashing 500,000 entities
+    costs a third as much as restoring them)."""
     parts = sorted(set(partitions))
     committed = committed_offsets(kafka, group, inputs, parts)
     restorer = Restorer(kafka, f"{group}.rebuild", changelog, 10000, log)
@@ -65,7 +68,7 @@ def rebuild(
             restorer.step(0.2)
             if progress is not None:
                 progress({j.partition: j.restored for j in restorer.jobs.values()})
-        return {p: s.state_hash() for p, s in stores.items()}
+        return {p: s.state_hash() for p, s in stores.items()} if hashes else {}
     finally:
         restorer.close()
         for s in stores.values():

@@ -82,8 +82,11 @@ class Restorer:
         msgs = self._consumer.consume(self.chunk, timeout_s)
         writes: dict[int, dict[bytes, bytes | None]] = {}
         done: list[RestoreJob] = []
+        jobs = self.jobs
+        source_of = entity.source_of
+        # The per-record path is kept to a few lookups: it runs for every changelog record of a restore.
         for m in msgs:
-            job = self.jobs.get(m.partition())
+            job = jobs.get(m.partition())
             if job is None:
                 continue
             err = m.error()
@@ -108,12 +111,18 @@ class Restorer:
                     continue
                 tag, offset = int.from_bytes(src[:4], "big"), int.from_bytes(src[4:], "big", signed=True)
             else:
-                tag, offset = entity.source_of(value)
-            if offset >= job.durable.get(tag, 0) or self._older(job, key, tag, offset):
+                tag, offset = source_of(value)
+            seen = job.seen
+            prev = seen.get(key)
+            if offset >= job.durable.get(tag, 0) or (
+                    (prev is not None or not job.fresh) and self._older(job, key, tag, offset, prev)):
                 job.skipped += 1
                 continue
-            job.seen[key] = (tag, offset)
-            writes.setdefault(job.partition, {})[key] = value
+            seen[key] = (tag, offset)
+            part = writes.get(job.partition)
+            if part is None:
+                part = writes[job.partition] = {}
+            part[key] = value
             job.restored += 1
         for job in self.jobs.values():
             ents = writes.get(job.partition)
@@ -136,8 +145,8 @@ class Restorer:
         job.durable = {entity.topic_tag(t): o for t, o in job.committed.items()}
         self.log(f"restore {self.changelog}[{job.partition}]: reset marker (replay): store wiped")
 
-    def _older(self, job: RestoreJob, key: bytes, tag: int, offset: int) -> bool:
-        prev = job.seen.get(key)
+    def _older(self, job: RestoreJob, key: bytes, tag: int, offset: int, prev: tuple[int, int] | None) -> bool:
+        """Whether the store (``prev``: what this restore already applied for ``key``) holds a newer write."""
         if prev is None and not job.fresh:
             raw = job.store.get_raw(key)
             prev = entity.source_of(raw) if raw is not None else None

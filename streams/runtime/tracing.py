@@ -25,8 +25,20 @@ def root(event_id: str) -> bytes:
     return f"00-{h[:32]}-{h[32:48]}-{_FLAGS}".encode()
 
 
+# The trace id of the last (parent, event id) seen: a step's outputs and timers all share their input's, so the
+# parse or hash behind it is done once per input record, not once per output. The slot holds one immutable
+# tuple, replaced whole, so workers on several threads never see a mixed entry.
+_last: list[tuple[bytes | None, str, str]] = [(None, "", "")]
+
+
 def child(parent: bytes | None, event_id: str, output_id: str) -> bytes:
     """The traceparent of an output whose id is ``output_id``, caused by ``event_id`` under ``parent``."""
-    trace = trace_id_of(parent) or trace_id_of(root(event_id))
+    last = _last[0]
+    if last[0] == parent and last[1] == event_id:
+        trace = last[2]
+    else:
+        # root(event_id)'s trace id, without building and parsing the whole traceparent
+        trace = trace_id_of(parent) or blake2b(event_id.encode(), digest_size=24).hexdigest()[:32]
+        _last[0] = (parent, event_id, trace)
     span = blake2b(output_id.encode(), digest_size=8).hexdigest()
     return f"00-{trace}-{span}-{_FLAGS}".encode()

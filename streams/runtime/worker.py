@@ -112,6 +112,9 @@ class Worker:
         self._assigned_at: dict[tuple[str, int], int] = {}
         self._committed_at: dict[tuple[str, int], int] = {}
         self._spans = otel.load(settings.group)
+        self._tracing = False
+        # Optional processor hook: the record to produce for a due timer entry (see TimerChange).
+        self._fire_record: Callable[[OutputRecord], OutputRecord] | None = getattr(processor, "fire_record", None)
         # Gap guard: the next offset expected per input partition, gaps already fetched again once, and the
         # partitions rewound during the current fetch (their remaining records in it are stale).
         self._expected: dict[tuple[str, int], int] = {}
@@ -193,6 +196,7 @@ class Worker:
         msgs = self._poll(timeout)
         started = time.perf_counter()
         self._rewound.clear()
+        self._tracing = self._spans is not None and self._spans.enabled()  # a provider may be set at any time
         try:
             for msg in msgs:
                 if msg.error() is None:
@@ -367,6 +371,8 @@ class Worker:
                 if tkey in fired or (tkey in staged and staged[tkey] is None):
                     continue
                 rec = timers.decode_record(entity.decode(value).state or b"")
+                if self._fire_record is not None:  # the processor stored a description, not the record
+                    rec = self._fire_record(rec)
                 # Back into this partition of the input topic: the entity's log carries its timeouts too.
                 part = p if rec.topic in self._tags else None
                 produce(self._producer, rec.topic, rec.key, rec.value, list(rec.headers), part)
@@ -420,7 +426,7 @@ class Worker:
                           msg.headers() or ())
         # The offset advances only once the record is handled: applied, recognised as a duplicate or
         # dead-lettered. A record abandoned on shutdown (its dependency still down) is processed next time.
-        if self._spans is None:
+        if not self._tracing or self._spans is None:
             self._handle(rec, p, ents)
         else:
             with self._spans.step(rec):
