@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from streams.config import KafkaSettings
 from streams.kafka.client import make_consumer
 from streams.runtime.commit import H_SOURCE
-from streams.state import entity
+from streams.state import entity, timers
 from streams.state.store import PartitionStore
 
 # A changelog control record written by `streams replay`: a restore that reads it wipes the partition's store,
@@ -41,6 +41,10 @@ class RestoreJob:
     restored: int = 0
     skipped: int = 0
     seen: dict[bytes, tuple[int, int]] = field(default_factory=dict)
+    # Timer index entries written by batches that never committed. The redo may set its timers at other due
+    # times (the clock rule reads the wall clock, and the due time is part of the key), so the worker
+    # tombstones whichever of these the redo does not write again; a later restore would revive them otherwise.
+    uncommitted_timers: dict[bytes, tuple[int, int]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
 
@@ -117,6 +121,8 @@ class Restorer:
             if offset >= job.durable.get(tag, 0) or (
                     (prev is not None or not job.fresh) and self._older(job, key, tag, offset, prev)):
                 job.skipped += 1
+                if value is not None and key[:1] == timers.PREFIX and offset >= job.durable.get(tag, 0):
+                    job.uncommitted_timers[key] = (tag, offset)
                 continue
             seen[key] = (tag, offset)
             part = writes.get(job.partition)

@@ -183,7 +183,7 @@ class Worker:
         if self._restorer.jobs:
             for job in self._restorer.step():
                 self.metrics.restored.labels(self.settings.group, self.spec.store).inc(job.restored)
-                self._activate(job.partition)
+                self._activate(job.partition, job.uncommitted_timers)
             for p, left in self._restorer.remaining().items():
                 self.metrics.restore_remaining.labels(self.settings.group, self.spec.store, str(p)).set(left)
         self._census.step(self._stores, self._active)
@@ -295,10 +295,19 @@ class Worker:
         if positions:
             consumer.pause(positions)
 
-    def _activate(self, p: int) -> None:
+    def _activate(self, p: int, orphans: dict[bytes, tuple[int, int]] | None = None) -> None:
         store = self._stores.get(p)
         if store is None:
             return
+        if orphans:
+            # Timers of a batch that never committed, which the restored store does not hold: tombstone them in
+            # the changelog at the orphan's own source position, so no later restore brings them back. The redo
+            # runs in this batch and overwrites the tombstone of any timer it sets again at the same due time.
+            ents, _offsets = self._batch.partition(p)
+            for tkey, (tag, offset) in orphans.items():
+                if store.get_raw(tkey) is None and tkey not in ents:
+                    ents[tkey] = None
+                    self._batch.tombstone_sources[(p, tkey)] = _source(tag, offset)
         if self._on_assignment is not None:
             self._on_assignment(sorted({*self._active, p}))
         self._active.add(p)
