@@ -64,7 +64,9 @@ class KafkaSettings:
         if not servers:
             raise ConfigError("no Kafka bootstrap servers: set KAFKA_BOOTSTRAP_SERVERS or pass --bootstrap")
         client = {prop: env[var] for var, prop in _ENV_PASSTHROUGH.items() if env.get(var)}
-        return cls(bootstrap_servers=servers, client=client)
+        poll = env.get("KAFKA_MAX_POLL_INTERVAL_MS")  # consumers only: how long without a poll before eviction
+        consumer = {"max.poll.interval.ms": poll} if poll else {}
+        return cls(bootstrap_servers=servers, client=client, consumer=consumer)
 
 
 @dataclass(frozen=True)

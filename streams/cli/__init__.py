@@ -29,6 +29,7 @@ COMMANDS = [
     "streams.cli.dashboard",
     "streams.cli.workflow",
     "streams.cli.bench",
+    "streams.cli.chaos",
 ]
 
 

@@ -1,0 +1,84 @@
+"""``streams chaos``: the seeded fault-injection run of the order saga (see :mod:`streams.ops.chaos`).
+
+It always runs on an embedded broker of its own: it pauses the broker (the only broker fault a memory-only
+broker survives) and the saga's topic names are fixed, so it never touches ``$KAFKA_BOOTSTRAP_SERVERS``.
+Exit status 0 when every invariant holds, 1 when one does not (the seed to reproduce it is printed), 2 for a
+bad argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from streams.cli.common import log
+
+
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("chaos", help="a seeded fault-injection run of the order saga that proves nothing is lost")
+    p.add_argument("--orders", type=_count, help="orders to place (default 5,000; --quick: 1,000)")
+    p.add_argument("--seed", type=_seed, default=1, help="seeds the workload, the failures and the fault schedule")
+    p.add_argument("--quick", action="store_true", help="a short run (~1,000 orders, >= 4 kills, every poison "
+                   "class, every fault point) for the test suite")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--keep", metavar="DIR", help="keep logs and state directories in DIR (default: a temporary "
+                   "directory, removed at the end)")
+    p.set_defaults(func=run)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--orders must be a whole number, got {text!r}") from None
+    if not 200 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"--orders must be within 200..1000000, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed must be an integer, got {text!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from streams.ops.chaos import run as run_chaos  # here: every `streams` process imports this module
+    from streams.ops.chaos_plan import Profile
+
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        log("chaos: ignoring KAFKA_BOOTSTRAP_SERVERS: the run needs a private embedded broker it can pause")
+    profile = Profile.quick(args.orders or 1000) if args.quick else Profile.default(args.orders or 5000)
+    report = run_chaos(args.seed, profile, log, Path(args.keep) if args.keep else None, quick=args.quick)
+    if args.json:
+        print(json.dumps(report, sort_keys=False, default=str))
+    else:
+        _print(report)
+    if not report["passed"]:
+        print(f"streams chaos: FAILED with seed {report['seed']}; reproduce with: {report['reproduce']}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print(r: dict[str, Any]) -> None:
+    print(f"streams chaos: seed {r['seed']}, {r['orders']} orders, {r['elapsed_s']} s")
+    print(f"  faults          {r['kills']} SIGKILLs, fault points hit: {', '.join(r['fault_points_hit']) or 'none'}")
+    print(f"  outcomes        {r['outcomes']}")
+    print(f"  lost            {r['lost']}   wrong outcome {r['wrong_outcomes']}")
+    print(f"  effects         {r['duplicate_effects']} duplicate, {r['effect_mismatches']} mismatched; "
+          f"{r['refunds']} refunds for {r['compensated_charges']} compensated charges")
+    print(f"  dead letters    {r['dlq_actual']} of {r['dlq_expected']} expected (precision {r['dlq_precision']}, "
+          f"recall {r['dlq_recall']})")
+    print(f"  state           {r['state_mismatches']} of {r['state_partitions_compared']} partitions differ "
+          "from their changelog rebuild")
+    print(f"  offsets         {r['offset_gaps']} input partitions with committed != log end; drained "
+          f"{r['drain_s']} s after the last fault")
+    for f in r["failures"]:
+        print(f"  FAILED          {f}")
+    print("  PASSED" if r["passed"] else "  FAILED")
