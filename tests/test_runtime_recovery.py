@@ -188,3 +188,43 @@ def test_redelivered_input_is_applied_once(kafka: KafkaSettings, tmp_path: Path,
     assert "2000 duplicates" in w.log_text()
     state, _ = rebuilt_state(kafka, name, tmp_path / "rebuilt")
     assert state == expected
+
+
+def test_a_worker_frozen_past_its_session_does_not_make_its_stale_batch_local(
+        kafka: KafkaSettings, tmp_path: Path, subprocess_env: dict[str, str], unique: str) -> None:
+    """Found by `streams chaos`: a worker frozen mid-batch (SIGSTOP) loses its partitions to another member;
+    thawed, it used to finish the batch: its changelog records land after the new owner's, and its store
+    recorded a changelog position past them, so when it got the partitions back its restore skipped the new
+    owner's writes and it counted on from stale state. Now it abandons the batch before step 3."""
+    import signal
+    import time
+
+    name = f"freeze{unique}"
+    topo = counter_topology(tmp_path, name, PARTS, kafka=kafka)
+    env = {**subprocess_env, "STREAMS_FAULT_ACTION": "stop"}
+    frozen = WorkerProc(topo, tmp_path / "a", env, tmp_path / "a.log", ["--max-batch", "200"],
+                        fault=("after_outputs_produced", 3))
+    expected: dict[str, tuple[int, int]] = {}
+
+    def produce(n: int, start: int) -> None:
+        for k, (c, total) in produce_counts(kafka, f"{name}.in", n, 100, start=start).items():
+            c0, t0 = expected.get(k, (0, 0))
+            expected[k] = (c0 + c, t0 + total)
+
+    produce(2_000, 0)
+    wait_until(lambda: "fault point after_outputs_produced reached" in frozen.log_text(), 60, "the freeze")
+    other = WorkerProc(topo, tmp_path / "b", subprocess_env, tmp_path / "b.log")
+    time.sleep(1)
+    produce(2_000, 2_000)
+    wait_drained(kafka, f"{name}-counter", f"{name}.in", PARTS, 90)  # the other worker took everything over
+    frozen.proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: "frozen longer than its group session" in frozen.log_text(), 30, "the abandoned batch")
+    produce(1_000, 4_000)
+    wait_drained(kafka, f"{name}-counter", f"{name}.in", PARTS, 90)
+    assert other.stop() == 0  # the thawed worker takes every partition back, restoring what the other wrote
+    produce(1_000, 5_000)
+    wait_drained(kafka, f"{name}-counter", f"{name}.in", PARTS, 90)
+    assert frozen.stop() == 0
+    state, hashes = rebuilt_state(kafka, name, tmp_path / "rebuilt")
+    assert state == expected
+    assert live_hashes([tmp_path / "a"], kafka, name) == hashes

@@ -90,6 +90,15 @@ class CommitContext:
     faults: Faults
     log: Callable[[str], None]
     should_give_up: Callable[[], bool] = lambda: False
+    # Whether the process was frozen (SIGSTOP, a VM pause) longer than the group session since the batch
+    # began: the group has then most likely given its partitions to another member.
+    frozen: Callable[[], bool] = lambda: False
+
+
+class AbandonedError(Exception):
+    """The batch was not made local: the process was frozen past its session, so another member may own its
+    partitions and have written their changelog since. Writing the store now would record a changelog position
+    past those writes, and a later restore would skip them. Its effects are as after a crash in step 2."""
 
 
 def produce_changelog(ctx: CommitContext, batch: Batch) -> int:
@@ -157,12 +166,15 @@ def commit_offsets(ctx: CommitContext, batch: Batch) -> bool:
 
 
 def commit(ctx: CommitContext, batch: Batch) -> bool:
-    """Run steps 1–4 for ``batch``. Returns whether Kafka accepted the offsets."""
+    """Run steps 1–4 for ``batch``. Returns whether Kafka accepted the offsets; raises AbandonedError, before
+    step 3, when ``ctx.frozen()`` says the process may no longer own the batch's partitions."""
     ctx.faults.hit("after_outputs_produced")
     produce_changelog(ctx, batch)
     ctx.faults.hit("after_changelog_produced")
     flush_all(ctx)
     ctx.faults.hit("after_flush")
+    if ctx.frozen():
+        raise AbandonedError("the process was frozen longer than its group session during this batch")
     write_local(ctx, batch)
     ctx.faults.hit("after_store_write")
     ok = commit_offsets(ctx, batch)

@@ -2,6 +2,7 @@
 
 ``STREAMS_FAULT_POINT=name`` arms one point; ``STREAMS_FAULT_AFTER=n`` lets it pass n-1 times first. The crash
 is a SIGKILL of the own process: no cleanup, no flush, exactly what a power cut or OOM kill leaves behind.
+``STREAMS_FAULT_ACTION=stop`` freezes the process there instead (SIGSTOP, once), for a test to thaw later.
 Unarmed, a check is one attribute lookup and compare.
 """
 
@@ -32,11 +33,18 @@ class Faults:
         if self.point is not None and self.point not in POINTS:
             raise ValueError(f"STREAMS_FAULT_POINT={self.point!r} is not one of {', '.join(POINTS)}")
         self._left = int(env.get("STREAMS_FAULT_AFTER", "1"))
+        # kill (default): SIGKILL, a crash. stop: SIGSTOP, a freeze that someone else ends with SIGCONT.
+        self.action = env.get("STREAMS_FAULT_ACTION", "kill")
+        if self.action not in ("kill", "stop"):
+            raise ValueError(f"STREAMS_FAULT_ACTION={self.action!r} is not kill or stop")
 
     def hit(self, point: str) -> None:
         if point != self.point:
             return
         self._left -= 1
-        if self._left <= 0:
+        if self._left == 0 and self.action == "stop":
+            print(f"streams: fault point {point} reached: stopping self", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGSTOP)
+        elif self._left <= 0 and self.action == "kill":
             print(f"streams: fault point {point} reached: killing self", file=sys.stderr, flush=True)
             os.kill(os.getpid(), signal.SIGKILL)

@@ -22,11 +22,20 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from streams.config import KafkaSettings, WorkerSettings
 from streams.errors import HopLimitError, ProcessingError, RecordError, StreamsError
-from streams.kafka.client import make_consumer, make_producer, translate
+from streams.kafka.client import consumer_config, make_consumer, make_producer, translate
 from streams.records import H_EVENT_ID, H_HOPS, H_TRACEPARENT, InputRecord, OutputRecord, header
 from streams.runtime import dlq, observe, otel, parking, tracing
-from streams.runtime.commit import Batch, CommitContext, DeliveryTracker, commit, commit_offsets, produce
+from streams.runtime.commit import (
+    AbandonedError,
+    Batch,
+    CommitContext,
+    DeliveryTracker,
+    commit,
+    commit_offsets,
+    produce,
+)
 from streams.runtime.faults import TIMER_POINTS, Faults
+from streams.runtime.freeze import FreezeWatch
 from streams.runtime.metrics import Metrics
 from streams.runtime.observe import Census
 from streams.runtime.processor import UNCHANGED, Processor, Step
@@ -100,9 +109,12 @@ class Worker:
         self._active: set[int] = set()
         self._bp_paused: list[TopicPartition] = []
         self._batch = Batch()
+        session_s = float(str(consumer_config(kafka, settings.group).get("session.timeout.ms", 45_000))) / 1000
+        self._freeze = FreezeWatch(0.75 * session_s)
+        self._freezes = 0  # FreezeWatch.freezes when the current batch began
         self._ctx = CommitContext(
             self._producer, self._consumer, self._tracker, self._stores, faults or Faults(), log,
-            should_give_up=self._stop.is_set,
+            should_give_up=self._stop.is_set, frozen=lambda: self._freeze.frozen_since(self._freezes),
         )
         self._tags = {t: entity.topic_tag(t) for t in spec.inputs}
         self.metrics = Metrics(settings.group)
@@ -231,18 +243,31 @@ class Worker:
         except (KafkaException, RuntimeError) as exc:
             self.log(f"worker: closing consumer: {exc}")
         self._restorer.close()
+        self._freeze.stop()
         for p in list(self._stores):
             self._stores.pop(p).close()
         self._producer.flush(10)
 
     # -- commit ------------------------------------------------------------------------------------------
 
-    def _commit(self) -> None:
+    def _commit(self, rewind: bool = True) -> None:
         batch, self._batch = self._batch, Batch()
         if not batch:
+            self._freezes = self._freeze.freezes
             return
         started = time.perf_counter()
-        if commit(self._ctx, batch):
+        try:
+            ok = commit(self._ctx, batch)
+        except AbandonedError as exc:
+            parts = set(batch.offsets)
+            self.log(f"worker: {exc}; partitions {sorted(parts)} are read again from what is durable")
+            self.stats.failed_commits += 1
+            if rewind:
+                self._rewind(parts)
+            return
+        finally:
+            self._freezes = self._freeze.freezes
+        if ok:
             self.stats.commits += 1
         else:
             self.stats.failed_commits += 1
@@ -333,11 +358,32 @@ class Worker:
         self._consumer.resume(tps)
         self.log(f"worker: partition {p} restored; processing")
 
+    def _rewind(self, parts: set[int]) -> None:
+        """Forget what an abandoned batch staged for ``parts`` and read them again from the store's offsets,
+        as a restart would. If the group did move them, the next poll reports them lost."""
+        for p in parts:
+            store = self._stores.get(p)
+            if store is None or p not in self._active:
+                continue
+            index = [k for k, _v in store.timers()]
+            self._timers_pending[p] = len(index)
+            self._parked.load(p, index)
+            self._fired.pop(p, None)
+            for t in self.spec.inputs:
+                pos = store.source_offset(t)
+                if pos is None:
+                    pos = self._assigned_at.get((t, p), 0)
+                self._expected[(t, p)] = pos
+                try:
+                    self._consumer.seek(TopicPartition(t, p, pos))
+                except KafkaException as exc:  # no longer assigned: the lost-partitions callback follows
+                    self.log(f"worker: rewinding {t}[{p}]: {exc}")
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         parts = {tp.partition for tp in partitions}
         self.stats.rebalances += 1
         try:
-            self._commit()  # still a member: finish what was consumed before letting go
+            self._commit(rewind=False)  # still a member: finish what was consumed before letting go
         finally:
             self._release(parts)
         self.log(f"worker: revoked partitions {sorted(parts)}")

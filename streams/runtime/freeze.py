@@ -1,0 +1,38 @@
+"""Noticing that the whole process was frozen (SIGSTOP, a suspended VM, a stop-the-world pause).
+
+A frozen worker stops heartbeating, so after the session timeout the group hands its partitions to another
+member; when it thaws, its loop carries on where it stopped, and librdkafka tells it about the lost
+partitions only at its next poll. A batch that spans the freeze must therefore not be made local (see
+:class:`streams.runtime.commit.AbandonedError`). A thread that ticks every ``tick_s`` sees the freeze as a gap
+between its ticks; the worker's loop, which may thaw first, sees it as a tick that is too old.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+class FreezeWatch:
+    def __init__(self, limit_s: float, tick_s: float = 0.1) -> None:
+        self.limit_s = limit_s
+        self._tick_s = tick_s
+        self._last = time.monotonic()
+        self.freezes = 0  # gaps longer than the limit seen so far; compare two readings to ask "since then?"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="streams-freeze-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._tick_s):
+            now = time.monotonic()
+            if now - self._last > self.limit_s:
+                self.freezes += 1
+            self._last = now
+
+    def frozen_since(self, freezes: int) -> bool:
+        """Whether a freeze longer than the limit happened since ``freezes`` was read, or is ending now."""
+        return self.freezes != freezes or time.monotonic() - self._last > self.limit_s
+
+    def stop(self) -> None:
+        self._stop.set()
