@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         log("chaos: ignoring KAFKA_BOOTSTRAP_SERVERS: the run needs a private embedded broker it can pause")
     profile = Profile.quick(args.orders or 1000) if args.quick else Profile.default(args.orders or 5000)
+    # SIGTERM unwinds like Ctrl-C, so the run stops the processes it started instead of orphaning them.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     report = run_chaos(args.seed, profile, log, Path(args.keep) if args.keep else None, quick=args.quick)
     if args.json:
         print(json.dumps(report, sort_keys=False, default=str))
