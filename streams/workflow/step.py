@@ -92,14 +92,11 @@ def _step(defn: Definition, state: WorkflowState | None, event: Event, now: int)
 
 
 def _pending(state: WorkflowState, event: Event) -> Timer | None:
-    """The pending timer this TimerFired event is for, if it is still pending at that attempt and due time.
-
-    The due time must match too: a batch redone after a crash, or a worker that lost its partitions while
-    paused, may have set the same timer at another (wall-clock) due time; its firing must not fire this one."""
+    """The pending timer this TimerFired event is for, if it is still pending at that attempt."""
     p = event.payload
-    name, attempt, due = p.get("timer"), p.get("attempt"), p.get("due_at")
+    name, attempt = p.get("timer"), p.get("attempt")
     for t in state.timers:
-        if t.name == name and t.attempt == attempt and t.fires_event == event.name and (due is None or t.due_at == due):
+        if t.name == name and t.attempt == attempt and t.fires_event == event.name:
             return t
     return None
 
