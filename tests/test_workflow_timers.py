@@ -206,16 +206,3 @@ def test_timer_deltas_keep_an_index_equal_to_the_pending_timers() -> None:
         assert index == {(k, t.name): t for k, s in states.items() for t in s.timers}
     assert any(s.state == "completed" for s in states.values())
 
-
-def test_a_firing_with_another_due_time_than_the_pending_timer_is_stale() -> None:
-    """A batch redone after a crash (or a worker thawed after losing its partitions) may have armed the same
-    timer at another wall-clock due time; that copy's firing must not fire the pending one early."""
-    defn = reminders()
-    state = open_at(defn, ts=1_000, now=1_000)
-    nudge = state.timer("nudge")
-    assert nudge is not None
-    early = Timer(nudge.name, nudge.due_at - 500, nudge.fires_event, nudge.attempt)
-    r = step(defn, state, Event.timer_fired("r1", early, early.due_at), early.due_at)
-    assert r.ignored == "stale_timer" and not r.changed
-    r = step(defn, state, Event.timer_fired("r1", nudge, nudge.due_at), nudge.due_at)
-    assert r.changed and [o.record for o in r.outputs] == ["Reminder"]

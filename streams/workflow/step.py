@@ -92,7 +92,10 @@ def _step(defn: Definition, state: WorkflowState | None, event: Event, now: int)
 
 
 def _pending(state: WorkflowState, event: Event) -> Timer | None:
-    """The pending timer this TimerFired event is for, if it is still pending at that attempt."""
+    """The pending timer this TimerFired event is for, if it is still pending at that attempt.
+
+    Not matched on the due time: a replay re-arms timers at new wall-clock due times, and the firings recorded
+    in the log must still take effect on them for the replay to repeat the original history."""
     p = event.payload
     name, attempt = p.get("timer"), p.get("attempt")
     for t in state.timers:
