@@ -169,19 +169,22 @@ def commit(ctx: CommitContext, batch: Batch) -> bool:
     """Run steps 1–4 for ``batch``. Returns whether Kafka accepted the offsets; raises AbandonedError, before
     step 3, when ``ctx.frozen()`` says the process may no longer own the batch's partitions."""
     ctx.faults.hit("after_outputs_produced")
-    if ctx.frozen():  # before step 1 too: a thawed worker's changelog records would land after the new owner's
-        raise AbandonedError("the process was frozen longer than its group session during this batch")
+    _unless_frozen(ctx)  # before step 1 too: a thawed worker's changelog records would land after the new owner's
     produce_changelog(ctx, batch)
     ctx.faults.hit("after_changelog_produced")
     flush_all(ctx)
     ctx.faults.hit("after_flush")
-    if ctx.frozen():
-        raise AbandonedError("the process was frozen longer than its group session during this batch")
+    _unless_frozen(ctx)
     write_local(ctx, batch)
     ctx.faults.hit("after_store_write")
     ok = commit_offsets(ctx, batch)
     ctx.faults.hit("after_offset_commit")
     return ok
+
+
+def _unless_frozen(ctx: CommitContext) -> None:
+    if ctx.frozen():
+        raise AbandonedError("the process was frozen longer than its group session during this batch")
 
 
 def _produce(

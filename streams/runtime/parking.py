@@ -110,6 +110,10 @@ class ParkedIndex:
             del part[key]
         return tkey
 
+    def has(self, p: int, key: bytes) -> bool:
+        """Whether the entity has parked events: asked after every changed step, so a dict lookup only."""
+        return bool(self._by_part.get(p, {}).get(key))
+
     def of(self, p: int, key: bytes) -> list[tuple[str, bytes]]:
         """(event id, index key) of the entity's parked events, earliest deadline first."""
         entries = self._by_part.get(p, {}).get(key)
