@@ -264,6 +264,14 @@ class Worker:
             self.stats.failed_commits += 1
             if rewind:
                 self._rewind(parts)
+                # Its changelog may already hold its timers; and tombstones it carried for earlier orphans
+                # (staged on activation) must not be lost with it.
+                for p, ents in batch.entities.items():
+                    store = self._stores.get(p)
+                    if store is not None and p in self._active:
+                        self._tombstone_orphans(p, store, {
+                            k: entity.source_of(v) if v is not None else _unsource(batch.tombstone_sources[(p, k)])
+                            for k, v in ents.items() if k[:1] == timers.PREFIX})
             return
         finally:
             self._freezes = self._freeze.freezes
@@ -325,20 +333,11 @@ class Worker:
         if store is None:
             return
         if orphans:
-            # Timers of a batch that never committed, which the restored store does not hold: tombstone them in
-            # the changelog at the orphan's own source position, so no later restore brings them back. The redo
-            # runs in this batch and overwrites the tombstone of any timer it sets again at the same due time.
-            ents, _offsets = self._batch.partition(p)
-            for tkey, (tag, offset) in orphans.items():
-                if store.get_raw(tkey) is None and tkey not in ents:
-                    ents[tkey] = None
-                    self._batch.tombstone_sources[(p, tkey)] = _source(tag, offset)
+            self._tombstone_orphans(p, store, orphans)
         if self._on_assignment is not None:
             self._on_assignment(sorted({*self._active, p}))
         self._active.add(p)
-        index = [k for k, _v in store.timers()]
-        self._timers_pending[p] = len(index)
-        self._parked.load(p, index)
+        self._load_timer_index(p, store)
         done: list[TopicPartition] = []
         for t in self.spec.inputs:
             # A restore that met a replay's reset moved the store's offsets back: start where the store says.
@@ -358,6 +357,25 @@ class Worker:
         self._consumer.resume(tps)
         self.log(f"worker: partition {p} restored; processing")
 
+    def _tombstone_orphans(self, p: int, store: PartitionStore, orphans: dict[bytes, tuple[int, int]]) -> None:
+        """Timers a batch wrote to the changelog but never made local (a crash, or an abandoned batch): tombstone
+        those the store does not hold, at the orphan's own source position, so no later restore brings them
+        back. A timer's key holds its wall-clock due time, so the redo may set it under another key; one it sets
+        again at the same due time overwrites the tombstone in the same batch."""
+        ents, _offsets = self._batch.partition(p)
+        for tkey, (tag, offset) in orphans.items():
+            if store.get_raw(tkey) is None and tkey not in ents:
+                ents[tkey] = None
+                self._batch.tombstone_sources[(p, tkey)] = _source(tag, offset)
+
+    def _load_timer_index(self, p: int, store: PartitionStore) -> None:
+        """The in-memory views of a partition's timer index (pending count, parked events, fired keys), from
+        the store alone: on activation, and after an abandoned batch whose staged changes they had counted."""
+        index = [k for k, _v in store.timers()]
+        self._timers_pending[p] = len(index)
+        self._parked.load(p, index)
+        self._fired.pop(p, None)
+
     def _rewind(self, parts: set[int]) -> None:
         """Forget what an abandoned batch staged for ``parts`` and read them again from the store's offsets,
         as a restart would. If the group did move them, the next poll reports them lost."""
@@ -365,10 +383,7 @@ class Worker:
             store = self._stores.get(p)
             if store is None or p not in self._active:
                 continue
-            index = [k for k, _v in store.timers()]
-            self._timers_pending[p] = len(index)
-            self._parked.load(p, index)
-            self._fired.pop(p, None)
+            self._load_timer_index(p, store)
             for t in self.spec.inputs:
                 pos = store.source_offset(t)
                 if pos is None:
@@ -391,6 +406,8 @@ class Worker:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         parts = {tp.partition for tp in partitions}
         self._batch.drop(parts)  # not ours any more: committing would race the new owner
+        if not self._batch:  # nothing from before a freeze is left: what follows is a new batch
+            self._freezes = self._freeze.freezes
         self._release(parts)
         self.log(f"worker: lost partitions {sorted(parts)} (session timed out); their batch is dropped")
 
@@ -545,7 +562,7 @@ class Worker:
         if parked_until is not None:
             self._unpark(p, key, event_id, rec, ents)
         recent = self._stage(rec, p, ents, current.recent_ids if current else [], event_id, hops, step)
-        if recent is not None and self._parked.of(p, key):
+        if recent is not None and self._parked.has(p, key):
             self._reoffer(rec, p, ents, step.state, recent)
 
     def _stage(self, rec: InputRecord, p: int, ents: dict[bytes, bytes | None], recent: list[bytes],
@@ -730,6 +747,10 @@ class _ExhaustedError(Exception):
 def _source(tag: int, offset: int) -> bytes:
     """The source position of a tombstone, which has no envelope to carry it."""
     return tag.to_bytes(4, "big") + offset.to_bytes(8, "big", signed=True)
+
+
+def _unsource(raw: bytes) -> tuple[int, int]:
+    return int.from_bytes(raw[:4], "big"), int.from_bytes(raw[4:], "big", signed=True)
 
 
 def _hops(rec: InputRecord) -> int:
