@@ -65,8 +65,16 @@ class KafkaSettings:
             raise ConfigError("no Kafka bootstrap servers: set KAFKA_BOOTSTRAP_SERVERS or pass --bootstrap")
         client = {prop: env[var] for var, prop in _ENV_PASSTHROUGH.items() if env.get(var)}
         poll = env.get("KAFKA_MAX_POLL_INTERVAL_MS")  # consumers only: how long without a poll before eviction
-        consumer = {"max.poll.interval.ms": poll} if poll else {}
-        return cls(bootstrap_servers=servers, client=client, consumer=consumer)
+        consumer: dict[str, object] = {"max.poll.interval.ms": poll} if poll else {}
+        producer: dict[str, object] = {}
+        # Any librdkafka property, per client kind, the way Confluent's images spell it:
+        # KAFKA_CONSUMER_FETCH_WAIT_MAX_MS=25 -> fetch.wait.max.ms. Our tuned defaults are measured on the
+        # embedded broker; a real cluster (or another trade-off of latency against broker load) may want others.
+        for var, value in env.items():
+            for prefix, target in (("KAFKA_CONSUMER_", consumer), ("KAFKA_PRODUCER_", producer)):
+                if var.startswith(prefix) and len(var) > len(prefix) and value != "":
+                    target[var[len(prefix):].lower().replace("_", ".")] = value
+        return cls(bootstrap_servers=servers, client=client, consumer=consumer, producer=producer)
 
 
 @dataclass(frozen=True)

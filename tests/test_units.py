@@ -122,6 +122,17 @@ def test_security_settings_reach_every_kafka_client() -> None:
     assert k.common()["security.protocol"] == "SASL_SSL"  # what producers, admin and restore consumers use
 
 
+def test_any_librdkafka_property_can_be_set_per_client_kind() -> None:
+    from streams.kafka.client import consumer_config, producer_config
+
+    k = KafkaSettings.from_env(env={"KAFKA_BOOTSTRAP_SERVERS": "b:9", "KAFKA_CONSUMER_FETCH_WAIT_MAX_MS": "25",
+                                    "KAFKA_PRODUCER_LINGER_MS": "1", "KAFKA_PRODUCER_": "ignored"})
+    consumer, producer = consumer_config(k, "g"), producer_config(k)
+    assert consumer["fetch.wait.max.ms"] == "25" and producer["linger.ms"] == "1"  # the env wins over our defaults
+    assert "linger.ms" not in consumer and producer["enable.idempotence"] is True
+    assert "" not in producer
+
+
 def test_trace_context_is_a_deterministic_child() -> None:
     from streams.runtime import tracing
 

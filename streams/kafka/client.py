@@ -87,10 +87,7 @@ def make_consumer(
         raise translate(exc, "creating consumer") from exc
 
 
-def make_producer(
-    settings: KafkaSettings, overrides: Mapping[str, object] | None = None,
-    logger: Callable[[str], None] | None = None,
-) -> Producer:
+def producer_config(settings: KafkaSettings, overrides: Mapping[str, object] | None = None) -> dict[str, object]:
     conf: dict[str, object] = {
         **settings.common(),
         # Idempotence: librdkafka's own retries never duplicate or reorder within a partition.
@@ -109,6 +106,14 @@ def make_producer(
     }
     if overrides:
         conf.update(overrides)
+    return conf
+
+
+def make_producer(
+    settings: KafkaSettings, overrides: Mapping[str, object] | None = None,
+    logger: Callable[[str], None] | None = None,
+) -> Producer:
+    conf = producer_config(settings, overrides)
     if logger is not None:
         conf["error_cb"] = lambda e: logger(f"kafka producer: {e.str()}")
     try:
