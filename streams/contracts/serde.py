@@ -1,7 +1,9 @@
 """Avro in the Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro binary body.
 
-The per-record path is a fastavro call plus a few bytes of header: writers resolve their schema id once per
-(topic, record) and readers resolve a writer schema once per id, both cached. A reader decodes into its own
+The per-record path is one codec call plus a few bytes of header: a codec generated for the schema
+(:mod:`streams.contracts.fastcodec`: fastavro's bytes, about twice as fast), or fastavro itself for what the
+generator does not take. Writers resolve their schema id once per (topic, record) and readers resolve a writer
+schema once per id, both cached. A reader decodes into its own
 (reader) schema through Avro schema resolution, so producers built against old and new contracts coexist.
 
 Subject strategies:
@@ -28,6 +30,8 @@ from fastavro import schemaless_reader, schemaless_writer
 from streams.contracts.avsc import canonical, named_types, standalone, type_name, without_time_types
 from streams.contracts.catalogue import STRATEGIES, Catalogue, SchemaEntry, entry
 from streams.contracts.client import RegistryClient
+from streams.contracts.fastcodec import Reader as FastReader
+from streams.contracts.fastcodec import compile_reader, compile_writer
 from streams.errors import (
     ConfigError,
     DecodeError,
@@ -132,7 +136,7 @@ class Serde:
         head = header(schema_id) + prefix
         what = f"{name} for topic {topic}"
 
-        def encode(record: Mapping[str, Any]) -> bytes:
+        def encode_reference(record: Mapping[str, Any]) -> bytes:
             buf = BytesIO()
             buf.write(head)
             try:
@@ -140,6 +144,16 @@ class Serde:
             except Exception as exc:  # fastavro raises ValueError/TypeError/KeyError/... for a bad record
                 raise EncodeError(f"cannot encode {what}: {exc}") from exc
             return buf.getvalue()
+
+        fast = compile_writer(body_schema)
+        if fast is None:
+            return encode_reference
+
+        def encode(record: Mapping[str, Any]) -> bytes:
+            try:
+                return head + fast(record)
+            except Exception:  # a datum the generated writer does not take as is: fastavro decides
+                return encode_reference(record)
 
         return encode
 
@@ -243,7 +257,16 @@ def _header_error(data: bytes | None) -> DecodeError:
     return DecodeError(f"value is {len(data)} bytes, shorter than the 5-byte Confluent header")
 
 
-def _body(data: bytes, pos: int, schema_id: int, name: str, writer: Any, reader: Any) -> Any:
+def _body(data: bytes, pos: int, schema_id: int, name: str, writer: Any, reader: Any,
+          fast: FastReader | None = None) -> Any:
+    if fast is not None:
+        try:
+            value, end = fast(data, pos)
+        except Exception:  # malformed: let fastavro name the problem below
+            pass
+        else:
+            if end == len(data):
+                return value
     fo = BytesIO(data)
     fo.seek(pos)
     try:
@@ -258,14 +281,17 @@ def _body(data: bytes, pos: int, schema_id: int, name: str, writer: Any, reader:
 
 
 def _plain_reader(schema_id: int, name: str, writer: Any, reader: Any) -> _Reader:
+    fast = compile_reader(writer) if reader is None else None
+
     def read(data: bytes) -> tuple[str, Record]:
-        return name, _body(data, 5, schema_id, name, writer, reader)
+        return name, _body(data, 5, schema_id, name, writer, reader, fast)
 
     return read
 
 
 def _union_reader(schema_id: int, branches: tuple[tuple[str, Any, Any], ...]) -> _Reader:
     n_branches = len(branches)
+    fast = tuple(compile_reader(writer) if reader is None else None for _name, writer, reader in branches)
 
     def read(data: bytes) -> tuple[str, Record]:
         pos, shift, z = 5, 0, 0
@@ -285,6 +311,6 @@ def _union_reader(schema_id: int, branches: tuple[tuple[str, Any, Any], ...]) ->
                 f"body does not match schema id {schema_id}: union branch {index} of {n_branches}"
             )
         name, writer, reader = branches[index]
-        return name, _body(data, pos, schema_id, name, writer, reader)
+        return name, _body(data, pos, schema_id, name, writer, reader, fast[index])
 
     return read
