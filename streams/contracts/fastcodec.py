@@ -52,16 +52,32 @@ def _zigzag(n: int) -> bytes:
 _SMALL = tuple(_zigzag(i) for i in range(1 << 14))
 
 
+# Varints of recent larger numbers. Most are epoch-millisecond times, and a state repeats the same ones at
+# every write (created_at, its history, timer due times, now): a dict hit instead of a 7-byte varint loop.
+_LARGE: dict[int, bytes] = {}
+_LARGE_MAX = 1 << 16
+
+
+def _large(n: int) -> bytes:
+    b = _LARGE.get(n)
+    if b is None:
+        b = _zigzag(n)
+        if len(_LARGE) >= _LARGE_MAX:
+            _LARGE.clear()
+        _LARGE[n] = b
+    return b
+
+
 def _long(n: Any) -> bytes:
     if type(n) is not int or not _INT64[0] <= n < _INT64[1]:
         raise RefusedError(f"not a long: {n!r}")
-    return _SMALL[n] if 0 <= n < 16384 else _zigzag(n)
+    return _SMALL[n] if 0 <= n < 16384 else _large(n)
 
 
 def _int(n: Any) -> bytes:
     if type(n) is not int or not _INT32[0] <= n < _INT32[1]:
         raise RefusedError(f"not an int: {n!r}")
-    return _SMALL[n] if 0 <= n < 16384 else _zigzag(n)
+    return _SMALL[n] if 0 <= n < 16384 else _large(n)
 
 
 def _read_long(d: bytes, p: int) -> tuple[int, int]:
@@ -201,7 +217,7 @@ def _w(gen: _Gen, schema: Any, v: str, depth: int) -> None:
         e(depth, f"a({'_F32' if kind == 'float' else '_F64'}.pack({v}))")
     elif kind == "bytes":
         e(depth, f"if type({v}) is not bytes: raise _Refused('not bytes')")
-        e(depth, f"a(_long(len({v}))); a({v})")
+        e(depth, f"a(_SMALL[len({v})] if len({v}) < 16384 else _long(len({v}))); a({v})")
     elif kind == "string":
         b = gen.var("b")
         e(depth, f"if type({v}) is not str: raise _Refused('not a str')")
@@ -218,7 +234,7 @@ def _w(gen: _Gen, schema: Any, v: str, depth: int) -> None:
         x = gen.var("x")
         e(depth, f"if type({v}) is not list and type({v}) is not tuple: raise _Refused('not a list')")
         e(depth, f"if {v}:")
-        e(depth + 1, f"a(_long(len({v})))")
+        e(depth + 1, f"a(_SMALL[len({v})] if len({v}) < 16384 else _long(len({v})))")
         e(depth + 1, f"for {x} in {v}:")
         _w(gen, s["items"], x, depth + 2)
         e(depth, "a(b'\\x00')")
@@ -226,10 +242,10 @@ def _w(gen: _Gen, schema: Any, v: str, depth: int) -> None:
         k, x, b = gen.var("k"), gen.var("x"), gen.var("b")
         e(depth, f"if type({v}) is not dict: raise _Refused('not a dict')")
         e(depth, f"if {v}:")
-        e(depth + 1, f"a(_long(len({v})))")
+        e(depth + 1, f"a(_SMALL[len({v})] if len({v}) < 16384 else _long(len({v})))")
         e(depth + 1, f"for {k}, {x} in {v}.items():")
         e(depth + 2, f"if type({k}) is not str: raise _Refused('map key not a str')")
-        e(depth + 2, f"{b} = {k}.encode(); a(_long(len({b}))); a({b})")
+        e(depth + 2, f"{b} = {k}.encode(); a(_SMALL[len({b})] if len({b}) < 16384 else _long(len({b}))); a({b})")
         _w(gen, s["values"], x, depth + 2)
         e(depth, "a(b'\\x00')")
     elif kind in ("record", "error"):
