@@ -91,6 +91,8 @@ def _read_long(d: bytes, p: int) -> tuple[int, int]:
         shift += 7
         if shift > 70:
             raise ValueError("varint longer than 10 bytes")
+    if z >> 64:
+        raise ValueError("varint beyond 64 bits")
     return (z >> 1) ^ -(z & 1), p + 1
 
 
@@ -265,6 +267,8 @@ def _w(gen: _Gen, schema: Any, v: str, depth: int) -> None:
     elif kind == "union":
         i_null, i_other, other = _null_union(gen, s)
         e(depth, f"if {v} is None: a({_SMALL[i_null]!r})")
+        # fastavro reads a tuple in a union as (branch name, value), and a dict's "-type" key as its branch
+        e(depth, f"elif type({v}) is tuple or (type({v}) is dict and '-type' in {v}): raise _Refused('typed union')")
         e(depth, "else:")
         e(depth + 1, f"a({_SMALL[i_other]!r})")
         _w(gen, other, v, depth + 1)
