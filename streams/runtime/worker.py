@@ -137,6 +137,11 @@ class Worker:
         # Timer index keys already fired and awaiting the step that clears them; memory only, so a restart
         # fires them again (same deterministic id, recognised as a duplicate).
         self._fired: dict[int, set[bytes]] = {}
+        # No timer in a partition's store is due before _due_floor[p] (absent: unknown, look), and none staged
+        # in the current batch before _staged_due[p]: the index is read only when one may be due. Reading it
+        # every check cost ~5 ms a partition with 100,000 orders, mostly skipping tombstones of cancelled timers.
+        self._due_floor: dict[int, int] = {}
+        self._staged_due: dict[int, int] = {}
         self._parked = parking.ParkedIndex()
         self._next_timer_check = 0.0
 
@@ -275,6 +280,10 @@ class Worker:
             return
         finally:
             self._freezes = self._freeze.freezes
+            staged, self._staged_due = self._staged_due, {}
+        for p, due in staged.items():  # now in the store (or, if abandoned, the index is read again anyway)
+            if p in self._due_floor and due < self._due_floor[p]:
+                self._due_floor[p] = due
         if ok:
             self.stats.commits += 1
         else:
@@ -375,6 +384,7 @@ class Worker:
         self._timers_pending[p] = len(index)
         self._parked.load(p, index)
         self._fired.pop(p, None)
+        self._due_floor.pop(p, None)
 
     def _rewind(self, parts: set[int]) -> None:
         """Forget what an abandoned batch staged for ``parts`` and read them again from the store's offsets,
@@ -418,6 +428,8 @@ class Worker:
             for p in parts:
                 self._active.discard(p)
                 self._fired.pop(p, None)
+                self._due_floor.pop(p, None)
+                self._staged_due.pop(p, None)
                 self._parked.drop(p)
                 for t in self.spec.inputs:
                     self._expected.pop((t, p), None)
@@ -434,11 +446,16 @@ class Worker:
         now_ms = int(time.time() * 1000)
         n = 0
         for p in self._active:
+            if min(self._due_floor.get(p, 0), self._staged_due.get(p, _NEVER)) > now_ms:
+                continue
             store = self._stores[p]
             fired = self._fired.setdefault(p, set())
             staged = self._batch.entities.get(p, {})
+            floor = _NEVER
             for tkey, value in store.timers():
-                if timers.due_of(tkey) > now_ms:
+                due = timers.due_of(tkey)
+                if due > now_ms:
+                    floor = due
                     break
                 if tkey in fired or (tkey in staged and staged[tkey] is None):
                     continue
@@ -450,6 +467,7 @@ class Worker:
                 produce(self._producer, rec.topic, rec.key, rec.value, list(rec.headers), part)
                 fired.add(tkey)
                 n += 1
+            self._due_floor[p] = floor
         if n and self._ctx.faults.point in TIMER_POINTS:
             self._producer.flush(10)
             self._ctx.faults.hit("after_timer_fired")
@@ -592,6 +610,8 @@ class Worker:
                 self._fired.get(p, set()).discard(tkey)
             else:
                 fire = change.fire
+                if change.due_ms < self._staged_due.get(p, _NEVER):
+                    self._staged_due[p] = change.due_ms
                 if header(fire.headers, H_TRACEPARENT) is None:
                     eid = header(fire.headers, H_EVENT_ID)
                     span = tracing.child(header(rec.headers, H_TRACEPARENT), event_id,
@@ -614,6 +634,8 @@ class Worker:
         ents[tkey] = entity.encode(self._tags[rec.topic], rec.offset, [],
                                    timers.encode_record(parking.held(rec, deadline_ms)))
         self._parked.add(p, key, event_id, tkey)
+        if deadline_ms < self._staged_due.get(p, _NEVER):
+            self._staged_due[p] = deadline_ms
         self._timers_pending[p] = self._timers_pending.get(p, 0) + 1
         self.stats.parked += 1
 
@@ -732,6 +754,9 @@ class Worker:
                               (*rec.headers, (H_TRACEPARENT, trace)))
         out = dlq.dead_letter(rec, exc, attempts, self.settings.group)
         produce(self._producer, self.spec.dlq_topic, out.key, out.value, list(out.headers))
+
+
+_NEVER = 1 << 62  # a due time after every real one
 
 
 class _StoppedError(Exception):
