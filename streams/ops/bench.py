@@ -296,9 +296,14 @@ class Bench:
                 sent: dict[str, float] = {}
                 self.log(f"bench: offering {n:,} orders at {cfg.latency_orders_per_s:,.0f}/s")
                 t = time.monotonic()
+                cpu0 = self._cpu(ph, workers)
                 place_orders(ph.kafka, self._serde(), ids, rate_per_s=cfg.latency_orders_per_s,
                              on_sent=lambda oid, _ms: sent.__setitem__(oid, time.time()))
-                offered = n / (time.monotonic() - t)
+                secs = time.monotonic() - t
+                offered = n / secs
+                cpu = self._cpu(ph, workers)
+                self.log("bench: cores used while offering: " + ", ".join(
+                    f"{who} {(cpu[who] - cpu0[who]) / secs:.2f}" for who in cpu))
                 settled = self._settled(ph, inputs, collector, ids)
                 wait_for(settled, max(120.0, n / 100), "every order to complete or the saga to go idle", 0.1, workers)
                 missing = [oid for oid in ids if oid not in collector.seen]
@@ -326,6 +331,15 @@ class Bench:
             for w in workers:
                 w.stop()
             return p50, p99
+
+    @staticmethod
+    def _cpu(ph: _Phase, workers: Sequence[Child]) -> dict[str, float]:
+        """CPU seconds so far of everything on the saga's path: where the cores go under the offered load."""
+        out = {w.name.removeprefix("latency-"): cpu_seconds(w.pid) for w in workers}
+        if ph.broker is not None:
+            out["broker"] = ph.broker_cpu()
+        out["bench (load and collector)"] = time.process_time()
+        return out
 
     def _settled(self, ph: _Phase, inputs: Mapping[str, str], collector: Completions,
                  ids: Sequence[str]) -> Callable[[], bool]:
