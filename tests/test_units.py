@@ -142,3 +142,37 @@ def test_trace_context_is_a_deterministic_child() -> None:
     assert tracing.trace_id_of(a) == "0af7651916cd43dd8448eb211c80319c" and a != parent
     assert tracing.child(parent, "e1", "out-2") != a
     assert tracing.trace_id_of(tracing.child(None, "e9", "o")) == tracing.trace_id_of(tracing.root("e9"))
+
+
+def test_due_timers_read_the_index_only_when_one_may_be_due(tmp_path: Path) -> None:
+    from collections.abc import Iterator
+
+    from streams.runtime.due import DueTimers
+    from streams.state import timers
+    from streams.state.store import PartitionStore
+
+    class Counting(PartitionStore):
+        reads = 0
+
+        def timers(self) -> Iterator[tuple[bytes, bytes]]:
+            Counting.reads += 1
+            return super().timers()
+
+    store = Counting(tmp_path / "p0", 0)
+    later, soon = timers.index_key(5_000, b"k", "late"), timers.index_key(1_000, b"k", "soon")
+    store.write({later: b"L"})
+    due = DueTimers()
+    assert list(due.due(0, store, {}, 500)) == [] and Counting.reads == 1  # nothing known: the index is read
+    assert list(due.due(0, store, {}, 4_999)) == [] and Counting.reads == 1  # bound 5,000 from that read
+    due.staged(0, 1_000)  # a timer staged in the current batch, not in the store yet
+    assert list(due.due(0, store, {}, 1_000)) == [] and Counting.reads == 2
+    store.write({soon: b"S"})
+    due.committed()  # the batch reached the store: its due time lowers the bound
+    assert list(due.due(0, store, {}, 1_000)) == [(soon, b"S")] and Counting.reads == 3
+    assert list(due.due(0, store, {}, 1_000)) == []  # fired once, not again
+    assert list(due.due(0, store, {}, 6_000)) == [(later, b"L")]  # past the bound: read, and only the new one
+    due.cleared(0, soon)
+    assert list(due.due(0, store, {soon: None}, 7_000)) == []  # being deleted in the current batch
+    due.forget(0)  # reloaded: everything is looked at again
+    assert [k for k, _ in due.due(0, store, {}, 7_000)] == [soon, later]
+    store.close()

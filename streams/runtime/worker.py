@@ -34,6 +34,7 @@ from streams.runtime.commit import (
     commit_offsets,
     produce,
 )
+from streams.runtime.due import DueTimers
 from streams.runtime.faults import TIMER_POINTS, Faults
 from streams.runtime.freeze import FreezeWatch
 from streams.runtime.metrics import Metrics
@@ -134,14 +135,7 @@ class Worker:
         self._rewound: set[tuple[str, int]] = set()
         # Guards store open/close against readers on other threads (the status endpoint).
         self._store_lock = threading.RLock()
-        # Timer index keys already fired and awaiting the step that clears them; memory only, so a restart
-        # fires them again (same deterministic id, recognised as a duplicate).
-        self._fired: dict[int, set[bytes]] = {}
-        # No timer in a partition's store is due before _due_floor[p] (absent: unknown, look), and none staged
-        # in the current batch before _staged_due[p]: the index is read only when one may be due. Reading it
-        # every check cost ~5 ms a partition with 100,000 orders, mostly skipping tombstones of cancelled timers.
-        self._due_floor: dict[int, int] = {}
-        self._staged_due: dict[int, int] = {}
+        self._due = DueTimers()
         self._parked = parking.ParkedIndex()
         self._next_timer_check = 0.0
 
@@ -280,10 +274,7 @@ class Worker:
             return
         finally:
             self._freezes = self._freeze.freezes
-            staged, self._staged_due = self._staged_due, {}
-        for p, due in staged.items():  # now in the store (or, if abandoned, the index is read again anyway)
-            if p in self._due_floor and due < self._due_floor[p]:
-                self._due_floor[p] = due
+            self._due.committed()
         if ok:
             self.stats.commits += 1
         else:
@@ -383,8 +374,7 @@ class Worker:
         index = [k for k, _v in store.timers()]
         self._timers_pending[p] = len(index)
         self._parked.load(p, index)
-        self._fired.pop(p, None)
-        self._due_floor.pop(p, None)
+        self._due.forget(p)
 
     def _rewind(self, parts: set[int]) -> None:
         """Forget what an abandoned batch staged for ``parts`` and read them again from the store's offsets,
@@ -427,9 +417,7 @@ class Worker:
         with self._store_lock:
             for p in parts:
                 self._active.discard(p)
-                self._fired.pop(p, None)
-                self._due_floor.pop(p, None)
-                self._staged_due.pop(p, None)
+                self._due.forget(p)
                 self._parked.drop(p)
                 for t in self.spec.inputs:
                     self._expected.pop((t, p), None)
@@ -446,28 +434,14 @@ class Worker:
         now_ms = int(time.time() * 1000)
         n = 0
         for p in self._active:
-            if min(self._due_floor.get(p, 0), self._staged_due.get(p, _NEVER)) > now_ms:
-                continue
-            store = self._stores[p]
-            fired = self._fired.setdefault(p, set())
-            staged = self._batch.entities.get(p, {})
-            floor = _NEVER
-            for tkey, value in store.timers():
-                due = timers.due_of(tkey)
-                if due > now_ms:
-                    floor = due
-                    break
-                if tkey in fired or (tkey in staged and staged[tkey] is None):
-                    continue
+            for _tkey, value in self._due.due(p, self._stores[p], self._batch.entities.get(p, {}), now_ms):
                 rec = timers.decode_record(entity.decode(value).state or b"")
                 if self._fire_record is not None:  # the processor stored a description, not the record
                     rec = self._fire_record(rec)
                 # Back into this partition of the input topic: the entity's log carries its timeouts too.
                 part = p if rec.topic in self._tags else None
                 produce(self._producer, rec.topic, rec.key, rec.value, list(rec.headers), part)
-                fired.add(tkey)
                 n += 1
-            self._due_floor[p] = floor
         if n and self._ctx.faults.point in TIMER_POINTS:
             self._producer.flush(10)
             self._ctx.faults.hit("after_timer_fired")
@@ -607,11 +581,10 @@ class Worker:
             if change.fire is None:
                 ents[tkey] = None
                 self._batch.tombstone_sources[(p, tkey)] = _source(tag, offset)
-                self._fired.get(p, set()).discard(tkey)
+                self._due.cleared(p, tkey)
             else:
                 fire = change.fire
-                if change.due_ms < self._staged_due.get(p, _NEVER):
-                    self._staged_due[p] = change.due_ms
+                self._due.staged(p, change.due_ms)
                 if header(fire.headers, H_TRACEPARENT) is None:
                     eid = header(fire.headers, H_EVENT_ID)
                     span = tracing.child(header(rec.headers, H_TRACEPARENT), event_id,
@@ -634,8 +607,7 @@ class Worker:
         ents[tkey] = entity.encode(self._tags[rec.topic], rec.offset, [],
                                    timers.encode_record(parking.held(rec, deadline_ms)))
         self._parked.add(p, key, event_id, tkey)
-        if deadline_ms < self._staged_due.get(p, _NEVER):
-            self._staged_due[p] = deadline_ms
+        self._due.staged(p, deadline_ms)
         self._timers_pending[p] = self._timers_pending.get(p, 0) + 1
         self.stats.parked += 1
 
@@ -645,7 +617,7 @@ class Worker:
             return
         ents[tkey] = None
         self._batch.tombstone_sources[(p, tkey)] = _source(self._tags[rec.topic], rec.offset)
-        self._fired.get(p, set()).discard(tkey)
+        self._due.cleared(p, tkey)
         self._timers_pending[p] = self._timers_pending.get(p, 0) - 1
 
     def _reoffer(self, trigger: InputRecord, p: int, ents: dict[bytes, bytes | None], state: object,
@@ -754,9 +726,6 @@ class Worker:
                               (*rec.headers, (H_TRACEPARENT, trace)))
         out = dlq.dead_letter(rec, exc, attempts, self.settings.group)
         produce(self._producer, self.spec.dlq_topic, out.key, out.value, list(out.headers))
-
-
-_NEVER = 1 << 62  # a due time after every real one
 
 
 class _StoppedError(Exception):
