@@ -38,7 +38,8 @@ class RefusedError(Exception):
     """This datum is not one the generated writer encodes exactly as fastavro would."""
 
 
-def _zigzag(n: int) -> bytes:
+def zigzag(n: int) -> bytes:
+    """Avro's varint encoding of an int or long."""
     z = (n << 1) ^ (n >> 63)
     out = bytearray()
     while z > 0x7F:
@@ -49,7 +50,7 @@ def _zigzag(n: int) -> bytes:
 
 
 # Varints of 0..16383 (two bytes at most): lengths, counts, small numbers, without arithmetic.
-_SMALL = tuple(_zigzag(i) for i in range(1 << 14))
+_SMALL = tuple(zigzag(i) for i in range(1 << 14))
 
 
 # Varints of recent larger numbers. Most are epoch-millisecond times, and a state repeats the same ones at
@@ -61,7 +62,7 @@ _LARGE_MAX = 1 << 16
 def _large(n: int) -> bytes:
     b = _LARGE.get(n)
     if b is None:
-        b = _zigzag(n)
+        b = zigzag(n)
         if len(_LARGE) >= _LARGE_MAX:
             _LARGE.clear()
         _LARGE[n] = b
@@ -226,7 +227,7 @@ def _w(gen: _Gen, schema: Any, v: str, depth: int) -> None:
         e(depth, f"{b} = {v}.encode()")
         e(depth, f"a(_SMALL[len({b})] if len({b}) < 16384 else _long(len({b}))); a({b})")
     elif kind == "enum":
-        table = gen.const({sym: _SMALL[i] if i < 16384 else _zigzag(i) for i, sym in enumerate(s["symbols"])}, "_e")
+        table = gen.const({sym: _SMALL[i] if i < 16384 else zigzag(i) for i, sym in enumerate(s["symbols"])}, "_e")
         e(depth, f"if type({v}) is not str: raise _Refused('not a str')")
         e(depth, f"a({table}[{v}])")
     elif kind == "fixed":

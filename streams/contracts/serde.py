@@ -31,7 +31,7 @@ from streams.contracts.avsc import canonical, named_types, standalone, type_name
 from streams.contracts.catalogue import STRATEGIES, Catalogue, SchemaEntry, entry
 from streams.contracts.client import RegistryClient
 from streams.contracts.fastcodec import Reader as FastReader
-from streams.contracts.fastcodec import compile_reader, compile_writer
+from streams.contracts.fastcodec import compile_reader, compile_writer, zigzag
 from streams.errors import (
     ConfigError,
     DecodeError,
@@ -51,17 +51,6 @@ _Reader = Callable[[bytes], tuple[str, Record]]
 # How long an id the registry said it does not know is answered from memory: a burst of poison records must not
 # become a burst of registry calls, yet a schema registered a moment later is found soon.
 UNKNOWN_ID_TTL_S = 5.0
-
-
-def zigzag(n: int) -> bytes:
-    """Avro's varint encoding of an int (a union branch index)."""
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z > 0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
 
 
 def header(schema_id: int) -> bytes:
