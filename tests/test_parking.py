@@ -6,10 +6,13 @@ writes the replies itself (no services), so it controls their order exactly.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +24,7 @@ from confluent_kafka import Producer
 from streams.config import KafkaSettings
 from streams.contracts import RegistryServer, Serde
 from streams.kafka.admin import Admin
-from streams.kafka.embedded import EmbeddedBroker
+from streams.kafka.embedded import EmbeddedBroker, free_port
 from streams.ops.loadgen import place_orders
 from streams.processors.avro import envelope, make_serde
 from streams.records import H_DLQ_REASON, H_EVENT_ID, H_PARKED_OFFSET, H_PARKED_UNTIL, InputRecord, header
@@ -104,6 +107,7 @@ class Orchestrator:
     topology: Path
     proc: subprocess.Popen[bytes] | None = None
     producer: Producer = field(init=False)
+    port: int = field(default_factory=free_port)
 
     def __post_init__(self) -> None:
         self.producer = Producer({**self.kafka.common(), "partitioner": "murmur2_random"})
@@ -112,7 +116,8 @@ class Orchestrator:
         log = open(self.tmp / "orchestrator.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams", "worker", "--topology", str(self.topology), "--processor",
-             "orchestrator", "--state-dir", str(self.tmp / state_dir), "--commit-interval-ms", "50"],
+             "orchestrator", "--state-dir", str(self.tmp / state_dir), "--commit-interval-ms", "50",
+             "--http-port", str(self.port)],
             env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:
@@ -126,6 +131,15 @@ class Orchestrator:
         value = self.serde.encoder("orders.events", name)(body)
         self.producer.produce("orders.events", value, order.encode(), headers=[(H_EVENT_ID, eid.encode())])
         self.producer.flush(10)
+
+    def parked(self, order: str) -> tuple[str | None, list[str]] | None:
+        """(state, ids of its parked events) from the worker's status view; None while it has neither."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/workflows/{order}", timeout=5) as resp:
+                view = json.loads(resp.read())
+        except (urllib.error.URLError, OSError):
+            return None
+        return view["state"], [p["event_id"] for p in view["parked"]]
 
     def commands(self, topic: str) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -175,6 +189,8 @@ def test_a_reply_before_its_order_and_swapped_replies_are_applied_once_in_order(
     o = orch
     # A reply ahead of its OrderPlaced waits for the order, then applies.
     o.reply("PaymentCompleted", "early", payment_id="pay-early", amount_cents=100)
+    wait_until(lambda: o.parked("early") == (None, ["PaymentCompleted-early"]), 30,
+               "the status view listing the reply parked for an order that does not exist yet")
     _placed(o, "early")
     wait_until(lambda: o.commands("inventory.commands").get("early") == ["ReserveInventory"], 30,
                "the parked payment reply applied once the order existed")
@@ -197,11 +213,15 @@ def test_a_parked_reply_survives_a_crash_and_a_restore_from_the_changelog(orch: 
     wait_until(lambda: _committed_past_replies(o), 30, "the parked replies committed")
     o.kill()
     o.start("state-2")
+    wait_until(lambda: o.parked("crash") is not None, 60, "the restored orchestrator's status view")
+    state, waiting = o.parked("crash") or (None, [])
+    assert state == "paying" and sorted(waiting) == ["InventoryReserved-crash", "ShippingLabelCreated-crash"]
     o.reply("PaymentCompleted", "crash", payment_id="pay-crash", amount_cents=100)
     wait_until(lambda: o.commands("orders.results").get("crash") == ["OrderCompleted"], 60,
                "the order completed from two restored parked replies")
     assert o.commands("shipping.commands").get("crash") == ["CreateShippingLabel"]
     assert "crash" not in o.dead_letters()
+    assert o.parked("crash") == ("completed", [])
 
 
 def test_a_parked_reply_that_never_becomes_acceptable_is_dead_lettered_at_its_deadline(orch: Orchestrator) -> None:

@@ -130,10 +130,15 @@ class StatusServer:
 
     def entity(self, key: bytes, forwarded: bool) -> tuple[int, dict[str, Any]]:
         found = self.worker.lookup(key)
+        parked = self.worker.parked(key)
         now_ms = int(time.time() * 1000)
-        if found is not None:
-            p, raw = found
-            body = self.describe(raw, now_ms) if self.describe else {"state": raw.hex()}
+        if found is not None or parked is not None:
+            body: dict[str, Any] = {"state": None}  # no state yet: only events waiting for it so far
+            p = parked[0] if parked else 0
+            if found is not None:
+                p, raw = found
+                body = self.describe(raw, now_ms) if self.describe else {"state": raw.hex()}
+            body["parked"] = [{"event_id": e, "until": until} for e, until in (parked[1] if parked else [])]
             return 200, {"key": key.decode("utf-8", "replace"), "partition": p, "served_by": self.public_url,
                          **body}
         p = partition_for(key, self.partitions)

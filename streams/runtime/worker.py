@@ -162,6 +162,16 @@ class Worker:
                     return p, entity.decode(raw).state or b""
         return None
 
+    def parked(self, key: bytes) -> tuple[int, list[tuple[str, int]]] | None:
+        """(partition, [(event id, deadline ms)]) of an entity's parked events held by this worker, earliest
+        first; safe from any thread. An entity may have parked events and no state yet (a reply ahead of it)."""
+        with self._store_lock:
+            for p in sorted(self._active):
+                entries = self._parked.of(p, key)
+                if entries:
+                    return p, [(event_id, timers.due_of(tkey)) for event_id, tkey in entries]
+        return None
+
     def scan(self, after: bytes | None, limit: int, keep: Callable[[bytes], bool]) -> list[tuple[bytes, bytes]]:
         """Up to ``limit`` (key, state) pairs with key > ``after`` that ``keep`` accepts, across partitions in
         key order; safe from any thread. Paging by key keeps a listing stable while entities change."""
