@@ -375,7 +375,6 @@ def compile_reader(schema: Any) -> Reader | None:
     try:
         if gen.has_logical(schema):
             return None
-        gen = _Gen(schema)
         gen.emit(0, "def read(d, p):")
         _r(gen, schema, "v0", 1)
         gen.emit(1, "return v0, p")
