@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import orjson
@@ -39,6 +39,25 @@ processors:
 
         Admin(kafka).ensure(load(path).all_topics())
     return path
+
+
+_SAGA_TOPICS = ("orders.events", "orders.results", "payments.commands", "inventory.commands", "shipping.commands")
+_SERVICES = {"payment": ("payment-service", "payments.commands", "payments"),
+             "inventory": ("inventory-service", "inventory.commands", "inventory"),
+             "shipping": ("shipping-service", "shipping.commands", "shipping")}
+
+
+def orders_topology(partitions: int, params: Mapping[str, object], services: bool = True) -> str:
+    """The order saga's topology text (the shape of topology/orders.yaml) with a test's partition count and
+    workflow parameters, and the three reference services unless ``services`` is False."""
+    topics = "".join(f"  {t}: {{partitions: {partitions}}}\n" for t in _SAGA_TOPICS)
+    svc = "".join(f"  {name}: {{processor: {proc}, inputs: [{topic}], outputs: [orders.events], store: {store}}}\n"
+                  for name, (proc, topic, store) in _SERVICES.items()) if services else ""
+    return (f"name: orders\ntopics:\n{topics}processors:\n"
+            "  orchestrator:\n    processor: workflow\n    inputs: [orders.events]\n"
+            "    outputs: [payments.commands, inventory.commands, shipping.commands, orders.results, orders.events]\n"
+            "    store: orders\n    options:\n      workflow: orders\n"
+            f"      params: {orjson.dumps(dict(params)).decode()}\n{svc}dlq_topic: orders.dlq\n")
 
 
 def produce_counts(kafka: KafkaSettings, topic: str, n: int, keys: int, start: int = 0,

@@ -32,29 +32,11 @@ from streams.runtime import parking
 from streams.state import timers
 from streams.topology import load
 from streams.workflow import Driver, create
-from support import committed, end_offsets, read_all, wait_until
+from support import committed, end_offsets, orders_topology, read_all, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PARK_MS = 25_000  # long enough to outlast a crash and restart; the expiry test's reply is sent first
-TOPOLOGY = f"""
-name: orders
-topics:
-  orders.events: {{partitions: 2}}
-  orders.results: {{partitions: 2}}
-  payments.commands: {{partitions: 2}}
-  inventory.commands: {{partitions: 2}}
-  shipping.commands: {{partitions: 2}}
-processors:
-  orchestrator:
-    processor: workflow
-    inputs: [orders.events]
-    outputs: [payments.commands, inventory.commands, shipping.commands, orders.results, orders.events]
-    store: orders
-    options:
-      workflow: orders
-      params: {{park_replies_ms: {PARK_MS}}}
-dlq_topic: orders.dlq
-"""
+TOPOLOGY = orders_topology(2, {"park_replies_ms": PARK_MS}, services=False)
 
 
 # --- pure parts ------------------------------------------------------------------------------------------------

@@ -29,37 +29,15 @@ from streams.runtime.rebuild import rebuild
 from streams.state import entity
 from streams.state.store import PartitionStore, store_path
 from streams.topology import load
-from support import read_all, wait_until
+from support import orders_topology, read_all, wait_until
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 7
 PAYMENT_TRANSIENT, PAYMENT_PERMANENT, SHORTAGE = 0.10, 0.03, 0.05
 PAYMENT_ATTEMPTS = 3
-TOPOLOGY = f"""
-name: orders
-topics:
-  orders.events: {{partitions: 4}}
-  orders.results: {{partitions: 4}}
-  payments.commands: {{partitions: 4}}
-  inventory.commands: {{partitions: 4}}
-  shipping.commands: {{partitions: 4}}
-processors:
-  orchestrator:
-    processor: workflow
-    inputs: [orders.events]
-    outputs: [payments.commands, inventory.commands, shipping.commands, orders.results, orders.events]
-    store: orders
-    options:
-      workflow: orders
-      params:
-        payment_timeout_ms: 8000
-        payment_retry: {{max_attempts: {PAYMENT_ATTEMPTS}, base_ms: 100, cap_ms: 400}}
-  payment: {{processor: payment-service, inputs: [payments.commands], outputs: [orders.events], store: payments}}
-  inventory: {{processor: inventory-service, inputs: [inventory.commands], outputs: [orders.events], store: inventory}}
-  shipping: {{processor: shipping-service, inputs: [shipping.commands], outputs: [orders.events], store: shipping}}
-dlq_topic: orders.dlq
-"""
+TOPOLOGY = orders_topology(4, {"payment_timeout_ms": 8000, "payment_retry": {
+    "max_attempts": PAYMENT_ATTEMPTS, "base_ms": 100, "cap_ms": 400}})
 
 
 def oracle(order_id: str) -> tuple[str, str | None]:
