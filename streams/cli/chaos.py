@@ -16,36 +16,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from streams.cli.common import log
+from streams.cli.common import log, number
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("chaos", help="a seeded fault-injection run of the order saga that proves nothing is lost")
-    p.add_argument("--orders", type=_count, help="orders to place (default 5,000; --quick: 1,000)")
-    p.add_argument("--seed", type=_seed, default=1, help="seeds the workload, the failures and the fault schedule")
+    p.add_argument("--orders", type=number(int, 200, 1_000_000),
+                   help="orders to place (default 5,000; --quick: 1,000)")
+    p.add_argument("--seed", type=number(int), default=1,
+                   help="seeds the workload, the failures and the fault schedule")
     p.add_argument("--quick", action="store_true", help="a short run (~1,000 orders, >= 4 kills, every poison "
                    "class, every fault point) for the test suite")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("--keep", metavar="DIR", help="keep logs and state directories in DIR (default: a temporary "
                    "directory, removed at the end)")
     p.set_defaults(func=run)
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--orders must be a whole number, got {text!r}") from None
-    if not 200 <= value <= 1_000_000:
-        raise argparse.ArgumentTypeError(f"--orders must be within 200..1000000, got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seed must be an integer, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,12 +8,37 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import orjson
 
 from streams.config import KafkaSettings
 from streams.kafka.embedded import EmbeddedBroker
+
+N = TypeVar("N", int, float)
+
+
+def number(cast: Callable[[str], N], low: N | None = None, high: N | None = None,
+           above: N | None = None) -> Callable[[str], N]:
+    """An argparse ``type``: the text as a number within bounds, else one line (argparse names the option)."""
+    kind = "a whole number" if cast is int else "a number"
+
+    def parse(text: str) -> N:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}") from None
+        if above is not None and not value > above:
+            raise argparse.ArgumentTypeError(f"must be > {above}, got {text!r}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be within {low}..{high}, got {text!r}")
+        return value
+
+    return parse
+
+
+SECONDS = number(float, above=0.0)
 
 
 def add_kafka_args(p: argparse.ArgumentParser) -> None:

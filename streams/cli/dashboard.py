@@ -12,8 +12,7 @@ import os
 import signal
 from types import FrameType
 
-from streams.cli.common import add_kafka_args, kafka_or_embedded, log
-from streams.cli.lag import _positive
+from streams.cli.common import SECONDS, add_kafka_args, kafka_or_embedded, log
 from streams.errors import ConfigError
 from streams.ops.dashboard import Dashboard, DashboardSettings
 
@@ -30,7 +29,7 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--worker", action="append", default=[], metavar="URL",
                    help="a worker's metrics endpoint, e.g. http://127.0.0.1:9400/metrics, or dns+http://NAME:PORT "
                         "for every address NAME resolves to (repeatable)")
-    p.add_argument("--interval", type=_positive, default=2.0, metavar="S", help="seconds between samples (2)")
+    p.add_argument("--interval", type=SECONDS, default=2.0, metavar="S", help="seconds between samples (2)")
     p.add_argument("--history", type=int, default=300, metavar="N", help="samples kept for the charts (300)")
     p.add_argument("--token", default=None,
                    help="bearer token required by /api/snapshot and sent to --worker endpoints "

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from time import sleep
 
-from streams.cli.common import add_kafka_args, kafka_or_embedded
+from streams.cli.common import SECONDS, add_kafka_args, kafka_or_embedded
 from streams.errors import ConfigError
 from streams.ops.lag import GroupLag, LagReader
 
@@ -28,20 +28,10 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--topic", action="append", default=[], metavar="TOPIC",
                    help="a topic the group reads, reported even if the group committed nothing on it (repeatable)")
     p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
-    p.add_argument("--interval", type=_positive, default=2.0, metavar="S", help="seconds between refreshes (2)")
+    p.add_argument("--interval", type=SECONDS, default=2.0, metavar="S", help="seconds between refreshes (2)")
     p.add_argument("--json", action="store_true", help="print a JSON array of partitions (one per refresh)")
     add_kafka_args(p)
     p.set_defaults(func=run)
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
