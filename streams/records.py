@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-Headers = Sequence[tuple[str, bytes]]
+Headers = Sequence[tuple[str, bytes | None]]  # Kafka header values may be null
 
 # Header names are part of the wire contract with services and operators; changing one is a breaking change.
 # One id header for both directions: an output's id is the event id its consumer dedupes on.

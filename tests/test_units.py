@@ -8,9 +8,9 @@ import pytest
 
 from streams.config import KafkaSettings, WorkerSettings
 from streams.errors import ConfigError, TopologyError
-from streams.records import H_EVENT_ID, InputRecord
+from streams.records import H_EVENT_ID, InputRecord, OutputRecord
 from streams.runtime.worker import output_id
-from streams.state import entity
+from streams.state import entity, timers
 from streams.topology import load, parse
 
 
@@ -190,3 +190,9 @@ def test_cli_numbers_are_checked_with_one_readable_line() -> None:
                                  (SECONDS, "0", "must be > 0.0, got '0'"), (SECONDS, "abc", "must be a number")):
         with pytest.raises(argparse.ArgumentTypeError, match=message):
             check(text)
+
+
+def test_held_records_keep_null_values_and_null_header_values() -> None:
+    # A parked input is stored with its headers as they came; Kafka allows a null header value.
+    rec = OutputRecord("orders.events", b"o-1", None, (("streams-id", b"e-1"), ("x-null", None), ("x-empty", b"")))
+    assert timers.decode_record(timers.encode_record(rec)) == rec

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from hashlib import blake2b
 from typing import Any
 
@@ -301,7 +301,7 @@ class Worker:
                                      (m.timers_fired, s.timers_fired, last.timers_fired)):
             if now > before:
                 counter.labels(g).inc(now - before)
-        self._synced = WorkerStats(**vars(s))
+        self._synced = replace(s)  # a copy (vars() would not see a compiled class's fields)
         m.timers_pending.labels(g).set(sum(self._timers_pending.values()))
         observe.update_lag(m, self._consumer, list(self.spec.inputs), self._active)
 
@@ -496,7 +496,8 @@ class Worker:
         ents, offsets = self._batch.partition(p)
         self.stats.records_in += 1
         self.metrics.in_by_topic[topic] += 1
-        rec = InputRecord(topic, p, offset, msg.key(), msg.value(), msg.timestamp()[1],
+        # A keyless record gets b"" (typed bytes; it belongs to no entity and goes to the dead-letter topic).
+        rec = InputRecord(topic, p, offset, msg.key() or b"", msg.value(), msg.timestamp()[1],
                           msg.headers() or ())
         # The offset advances only once the record is handled: applied, recognised as a duplicate or
         # dead-lettered. A record abandoned on shutdown (its dependency still down) is processed next time.
@@ -531,9 +532,9 @@ class Worker:
 
     def _handle(self, rec: InputRecord, p: int, ents: dict[bytes, bytes | None]) -> None:
         key = rec.key
-        parked_until = parking.deadline_of(rec) if key is not None else None
+        parked_until = parking.deadline_of(rec) if key else None
         try:
-            if key is None:
+            if not key:
                 raise RecordError("record has no key, so it belongs to no entity")
             hops = _hops(rec)
             if hops > self.settings.max_hops:

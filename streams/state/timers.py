@@ -40,7 +40,9 @@ def encode_record(rec: OutputRecord) -> bytes:
     parts.append(_U16.pack(len(rec.headers)))
     for name, value in rec.headers:
         n = name.encode()
-        parts += [_U16.pack(len(n)), n, _U32.pack(len(value)), value]
+        parts += [_U16.pack(len(n)), n]
+        # a null header value (Kafka allows them; a parked input may carry one) keeps its null
+        parts += [_U32.pack(_NONE)] if value is None else [_U32.pack(len(value)), value]
     return b"".join(parts)
 
 
@@ -63,8 +65,9 @@ def decode_record(raw: bytes) -> OutputRecord:
     key = blob(take(_U32))
     vlen = take(_U32)
     value = None if vlen == _NONE else blob(vlen)
-    headers = []
+    headers: list[tuple[str, bytes | None]] = []
     for _ in range(take(_U16)):
         name = blob(take(_U16)).decode()
-        headers.append((name, blob(take(_U32))))
+        hlen = take(_U32)
+        headers.append((name, None if hlen == _NONE else blob(hlen)))
     return OutputRecord(topic, key, value, tuple(headers))
