@@ -26,7 +26,8 @@ from streams.topology import TopicSpec
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = {"steps_per_s", "floor_steps_per_s", "ratio", "p50_ms", "p99_ms", "restore_records_per_s", "failover_s",
            "peak_rss_mb"}
-PARAMS = {"orders", "partitions", "latency_orders_per_s", "latency_seconds", "restore_entities", "kafka"}
+PARAMS = {"orders", "partitions", "latency_orders_per_s", "latency_seconds", "restore_entities", "kafka",
+          "hot_path"}
 
 
 @pytest.mark.kafka
@@ -48,6 +49,7 @@ def test_quick_bench_prints_one_well_formed_json_object(tmp_path: Path) -> None:
     assert out["ratio"] == pytest.approx(out["steps_per_s"] / out["floor_steps_per_s"], rel=0.01)
     assert out["p50_ms"] <= out["p99_ms"]
     assert (out["orders"], out["restore_entities"], out["kafka"]) == (20_000, 20_000, "embedded")
+    assert out["hot_path"] == "compiled"  # scripts/test builds it; the workers log the same decision
     assert "bench: failover" in res.stderr  # progress goes to stderr
     print(f"quick bench took {time.monotonic() - started:.0f}s: {out}")
 

@@ -10,6 +10,7 @@ import socket
 import time
 from pathlib import Path
 
+from streams import _native
 from streams.cli.common import add_kafka_args, kafka_or_embedded, log
 from streams.config import KafkaSettings, WorkerSettings
 from streams.errors import ConfigError, KafkaUnavailableError
@@ -146,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
             log(f"worker: serving /metrics, /healthz and /workflows on {server.url}")
         signal.signal(signal.SIGTERM, lambda *_: worker.stop())
         signal.signal(signal.SIGINT, lambda *_: worker.stop())
-        log(f"worker: {proc.name} in group {group}, state in {state_dir}, pid {os.getpid()}")
+        log(f"worker: {proc.name} in group {group}, state in {state_dir}, pid {os.getpid()}, "
+            f"hot path {_native.status()}")
         tune_gc()
         try:
             worker.run()

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+from streams import _native
 from streams.errors import ConfigError
 
 # Figure → (target, True when higher is better). The targets, printed next to what was measured.
@@ -42,7 +43,9 @@ class BenchConfig:
     def params(self) -> dict[str, object]:
         return {"orders": self.orders, "partitions": self.partitions,
                 "latency_orders_per_s": self.latency_orders_per_s, "latency_seconds": self.latency_seconds,
-                "restore_entities": self.restore_entities, "kafka": "external" if self.bootstrap else "embedded"}
+                "restore_entities": self.restore_entities, "kafka": "external" if self.bootstrap else "embedded",
+                # what this process and the workers it starts run: "compiled" (mypyc) or "pure (why)"
+                "hot_path": _native.status()}
 
 
 @dataclass
@@ -67,7 +70,7 @@ def table(result: BenchResult, config: BenchConfig) -> str:
     p = config.params()
     lines = [f"streams bench: {p['kafka']} Kafka, {config.partitions} partitions, {config.orders:,} orders, "
              f"latency at {config.latency_orders_per_s:,.0f} orders/s for {config.latency_seconds:g}s, "
-             f"{config.restore_entities:,} states restored",
+             f"{config.restore_entities:,} states restored, hot path {p['hot_path']}",
              f"  {'figure':<24}{'measured':>14}   {'target':<14}"]
     for name, value in asdict(result).items():
         target, higher = TARGETS[name]
