@@ -31,7 +31,9 @@ from pathlib import Path
 from types import ModuleType
 
 # The modules every record goes through (profiled), and nothing that is monkeypatched, introspected or run
-# once. The group's shared library becomes ``streams/hotpath__mypyc*.so``.
+# once. Their classes cannot be subclassed by interpreted code (mypyc refuses), so user code plugs in through
+# the Processor protocol (streams/runtime/processor.py, not compiled), never by subclassing these.
+# The group's shared library becomes ``streams/hotpath__mypyc*.so``.
 MODULES = (
     "streams.records",
     "streams.contracts.serde",
