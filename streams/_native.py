@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,20 +79,33 @@ def status() -> str:
 def _decide() -> str:
     if os.environ.get("STREAMS_PURE", "") not in ("", "0"):
         return "pure (STREAMS_PURE is set)"
+    why = _unusable()
+    return "compiled" if why is None else f"pure ({why})"
+
+
+def _extension(module: str) -> Path:
+    return ROOT / (module.replace(".", "/") + str(sysconfig.get_config_var("EXT_SUFFIX")))
+
+
+def _unusable() -> str | None:
+    """Why the built extension modules do not match this tree and interpreter, or None when they do."""
     try:
         built = json.loads(MANIFEST.read_text())
     except FileNotFoundError:
-        return "pure (not built: scripts/compile)"
+        return "not built: scripts/compile"
     except (OSError, ValueError) as exc:
-        return f"pure (unreadable {MANIFEST.name}: {exc})"
+        return f"unreadable {MANIFEST.name}: {exc}"
     try:
         now = digests()
     except OSError as exc:
-        return f"pure (cannot read a compiled module's source: {exc})"
+        return f"cannot read a compiled module's source: {exc}"
     stale = sorted(k for k in {*now, *built} if built.get(k) != now.get(k))
     if stale:
-        return f"pure (stale since the build: {', '.join(stale)}; rebuild: scripts/compile)"
-    return "compiled"
+        return f"stale since the build: {', '.join(stale)}; rebuild: scripts/compile"
+    missing = [m for m in (*MODULES, GROUP + "__mypyc") if not _extension(m).is_file()]
+    if missing:
+        return f"extension modules missing: {', '.join(missing)}; rebuild: scripts/compile build --force"
+    return None
 
 
 class _SourceFirst(importlib.abc.MetaPathFinder):
@@ -141,10 +155,8 @@ def clean() -> None:
         p.unlink()
 
 
-def build(force: bool = False) -> str:
-    """Compile the hot path unless the manifest already matches; returns one line saying what happened."""
-    if not force and _decide() == "compiled":
-        return "streams: compiled hot path is up to date"
+def build() -> str:
+    """Compile the hot path; returns one line saying what happened."""
     clean()
     try:
         import mypyc  # noqa: F401  (only to say clearly that it is missing)
@@ -176,11 +188,11 @@ def main(argv: Sequence[str]) -> int:
     """``build [--force] [--quiet]`` (quiet: say nothing when up to date), ``clean``, ``status``."""
     args = list(argv)
     if args and args[0] == "build" and set(args[1:]) <= {"--force", "--quiet"}:
-        if "--force" not in args and _decide() == "compiled":
+        if "--force" not in args and _unusable() is None:  # whatever STREAMS_PURE says for this process
             if "--quiet" not in args:
                 print("streams: compiled hot path is up to date")
             return 0
-        print(build(force=True))
+        print(build())
         return 0
     if args == ["clean"]:
         clean()

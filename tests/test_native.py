@@ -102,6 +102,22 @@ def test_missing_or_foreign_manifest_means_sources(package: Path) -> None:
     assert status == "pure (not built: scripts/compile)" and worker.endswith(".py")
 
 
+def test_a_missing_extension_module_means_sources(package: Path) -> None:
+    next((package / "streams" / "workflow").glob("step.*.so")).unlink()
+    _, status, worker, step, _ = probe(package)
+    assert status.startswith("pure (extension modules missing: streams.workflow.step;")
+    assert worker.endswith("worker.py") and step.endswith("step.py")
+
+
+def test_streams_pure_does_not_make_the_build_look_stale(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # scripts/_venv.sh runs `build --quiet` before every command: a user's STREAMS_PURE=1 must not rebuild
+    before = _native.MANIFEST.stat().st_mtime_ns
+    monkeypatch.setenv("STREAMS_PURE", "1")
+    assert _native.main(["build", "--quiet"]) == 0
+    assert capsys.readouterr().out == "" and _native.MANIFEST.stat().st_mtime_ns == before
+
+
 def test_manifest_lists_every_compiled_source() -> None:
     assert set(_native.digests()) == {*_native.MODULES, "python"}
     assert all(_native.source(m).is_file() for m in _native.MODULES)
