@@ -12,6 +12,7 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 # The compiled hot path (streams/_native.py): rebuilt only when a compiled module's source changed (~45 s).
+native() { .venv/bin/python -c 'import sys; from streams._native import main; sys.exit(main(sys.argv[1:]))' "$@"; }
 if [ -z "${STREAMS_NO_BUILD:-}" ]; then
-  .venv/bin/python -c 'import sys; from streams._native import main; sys.exit(main(sys.argv[1:]))' build --quiet
+  native build --quiet
 fi
