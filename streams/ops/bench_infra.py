@@ -38,6 +38,16 @@ class BenchError(StreamsError):
     """The bench could not measure what it set out to (a phase did not finish, or its result is invalid)."""
 
 
+def popen_tied(argv: Sequence[str], env: Mapping[str, str], log: IO[bytes],
+               cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """A child that Linux SIGKILLs when this process dies (see above; the chaos run's fleet uses it too), its
+    output appended to ``log``. Call it from the main thread only."""
+    cmd = list(argv)
+    if sys.platform.startswith("linux"):
+        cmd = [sys.executable, "-c", _WRAPPER, str(os.getpid()), *cmd]
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd)
+
+
 class Child:
     """One child process with its output in a log file."""
 
@@ -95,12 +105,8 @@ class Children:
     def spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Child:
         log_path = self.workdir / f"{name}.log"
         log = open(log_path, "ab")  # noqa: SIM115 - closed by Child.stop
-        cmd = list(argv)
-        if sys.platform.startswith("linux"):
-            cmd = [sys.executable, "-c", _WRAPPER, str(os.getpid()), *cmd]
         try:
-            proc = subprocess.Popen(cmd, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, cwd=self.workdir)
+            proc = popen_tied(argv, {**self.env, **(env or {})}, log, self.workdir)
         except OSError:
             log.close()
             raise

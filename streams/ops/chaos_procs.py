@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streams.ops.bench_infra import popen_tied
 from streams.ops.chaos_oracle import Rates
 from streams.ops.chaos_plan import ORCHESTRATORS
 
@@ -79,8 +80,8 @@ class Fleet:
             armed = f" armed {proc.armed[0]} after {proc.armed[1]}" if proc.armed else ""
             logf.write(f"{_MARK}{proc.starts + 1}{armed} at {time.time():.3f} ===\n".encode())
             logf.flush()
-            proc.popen = subprocess.Popen([sys.executable, "-m", "streams", *self._argv(name)], env=env,
-                                          stdout=logf, stderr=subprocess.STDOUT)
+            # tied to this process: a chaos run that is itself killed leaves no worker behind
+            proc.popen = popen_tied([sys.executable, "-m", "streams", *self._argv(name)], env, logf)
         proc.starts += 1
         proc.killed = proc.stopped = False
 
