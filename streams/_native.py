@@ -65,7 +65,7 @@ def source(module: str) -> Path:
 
 
 def digests() -> dict[str, str]:
-    """What the compiled modules were (or would be) built from: each source, the interpreter and mypyc."""
+    """What the compiled modules were (or would be) built from: each source, and the interpreter."""
     out = {m: hashlib.sha256(source(m).read_bytes()).hexdigest() for m in MODULES}
     out["python"] = sys.implementation.cache_tag + "-" + sys.platform
     return out
