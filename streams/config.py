@@ -84,11 +84,13 @@ class WorkerSettings:
     group: str
     state_dir: Path
     # A commit costs one producer flush (a broker round trip, ~20 ms under load on the embedded broker) and
-    # one RocksDB write per partition: at saturation 2000 records per commit spread it to ~10 us a record.
+    # one RocksDB write per partition. At saturation a batch is what one consume() returns, max_batch records:
+    # 5000 measured +6-8% steps/s over 2000 with the compiled hot path (a commit every ~0.3 s instead of
+    # ~0.12 s). Below saturation batches are smaller and the interval decides.
     # Outputs are produced as each record is handled, not at the commit, so the interval adds nothing to a
     # saga hop's latency; it bounds what a crash makes the worker redo.
     commit_interval_ms: int = 100
-    max_batch: int = 2000
+    max_batch: int = 5000
     poll_timeout_s: float = 0.05
     # Backpressure: pause consumption when this many produced records are unacknowledged; resume below half.
     max_in_flight: int = 50_000

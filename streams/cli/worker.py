@@ -66,7 +66,7 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--instance-id", default=os.environ.get("STREAMS_INSTANCE_ID") or socket.gethostname(),
                    help="names this worker's default state directory")
     p.add_argument("--commit-interval-ms", type=int, default=100)
-    p.add_argument("--max-batch", type=int, default=2000)
+    p.add_argument("--max-batch", type=int, default=WorkerSettings.max_batch)
     p.add_argument("--max-in-flight", type=int, default=50_000,
                    help="unacknowledged produced records before consumption pauses")
     p.add_argument("--dedupe-window", type=int, default=32,

@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, TopicPartition, libversion
 from fastavro import schemaless_reader, schemaless_writer
 from rocksdict import Options, Rdict, WriteBatch
 
-from streams.config import KafkaSettings
+from streams.config import KafkaSettings, WorkerSettings
 from streams.contracts import Serde
 from streams.contracts.avsc import without_time_types
 from streams.contracts.catalogue import entry
@@ -35,9 +35,10 @@ _FLOOR_CONSUMER = {"fetch.queue.backoff.ms": 10} if libversion()[1] >= 0x020400F
 
 
 def run_floor(kafka: KafkaSettings, serde: Serde, starts: dict[int, int], ends: dict[int, int], out_topic: str,
-              changelog: str, state_dir: Path, group: str, max_batch: int = 2000) -> tuple[int, float]:
+              changelog: str, state_dir: Path, group: str,
+              max_batch: int = WorkerSettings.max_batch) -> tuple[int, float]:
     """Consume ``orders.events`` from ``starts`` to ``ends``; returns (records, seconds from assignment to the
-    last commit)."""
+    last commit). Batches are as large as the worker's by default, so the ratio compares like with like."""
     cat = serde.catalogue
     union = cat.topic_entry(ORDERS_TOPIC)
     assert union is not None and union.branches
