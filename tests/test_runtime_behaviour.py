@@ -366,3 +366,25 @@ def _peek(tmp_path: Path, proc: subprocess.Popen[str]) -> str:
         buf += chunk
     proc._peeked = buf  # type: ignore[attr-defined]
     return buf
+
+
+def test_a_record_of_a_partition_no_longer_assigned_is_left_to_its_new_owner(
+        kafka: KafkaSettings, tmp_path: Path, unique: str) -> None:
+    # Found by `streams chaos`: a consume() batch held records of a partition the group took away while the batch
+    # was being handled; rewinding it raised (Local: Erroneous state) and the worker crashed.
+    from confluent_kafka import Message
+
+    name = f"gone{unique}"
+    topo = load(counter_topology(tmp_path, name, 2, kafka=kafka))
+    proc = topo.processor(None)
+    logs: list[str] = []
+    worker = Worker(WorkerSpec(proc.name, proc.inputs, proc.changelog, proc.store, topo.dlq_topic),
+                    resolve(proc.processor, proc.options, proc.outputs), kafka,
+                    WorkerSettings(group=topo.default_group(proc), state_dir=tmp_path / "w"), logs.append)
+    try:
+        worker._process(Message(topic=f"{name}.in", partition=1, offset=7, key=b"k", value=b"{}"))
+    finally:
+        worker.stop()
+        worker.run()  # stopped before it starts: closes the consumer, producer and stores
+    assert worker.stats.records_in == 0
+    assert any(f"not rewinding {name}.in[1], no longer assigned" in line for line in logs), logs

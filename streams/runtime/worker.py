@@ -487,7 +487,10 @@ class Worker:
         p: int = msg.partition()
         if p not in self._active:
             # Fetched before the pause took effect: rewind so the record is not skipped.
-            self._consumer.seek(TopicPartition(msg.topic(), p, msg.offset()))
+            try:
+                self._consumer.seek(TopicPartition(msg.topic(), p, msg.offset()))
+            except KafkaException as exc:  # lost or revoked within this consume(): its new owner reads it
+                self.log(f"worker: not rewinding {msg.topic()}[{p}], no longer assigned: {exc}")
             return
         topic: str = msg.topic()
         offset: int = msg.offset()
