@@ -108,8 +108,8 @@ class WorkerSettings:
     def __post_init__(self) -> None:
         if self.commit_interval_ms <= 0:
             raise ConfigError(f"commit_interval_ms must be > 0, got {self.commit_interval_ms}")
-        if self.max_batch <= 0:
-            raise ConfigError(f"max_batch must be > 0, got {self.max_batch}")
+        if not 1 <= self.max_batch <= 1_000_000:  # confluent-kafka's consume() takes at most 1,000,000
+            raise ConfigError(f"max_batch must be within 1..1000000, got {self.max_batch}")
         if self.max_in_flight < 2:
             raise ConfigError(f"max_in_flight must be >= 2, got {self.max_in_flight}")
         if not 1 <= self.dedupe_window <= 255:

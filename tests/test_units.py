@@ -196,3 +196,11 @@ def test_held_records_keep_null_values_and_null_header_values() -> None:
     # A parked input is stored with its headers as they came; Kafka allows a null header value.
     rec = OutputRecord("orders.events", b"o-1", None, (("streams-id", b"e-1"), ("x-null", None), ("x-empty", b"")))
     assert timers.decode_record(timers.encode_record(rec)) == rec
+
+
+def test_max_batch_is_bounded_by_what_consume_accepts(tmp_path: Path) -> None:
+    # consume() raises ValueError past 1,000,000: refuse it up front, with the setting's name
+    for bad in (0, 1_000_001):
+        with pytest.raises(ConfigError, match=r"max_batch must be within 1\.\.1000000"):
+            WorkerSettings(group="g", state_dir=tmp_path, max_batch=bad)
+    assert WorkerSettings(group="g", state_dir=tmp_path, max_batch=1_000_000).max_batch == 1_000_000
