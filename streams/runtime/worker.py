@@ -399,10 +399,15 @@ class Worker:
                 if pos is None:
                     pos = self._assigned_at.get((t, p), 0)
                 self._expected[(t, p)] = pos
-                try:
-                    self._consumer.seek(TopicPartition(t, p, pos))
-                except KafkaException as exc:  # no longer assigned: the lost-partitions callback follows
-                    self.log(f"worker: rewinding {t}[{p}]: {exc}")
+                self._seek_if_ours(t, p, pos)
+
+    def _seek_if_ours(self, topic: str, p: int, offset: int) -> None:
+        """Seek, unless the partition is no longer ours: lost or revoked within this consume() or assignment,
+        its new owner reads it from the committed offset (seek would raise, and the worker would crash)."""
+        try:
+            self._consumer.seek(TopicPartition(topic, p, offset))
+        except KafkaException as exc:
+            self.log(f"worker: not rewinding {topic}[{p}], no longer assigned: {exc}")
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         parts = {tp.partition for tp in partitions}
@@ -487,10 +492,7 @@ class Worker:
         p: int = msg.partition()
         if p not in self._active:
             # Fetched before the pause took effect: rewind so the record is not skipped.
-            try:
-                self._consumer.seek(TopicPartition(msg.topic(), p, msg.offset()))
-            except KafkaException as exc:  # lost or revoked within this consume(): its new owner reads it
-                self.log(f"worker: not rewinding {msg.topic()}[{p}], no longer assigned: {exc}")
+            self._seek_if_ours(msg.topic(), p, msg.offset())
             return
         topic: str = msg.topic()
         offset: int = msg.offset()
