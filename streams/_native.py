@@ -3,6 +3,7 @@
 Why compile: a workflow step is ~60-80 us of interpreted Python, and the orchestrator is CPU-bound on it.
 mypyc turns these modules, unchanged (they are already ``mypy --strict``), into C extensions: about 30% more
 steps/s in the bench's throughput phase. Nothing else changes: the same source is the pure-Python fallback.
+The same build compiles the one hand-written C module, the Avro codec (``C_MODULES``), under the same guard.
 
 Why the guard: the extension modules sit beside their sources (the repo is installed editable), and Python
 prefers an extension module to a ``.py`` file, so an edited source would silently not run. The build writes a
@@ -56,6 +57,8 @@ MODULES = (
     "streams.processors.services",
 )
 GROUP = "streams.hotpath"
+# Hand-written C built alongside (module -> source): the Avro codec (streams/contracts/fastcodec.py says why).
+C_MODULES = {"streams.contracts._avroc": "streams/contracts/_avroc.c"}
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "streams" / "_native.json"
 
@@ -67,6 +70,7 @@ def source(module: str) -> Path:
 def digests() -> dict[str, str]:
     """What the compiled modules were (or would be) built from: each source, and the interpreter."""
     out = {m: hashlib.sha256(source(m).read_bytes()).hexdigest() for m in MODULES}
+    out.update({m: hashlib.sha256((ROOT / c).read_bytes()).hexdigest() for m, c in C_MODULES.items()})
     out["python"] = sys.implementation.cache_tag + "-" + sys.platform
     return out
 
@@ -102,7 +106,7 @@ def _unusable() -> str | None:
     stale = sorted(k for k in {*now, *built} if built.get(k) != now.get(k))
     if stale:
         return f"stale since the build: {', '.join(stale)}; rebuild: scripts/compile"
-    missing = [m for m in (*MODULES, GROUP + "__mypyc") if not _extension(m).is_file()]
+    missing = [m for m in (*MODULES, *C_MODULES, GROUP + "__mypyc") if not _extension(m).is_file()]
     if missing:
         return f"extension modules missing: {', '.join(missing)}; rebuild: scripts/compile build --force"
     return None
@@ -134,11 +138,12 @@ def install_guard() -> None:
 _DECIDED = {"status": "pure (guard not run)"}
 
 _SETUP = """\
-from setuptools import setup
+from setuptools import Extension, setup
 from mypyc.build import mypycify
 
 setup(name="streams-hotpath",
-      ext_modules=mypycify({paths!r}, opt_level="3", group_name={group!r}, target_dir={c_dir!r}))
+      ext_modules=mypycify({paths!r}, opt_level="3", group_name={group!r}, target_dir={c_dir!r})
+      + [Extension(m, [c], extra_compile_args=["-O2"]) for m, c in {c_modules!r}.items()])
 """
 
 
@@ -166,7 +171,7 @@ def build() -> str:
     with tempfile.TemporaryDirectory(prefix="streams-mypyc-") as tmp:
         setup = Path(tmp) / "setup.py"
         paths = [str(source(m).relative_to(ROOT)) for m in MODULES]
-        setup.write_text(_SETUP.format(paths=paths, group=GROUP, c_dir=str(Path(tmp) / "c")))
+        setup.write_text(_SETUP.format(paths=paths, group=GROUP, c_dir=str(Path(tmp) / "c"), c_modules=C_MODULES))
         env = {**os.environ, "MYPYC_OPT_LEVEL": "3"}
         proc = subprocess.run(
             [sys.executable, str(setup), "build_ext", "--inplace",
@@ -181,7 +186,7 @@ def build() -> str:
         clean()
         return "streams: a source changed while compiling; the hot path stays pure Python (build again)"
     MANIFEST.write_text(json.dumps(want, indent=1, sort_keys=True) + "\n")
-    return f"streams: compiled {len(MODULES)} hot-path modules with mypyc"
+    return f"streams: compiled {len(MODULES)} hot-path modules with mypyc, and the C Avro codec"
 
 
 def main(argv: Sequence[str]) -> int:

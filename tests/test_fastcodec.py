@@ -1,15 +1,17 @@
-"""Generated Avro codecs (streams.contracts.fastcodec) against fastavro: same bytes, same datums, or an exception
-(the caller then falls back to fastavro); readers also raise on malformed input fastavro lets through."""
+"""The Avro codecs (streams.contracts.fastcodec) against fastavro: same bytes, same datums, or an exception (the
+caller then falls back to fastavro); readers also raise on malformed input fastavro lets through. Every test runs
+on both backends: the generated Python and the C codec (streams/contracts/_avroc.c, built by scripts/compile)."""
 
 from __future__ import annotations
 
 import datetime
 import decimal
+import importlib
 import math
 import random
 import struct
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
+from streams.contracts import fastcodec
 from streams.contracts.avsc import without_time_types
 from streams.contracts.catalogue import Catalogue, parse
 from streams.contracts.fastcodec import compile_reader, compile_writer
@@ -26,6 +29,24 @@ Reader = Callable[[bytes, int], tuple[Any, int]]
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 CATALOGUE = Catalogue.load(SCHEMAS)
 V2 = Catalogue.load(SCHEMAS, overrides=[SCHEMAS / "evolution" / "OrderPlaced.v2.avsc"]).get("OrderPlaced")
+
+
+@pytest.fixture(autouse=True, params=["generated", "c"])
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Which codec compile_writer/compile_reader hand out for this test."""
+    codec = None
+    if request.param == "c":
+        try:
+            codec = importlib.import_module("streams.contracts._avroc")
+        except ImportError:
+            pytest.fail("the C codec is not built (scripts/compile build needs mypy and a C compiler)")
+    fastcodec.native_codec()  # decided once per process; swapped here
+    saved = list(fastcodec._CODEC)
+    fastcodec._CODEC[:] = [codec]
+    try:
+        yield str(request.param)
+    finally:
+        fastcodec._CODEC[:] = saved
 
 
 def record(name: str, *fields: tuple[Any, ...], **extra: Any) -> Any:

@@ -22,7 +22,8 @@ PROBE = (
     "import sys, streams, streams.runtime.worker, streams.workflow.step; m = sys.modules; "
     "print(streams.__file__); print(streams._native.status()); print(m['streams.runtime.worker'].__file__); "
     "print(m['streams.workflow.step'].__file__); "
-    "print('streams.hotpath__mypyc' in sys.modules)"
+    "print('streams.hotpath__mypyc' in sys.modules); "
+    "from streams.contracts import fastcodec; print(fastcodec.native_codec() is not None)"
 )
 
 
@@ -54,21 +55,29 @@ def test_this_suite_runs_the_compiled_modules() -> None:
 
 
 def test_fresh_build_loads_extension_modules(package: Path) -> None:
-    _, status, worker, step, shared = probe(package)
+    _, status, worker, step, shared, codec = probe(package)
     assert status == "compiled"
     assert worker.endswith(".so") and step.endswith(".so")
-    assert shared == "True"
+    assert shared == "True" and codec == "True"
 
 
 def test_edited_source_makes_every_module_load_from_source(package: Path) -> None:
     step = package / "streams" / "workflow" / "step.py"
     step.write_text(step.read_text() + "\n# edited after the build\n")
-    _, status, worker, step_file, shared = probe(package)
+    _, status, worker, step_file, shared, codec = probe(package)
     assert status.startswith("pure (stale since the build: streams.workflow.step;")
-    # all or none: the unchanged worker is not loaded compiled beside a pure step
+    # all or none: the unchanged worker is not loaded compiled beside a pure step, nor the C codec
     assert worker == str(package / "streams" / "runtime" / "worker.py")
     assert step_file == str(step)
-    assert shared == "False"
+    assert shared == "False" and codec == "False"
+
+
+def test_edited_c_source_means_sources(package: Path) -> None:
+    c = package / "streams" / "contracts" / "_avroc.c"
+    c.write_text(c.read_text() + "\n/* edited after the build */\n")
+    _, status, worker, _, _, codec = probe(package)
+    assert status.startswith("pure (stale since the build: streams.contracts._avroc;")
+    assert worker.endswith("worker.py") and codec == "False"
 
 
 def test_an_extension_left_from_an_unlisted_module_is_ignored(package: Path) -> None:
@@ -86,27 +95,30 @@ def test_an_extension_left_from_an_unlisted_module_is_ignored(package: Path) -> 
 
 
 def test_streams_pure_forces_sources(package: Path) -> None:
-    _, status, worker, _, shared = probe(package, STREAMS_PURE="1")
+    _, status, worker, _, shared, codec = probe(package, STREAMS_PURE="1")
     assert status == "pure (STREAMS_PURE is set)"
-    assert worker.endswith("worker.py") and shared == "False"
+    assert worker.endswith("worker.py") and shared == "False" and codec == "False"
 
 
 def test_missing_or_foreign_manifest_means_sources(package: Path) -> None:
     manifest = package / "streams" / "_native.json"
     built = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**built, "python": "cpython-00-elsewhere"}))
-    _, status, worker, _, _ = probe(package)
+    _, status, worker, *_ = probe(package)
     assert status.startswith("pure (stale since the build: python;") and worker.endswith(".py")
     manifest.unlink()
-    _, status, worker, _, _ = probe(package)
+    _, status, worker, *_ = probe(package)
     assert status == "pure (not built: scripts/compile)" and worker.endswith(".py")
 
 
 def test_a_missing_extension_module_means_sources(package: Path) -> None:
     next((package / "streams" / "workflow").glob("step.*.so")).unlink()
-    _, status, worker, step, _ = probe(package)
+    _, status, worker, step, *_ = probe(package)
     assert status.startswith("pure (extension modules missing: streams.workflow.step;")
     assert worker.endswith("worker.py") and step.endswith("step.py")
+    next((package / "streams" / "contracts").glob("_avroc.*.so")).unlink()
+    _, status, *_ = probe(package)
+    assert status.startswith("pure (extension modules missing: streams.workflow.step, streams.contracts._avroc;")
 
 
 def test_streams_pure_does_not_make_the_build_look_stale(
@@ -119,8 +131,9 @@ def test_streams_pure_does_not_make_the_build_look_stale(
 
 
 def test_manifest_lists_every_compiled_source() -> None:
-    assert set(_native.digests()) == {*_native.MODULES, "python"}
+    assert set(_native.digests()) == {*_native.MODULES, *_native.C_MODULES, "python"}
     assert all(_native.source(m).is_file() for m in _native.MODULES)
+    assert all((_native.ROOT / c).is_file() for c in _native.C_MODULES.values())
 
 
 def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

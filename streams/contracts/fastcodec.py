@@ -1,8 +1,9 @@
-"""Avro binary codecs generated as Python source, one pair per schema: the hot path's encoder and decoder.
+"""The hot path's Avro codecs, one pair per schema: the C codec, or Avro code generated as Python source.
 
 fastavro interprets the schema for every datum (a dict lookup and a type dispatch per field); for the order
 state that is ~20 us an encode, the largest single cost of a workflow step. A function generated for one
-schema does the same work as straight-line code, about twice as fast, with the same bytes.
+schema does the same work as straight-line code, about twice as fast, with the same bytes. The C codec
+(``_avroc.c``, see the end of this module) runs the same rules over the schema resolved once into a program.
 
 fastavro stays the reference. A generated writer handles exactly the Python types it can encode the way
 fastavro does (str for string, int for long, dict for record, list or tuple for array ...) and raises on
@@ -14,7 +15,9 @@ does not cover (unions of several non-null types, recursive types, non-time logi
 
 from __future__ import annotations
 
+import importlib
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -277,21 +280,29 @@ def _w(gen: _Gen, schema: Any, v: str, depth: int) -> None:
         raise UnsupportedError(f"type {kind}")
 
 
-def compile_writer(schema: Any) -> Writer | None:
-    """A writer for ``schema`` (fastavro-parsed), or None if the generator does not cover it."""
+def compile_writer(schema: Any, prefix: bytes = b"", native: bool = True) -> Writer | None:
+    """A writer of ``prefix`` + the encoding of a datum of ``schema`` (fastavro-parsed), or None if the
+    generator does not cover it. ``native``: the C codec when it is built (see :func:`native_codec`)."""
+    codec = native_codec() if native else None
+    if codec is not None:
+        try:
+            fn: Writer = codec.Writer(program(schema), prefix, RefusedError)
+        except UnsupportedError:
+            return None
+        return fn
     gen = _Gen(schema)
     try:
         gen.emit(0, "def write(v0):")
-        gen.emit(1, "o = []; a = o.append")
+        gen.emit(1, "o = [_prefix]; a = o.append")
         _w(gen, schema, "v0", 1)
         gen.emit(1, "return b''.join(o)")
     except UnsupportedError:
         return None
     ns: dict[str, Any] = {"_SMALL": _SMALL, "_long": _long, "_int": _int, "_F32": _F32, "_F64": _F64,
-                          "_Refused": RefusedError, **gen.consts}
+                          "_Refused": RefusedError, "_prefix": prefix, **gen.consts}
     exec(compile("\n".join(gen.lines), "<avro writer>", "exec"), ns)  # our own generated source
-    fn: Writer = ns["write"]
-    return fn
+    gen_fn: Writer = ns["write"]
+    return gen_fn
 
 
 # -- reader ---------------------------------------------------------------------------------------------------
@@ -368,13 +379,17 @@ def _r(gen: _Gen, schema: Any, v: str, depth: int) -> None:
         raise UnsupportedError(f"type {kind}")
 
 
-def compile_reader(schema: Any) -> Reader | None:
+def compile_reader(schema: Any, native: bool = True) -> Reader | None:
     """A reader for data written with ``schema`` and read as it (no resolution), or None if not covered.
     Schemas that keep logical types are not covered: fastavro turns those values into datetimes."""
     gen = _Gen(schema)
     try:
         if gen.has_logical(schema):
             return None
+        codec = native_codec() if native else None
+        if codec is not None:
+            fn: Reader = codec.Reader(program(schema))
+            return fn
         gen.emit(0, "def read(d, p):")
         _r(gen, schema, "v0", 1)
         gen.emit(1, "return v0, p")
@@ -382,6 +397,69 @@ def compile_reader(schema: Any) -> Reader | None:
         return None
     ns: dict[str, Any] = {"_read_long": _read_long, "_F32": _F32, "_F64": _F64, "_bad": _bad, **gen.consts}
     exec(compile("\n".join(gen.lines), "<avro reader>", "exec"), ns)  # our own generated source
-    fn: Reader = ns["read"]
-    return fn
+    gen_fn: Reader = ns["read"]
+    return gen_fn
+
+
+# -- the C codec ----------------------------------------------------------------------------------------------
+# streams/contracts/_avroc.c runs the same writer and reader over a schema *program*: the schema resolved once
+# into nested tuples, named types inlined. Generated Python still costs ~6 us to encode an order state and is
+# the largest cost of a workflow step left; the C codec does it in well under one. It is built with the compiled
+# hot path (streams/_native.py) and used only when that is in use; the generated code is its fallback.
+
+NULL, BOOLEAN, INT, LONG, FLOAT, DOUBLE, BYTES, STRING, ENUM, FIXED, ARRAY, MAP, RECORD, UNION = range(14)
+_OPS = {"null": NULL, "boolean": BOOLEAN, "int": INT, "long": LONG, "float": FLOAT, "double": DOUBLE,
+        "bytes": BYTES, "string": STRING}
+
+
+def program(schema: Any) -> tuple[Any, ...]:
+    """``schema`` (fastavro-parsed) as the C codec's program; UnsupportedError where the generator declines."""
+    return _program(_Gen(schema), schema)
+
+
+def _program(gen: _Gen, schema: Any) -> tuple[Any, ...]:
+    kind, s = gen.resolve(schema)
+    op = _OPS.get(kind)
+    if op is not None:
+        return (op,)
+    if kind == "enum":
+        symbols = tuple(sys.intern(str(x)) for x in s["symbols"])
+        return ENUM, symbols, {x: i for i, x in enumerate(symbols)}
+    if kind == "fixed":
+        return FIXED, int(s["size"])
+    if kind == "array":
+        return ARRAY, _program(gen, s["items"])
+    if kind == "map":
+        return MAP, _program(gen, s["values"])
+    if kind in ("record", "error"):
+        name = str(s.get("name", ""))
+        gen.active.add(name)
+        fields = tuple(
+            (sys.intern(str(f["name"])), not ("default" in f or (isinstance(f["type"], list) and "null" in f["type"])),
+             f.get("default"), _program(gen, f["type"]))
+            for f in s["fields"])
+        gen.active.discard(name)
+        return RECORD, fields
+    if kind == "union":
+        i_null, i_other, other = _null_union(gen, s)
+        return UNION, i_null, i_other, _program(gen, other)
+    raise UnsupportedError(f"type {kind}")
+
+
+_CODEC: list[Any] = []
+
+
+def native_codec() -> Any:
+    """The C codec module, or None: not built, or the package runs pure Python (streams/_native.py)."""
+    if not _CODEC:
+        codec = None
+        from streams import _native
+
+        if _native.status() == "compiled":
+            try:
+                codec = importlib.import_module("streams.contracts._avroc")
+            except ImportError:
+                codec = None
+        _CODEC.append(codec)
+    return _CODEC[0]
 

@@ -134,13 +134,13 @@ class Serde:
                 raise EncodeError(f"cannot encode {what}: {exc}") from exc
             return buf.getvalue()
 
-        fast = compile_writer(body_schema)
+        fast = compile_writer(body_schema, head)
         if fast is None:
             return encode_reference
 
         def encode(record: Mapping[str, Any]) -> bytes:
             try:
-                return head + fast(record)
+                return fast(record)
             except Exception:  # a datum the generated writer does not take as is: fastavro decides
                 return encode_reference(record)
 
