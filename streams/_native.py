@@ -57,8 +57,10 @@ MODULES = (
     "streams.processors.services",
 )
 GROUP = "streams.hotpath"
-# Hand-written C built alongside (module -> source): the Avro codec (streams/contracts/fastcodec.py says why).
-C_MODULES = {"streams.contracts._avroc": "streams/contracts/_avroc.c"}
+# Hand-written C built alongside (module -> its files; headers are digested, not compiled): the Avro codec
+# (streams/contracts/fastcodec.py says why).
+C_MODULES = {"streams.contracts._avroc": tuple(f"streams/contracts/{f}" for f in (
+    "_avroc.c", "avroc_program.c", "avroc_write.c", "avroc_read.c", "avroc.h"))}
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "streams" / "_native.json"
 
@@ -70,7 +72,8 @@ def source(module: str) -> Path:
 def digests() -> dict[str, str]:
     """What the compiled modules were (or would be) built from: each source, and the interpreter."""
     out = {m: hashlib.sha256(source(m).read_bytes()).hexdigest() for m in MODULES}
-    out.update({m: hashlib.sha256((ROOT / c).read_bytes()).hexdigest() for m, c in C_MODULES.items()})
+    out.update({m: hashlib.sha256(b"".join((ROOT / f).read_bytes() for f in files)).hexdigest()
+                for m, files in C_MODULES.items()})
     out["python"] = sys.implementation.cache_tag + "-" + sys.platform
     return out
 
@@ -143,7 +146,8 @@ from mypyc.build import mypycify
 
 setup(name="streams-hotpath",
       ext_modules=mypycify({paths!r}, opt_level="3", group_name={group!r}, target_dir={c_dir!r})
-      + [Extension(m, [c], extra_compile_args=["-O2"]) for m, c in {c_modules!r}.items()])
+      + [Extension(m, [f for f in files if f.endswith(".c")], depends=[f for f in files if f.endswith(".h")],
+                   extra_compile_args=["-O2"]) for m, files in {c_modules!r}.items()])
 """
 
 

@@ -23,7 +23,9 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-SOURCE = Path(__file__).resolve().parents[1] / "streams" / "contracts" / "_avroc.c"
+SOURCE_DIR = Path(__file__).resolve().parents[1] / "streams" / "contracts"
+SOURCES = ["_avroc.c", "avroc_program.c", "avroc_write.c", "avroc_read.c"]
+HEADERS = ["avroc.h"]
 FLAGS = ["-O2", "-std=c99", "-Wall", "-Wextra", "-Werror"]
 PRIMS = {"null": 0, "boolean": 1, "int": 2, "long": 3, "float": 4, "double": 5, "bytes": 6, "string": 7}
 NOW = 1767225600123
@@ -47,11 +49,12 @@ class MyDict(dict[str, Any]):
 
 def build(root: Path) -> ModuleType:
     """Compile the module under ``root`` (nothing is written elsewhere) and load it."""
-    shutil.copy(SOURCE, root / "_avroc.c")
+    for name in SOURCES + HEADERS:
+        shutil.copy(SOURCE_DIR / name, root / name)
     script = ("from setuptools import Extension, setup\n"
               "setup(name='avroc_test', script_args=['-q', 'build_ext', '--build-lib', 'lib', '--build-temp', 'tmp'],\n"
-              "      ext_modules=[Extension('streams.contracts._avroc', ['_avroc.c'],\n"
-              f"                             extra_compile_args={FLAGS!r})])\n")
+              f"      ext_modules=[Extension('streams.contracts._avroc', {SOURCES!r}, include_dirs=['.'],\n"
+              f"                             depends={HEADERS!r}, extra_compile_args={FLAGS!r})])\n")
     proc = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     so = root / "lib" / "streams" / "contracts" / f"_avroc{sysconfig.get_config_var('EXT_SUFFIX')}"
