@@ -204,3 +204,17 @@ def test_max_batch_is_bounded_by_what_consume_accepts(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=r"max_batch must be within 1\.\.1000000"):
             WorkerSettings(group="g", state_dir=tmp_path, max_batch=bad)
     assert WorkerSettings(group="g", state_dir=tmp_path, max_batch=1_000_000).max_batch == 1_000_000
+
+
+def test_the_collector_policy_applies_for_a_block_and_is_undone() -> None:
+    import gc
+
+    from streams.runtime import gcpolicy
+
+    before = gc.get_threshold()
+    assert before != gcpolicy.THRESHOLDS
+    with gcpolicy.tuned():
+        assert gc.get_threshold() == gcpolicy.THRESHOLDS
+        assert gc.get_freeze_count() > 0  # what existed when the block began is no longer scanned
+    assert gc.get_threshold() == before
+    gc.unfreeze()

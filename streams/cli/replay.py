@@ -10,6 +10,7 @@ from pathlib import Path
 from streams.cli.common import add_kafka_args, kafka_or_embedded, log
 from streams.errors import ConfigError
 from streams.ops import replay as rp
+from streams.runtime import gcpolicy
 from streams.runtime.rebuild import rebuild
 from streams.topology import load
 
@@ -95,6 +96,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
     proc = topo.processor(args.processor)
     group = args.group or topo.default_group(proc)
     parts = args.partitions or range(topo.topics[proc.inputs[0]].partitions)
+    gcpolicy.tune()
     with kafka_or_embedded(args) as kafka:
         hashes = rebuild(kafka, group, list(proc.inputs), proc.changelog, proc.store, parts, Path(args.state_dir),
                          log, progress=lambda done: None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import signal
 import socket
@@ -17,6 +16,7 @@ from streams.errors import ConfigError, KafkaUnavailableError
 from streams.kafka.admin import Admin
 from streams.ops.status import Endpoints, StatusServer
 from streams.processors import resolve
+from streams.runtime import gcpolicy
 from streams.runtime.faults import Faults
 from streams.runtime.worker import Worker, WorkerSpec
 from streams.topology import ProcessorSpec, TopicSpec, Topology, load
@@ -98,18 +98,6 @@ def prepare(topo: Topology, proc: ProcessorSpec, kafka: KafkaSettings, create: b
             delay = min(delay * 2, 10.0)
 
 
-def tune_gc() -> None:
-    """Process-wide, so only here at the process entry, never inside the Worker (tests run workers in threads).
-    A step allocates a few dozen short-lived containers that reference counting frees; the cyclic collector
-    still ran every 700 net allocations and, with thousands of decoded states cached, took ~9% of a saturated
-    orchestrator (profiled: 1,040 collections in 80,000 steps). Freezing what startup built (modules, schemas,
-    the workflow definition) and collecting young objects every 10,000 allocations measured 1.0 -> 0.3 s of
-    collection per 80,000 steps, +15-20% steps/s."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 20)
-
-
 def run(args: argparse.Namespace) -> int:
     topo = load(args.topology)
     proc = topo.processor(args.processor)
@@ -149,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, lambda *_: worker.stop())
         log(f"worker: {proc.name} in group {group}, state in {state_dir}, pid {os.getpid()}, "
             f"hot path {_native.status()}")
-        tune_gc()
+        gcpolicy.tune()
         try:
             worker.run()
         finally:

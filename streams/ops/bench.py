@@ -57,6 +57,7 @@ from streams.ops.bench_model import BenchConfig, BenchResult
 from streams.ops.loadgen import ORDERS_TOPIC, place_orders
 from streams.processors.avro import make_serde
 from streams.processors.workflow import WorkflowProcessor
+from streams.runtime import gcpolicy
 from streams.runtime.rebuild import rebuild
 from streams.state import entity
 from streams.topology import TopicSpec, Topology, load
@@ -441,9 +442,11 @@ class Bench:
         self.log(f"bench: rebuilding {entities:,} states from {ph.changelog}")
         store = ph.topology.processor("orchestrator").store
         t, cpu0, bcpu0 = time.monotonic(), time.process_time(), ph.broker_cpu()
-        # Timed: the restore itself, as a worker does it; not the state hash the operator's rebuild adds at the end.
-        rebuild(ph.kafka, group, [ORDERS_TOPIC], ph.changelog, store, range(self.cfg.partitions), into, note,
-                hashes=False)
+        # Timed: the restore itself, as a worker does it (with a worker's collector settings); not the state hash
+        # the operator's rebuild adds at the end.
+        with gcpolicy.tuned():
+            rebuild(ph.kafka, group, [ORDERS_TOPIC], ph.changelog, store, range(self.cfg.partitions), into, note,
+                    hashes=False)
         secs = time.monotonic() - t
         cores = ph.usage("bench process", time.process_time() - cpu0, bcpu0, secs)
         shutil.rmtree(into, ignore_errors=True)
