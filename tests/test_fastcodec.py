@@ -401,3 +401,22 @@ def test_unsupported_shapes_are_declined_or_correct(name: str) -> None:
         if reader is not None:
             (value, end), want = reader(b"\x01" + expected, 1), fa_read(schema, expected)
             assert end == 1 + want[1] and same(value, want[0]), f"{name}: read {short(value)}, fastavro {want[0]!r}"
+
+
+@pytest.mark.parametrize("depth", [25, 300])
+def test_deeply_nested_schemas_get_a_codec_or_none(depth: int, backend: str) -> None:
+    # Python compiles at most 20 nested loops, the C codec recurses at most 256 levels: past that, no codec
+    # (the caller uses fastavro) instead of a SyntaxError or ValueError while building one
+    t: Any = "long"
+    for _ in range(depth):
+        t = {"type": "array", "items": t}
+    schema = parse_schema({"type": "record", "name": "Deep", "fields": [{"name": "f", "type": t}]})
+    writer, reader = compile_writer(schema), compile_reader(schema)
+    covered = backend == "c" and depth < 256
+    assert (writer is not None, reader is not None) == (covered, covered)
+    if writer is not None and reader is not None:
+        datum: Any = 7
+        for i in range(depth):
+            datum = [datum, datum] if i < 3 else [datum]
+        assert writer({"f": datum}) == fa_write(schema, {"f": datum})
+        assert reader(fa_write(schema, {"f": datum}), 0)[0] == {"f": datum}

@@ -287,7 +287,7 @@ def compile_writer(schema: Any, prefix: bytes = b"", native: bool = True) -> Wri
     if codec is not None:
         try:
             fn: Writer = codec.Writer(program(schema), prefix, RefusedError)
-        except UnsupportedError:
+        except (UnsupportedError, TypeError, ValueError):  # e.g. nested deeper than the C codec recurses
             return None
         return fn
     gen = _Gen(schema)
@@ -300,7 +300,10 @@ def compile_writer(schema: Any, prefix: bytes = b"", native: bool = True) -> Wri
         return None
     ns: dict[str, Any] = {"_SMALL": _SMALL, "_long": _long, "_int": _int, "_F32": _F32, "_F64": _F64,
                           "_Refused": RefusedError, "_prefix": prefix, **gen.consts}
-    exec(compile("\n".join(gen.lines), "<avro writer>", "exec"), ns)  # our own generated source
+    try:
+        exec(compile("\n".join(gen.lines), "<avro writer>", "exec"), ns)  # our own generated source
+    except SyntaxError:  # Python nests at most 20 loops and 100 indents: fastavro takes deeper schemas
+        return None
     gen_fn: Writer = ns["write"]
     return gen_fn
 
@@ -388,7 +391,10 @@ def compile_reader(schema: Any, native: bool = True) -> Reader | None:
             return None
         codec = native_codec() if native else None
         if codec is not None:
-            fn: Reader = codec.Reader(program(schema))
+            try:
+                fn: Reader = codec.Reader(program(schema))
+            except (TypeError, ValueError):  # e.g. nested deeper than the C codec recurses: fastavro reads it
+                return None
             return fn
         gen.emit(0, "def read(d, p):")
         _r(gen, schema, "v0", 1)
@@ -396,7 +402,10 @@ def compile_reader(schema: Any, native: bool = True) -> Reader | None:
     except UnsupportedError:
         return None
     ns: dict[str, Any] = {"_read_long": _read_long, "_F32": _F32, "_F64": _F64, "_bad": _bad, **gen.consts}
-    exec(compile("\n".join(gen.lines), "<avro reader>", "exec"), ns)  # our own generated source
+    try:
+        exec(compile("\n".join(gen.lines), "<avro reader>", "exec"), ns)  # our own generated source
+    except SyntaxError:  # Python nests at most 20 loops and 100 indents: fastavro takes deeper schemas
+        return None
     gen_fn: Reader = ns["read"]
     return gen_fn
 
