@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import math
+import os
 import random
 import shutil
 import subprocess
@@ -57,7 +58,10 @@ def build(root: Path) -> ModuleType:
               f"                             depends={HEADERS!r}, extra_compile_args={FLAGS!r})])\n")
     proc = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    so = root / "lib" / "streams" / "contracts" / f"_avroc{sysconfig.get_config_var('EXT_SUFFIX')}"
+    return load(root / "lib" / "streams" / "contracts" / f"_avroc{sysconfig.get_config_var('EXT_SUFFIX')}")
+
+
+def load(so: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location("streams.contracts._avroc", so)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -67,7 +71,8 @@ def build(root: Path) -> ModuleType:
 
 @pytest.fixture(scope="session")
 def avroc(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
-    return build(tmp_path_factory.mktemp("avroc"))
+    prebuilt = os.environ.get("AVROC_PREBUILT")  # a module built elsewhere, used as is (scripts/sanitize: ASan+UBSan)
+    return load(Path(prebuilt)) if prebuilt else build(tmp_path_factory.mktemp("avroc"))
 
 
 def program(s: Any) -> tuple[Any, ...]:
