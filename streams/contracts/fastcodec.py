@@ -205,6 +205,11 @@ def _null_union(gen: _Gen, branches: list[Any]) -> tuple[int, int, Any]:
 # -- writer ---------------------------------------------------------------------------------------------------
 
 
+def _optional(field: Any) -> bool:
+    """Whether a record field may be missing from a datum: fastavro writes ``datum.get(name, default)``."""
+    return "default" in field or (isinstance(field["type"], list) and "null" in field["type"])
+
+
 def _w(gen: _Gen, schema: Any, v: str, depth: int) -> None:
     """Append the encoding of the value in variable ``v`` (``a`` appends a bytes object)."""
     kind, s = gen.resolve(schema)
@@ -261,8 +266,7 @@ def _w(gen: _Gen, schema: Any, v: str, depth: int) -> None:
         for f in s["fields"]:
             x = gen.var("f")
             ftype = f["type"]
-            if "default" in f or (isinstance(ftype, list) and "null" in ftype):
-                # fastavro writes datum.get(name, default): a missing field takes its default
+            if _optional(f):
                 e(depth, f"{x} = {v}.get({f['name']!r}, {gen.const(f.get('default'))})")
             else:
                 e(depth, f"{x} = {v}[{f['name']!r}]")
@@ -444,8 +448,7 @@ def _program(gen: _Gen, schema: Any) -> tuple[Any, ...]:
         name = str(s.get("name", ""))
         gen.active.add(name)
         fields = tuple(
-            (sys.intern(str(f["name"])), not ("default" in f or (isinstance(f["type"], list) and "null" in f["type"])),
-             f.get("default"), _program(gen, f["type"]))
+            (sys.intern(str(f["name"])), not _optional(f), f.get("default"), _program(gen, f["type"]))
             for f in s["fields"])
         gen.active.discard(name)
         return RECORD, fields
