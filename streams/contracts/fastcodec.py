@@ -304,11 +304,7 @@ def compile_writer(schema: Any, prefix: bytes = b"", native: bool = True) -> Wri
         return None
     ns: dict[str, Any] = {"_SMALL": _SMALL, "_long": _long, "_int": _int, "_F32": _F32, "_F64": _F64,
                           "_Refused": RefusedError, "_prefix": prefix, **gen.consts}
-    try:
-        exec(compile("\n".join(gen.lines), "<avro writer>", "exec"), ns)  # our own generated source
-    except SyntaxError:  # Python nests at most 20 loops and 100 indents: fastavro takes deeper schemas
-        return None
-    gen_fn: Writer = ns["write"]
+    gen_fn: Writer | None = _define(gen, "write", ns)
     return gen_fn
 
 
@@ -406,12 +402,18 @@ def compile_reader(schema: Any, native: bool = True) -> Reader | None:
     except UnsupportedError:
         return None
     ns: dict[str, Any] = {"_read_long": _read_long, "_F32": _F32, "_F64": _F64, "_bad": _bad, **gen.consts}
-    try:
-        exec(compile("\n".join(gen.lines), "<avro reader>", "exec"), ns)  # our own generated source
-    except SyntaxError:  # Python nests at most 20 loops and 100 indents: fastavro takes deeper schemas
-        return None
-    gen_fn: Reader = ns["read"]
+    gen_fn: Reader | None = _define(gen, "read", ns)
     return gen_fn
+
+
+def _define(gen: _Gen, name: str, ns: dict[str, Any]) -> Any:
+    """Function ``name`` of the generated source, or None where Python cannot compile it: it nests at most 20
+    loops and 100 indents, and fastavro takes deeper schemas."""
+    try:
+        exec(compile("\n".join(gen.lines), f"<avro {name}>", "exec"), ns)  # our own generated source
+    except SyntaxError:
+        return None
+    return ns[name]
 
 
 # -- the C codec ----------------------------------------------------------------------------------------------
