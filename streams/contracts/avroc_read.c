@@ -198,21 +198,16 @@ static PyObject *r(const Node *n, Pos *pp, RCtx *c)
             return NULL;
         return PyLong_FromLongLong((long long)i);
     case OP_FLOAT:
-        if (c->end - p < 4)
-            return bad("truncated: a float past the end");
-        x = PyFloat_Unpack4((const char *)p, 1);
+    case OP_DOUBLE: {
+        Py_ssize_t width = n->op == OP_FLOAT ? 4 : 8;
+        if (c->end - p < width)
+            return bad("truncated: a float or double past the end");
+        x = width == 4 ? PyFloat_Unpack4((const char *)p, 1) : PyFloat_Unpack8((const char *)p, 1);
         if (x == -1.0 && PyErr_Occurred())
             return NULL;
-        *pp = p + 4;
+        *pp = p + width;
         return PyFloat_FromDouble(x);
-    case OP_DOUBLE:
-        if (c->end - p < 8)
-            return bad("truncated: a double past the end");
-        x = PyFloat_Unpack8((const char *)p, 1);
-        if (x == -1.0 && PyErr_Occurred())
-            return NULL;
-        *pp = p + 8;
-        return PyFloat_FromDouble(x);
+    }
     case OP_BYTES:
         return read_str(pp, c->end, 0);
     case OP_STRING:
