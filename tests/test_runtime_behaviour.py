@@ -10,9 +10,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streams.config import KafkaSettings, WorkerSettings
+from streams.kafka.admin import Admin
+from streams.kafka.client import make_consumer, make_producer, resume
 from streams.kafka.embedded import EmbeddedBroker, free_port
 from streams.processors import resolve
 from streams.records import (
@@ -28,7 +30,7 @@ from streams.records import (
     header,
 )
 from streams.runtime.worker import Worker, WorkerSpec
-from streams.topology import load
+from streams.topology import TopicSpec, load
 from support import WorkerProc, committed, counter_topology, produce_counts, read_all, wait_drained, wait_until
 
 pytestmark = pytest.mark.kafka
@@ -388,3 +390,41 @@ def test_a_record_of_a_partition_no_longer_assigned_is_left_to_its_new_owner(
         worker.run()  # stopped before it starts: closes the consumer, producer and stores
     assert worker.stats.records_in == 0
     assert any(f"not rewinding {name}.in[1], no longer assigned" in line for line in logs), logs
+
+
+def test_a_partition_resumed_after_its_restore_is_fetched_at_once(kafka: KafkaSettings, unique: str) -> None:
+    """The worker pauses its partitions in the assignment callback and resumes each once restored. Resumed the
+    plain way, librdkafka fetched it only on its broker thread's next idle tick, 0.9-1 s later: a second of
+    every failover. ``resume`` must have records flowing well inside that tick."""
+    topic = f"resume{unique}"
+    Admin(kafka).ensure([TopicSpec(topic, 2)])
+    producer = make_producer(kafka)
+    for i in range(200):
+        producer.produce(topic, b"v", str(i).encode(), partition=i % 2)
+    assert producer.flush(10) == 0
+    consumer = make_consumer(kafka, f"g-{topic}")
+    parts = [TopicPartition(topic, p, 0) for p in range(2)]
+    assigned: list[bool] = []
+
+    def on_assign(c: Consumer, _given: list[TopicPartition]) -> None:
+        c.assign(parts)
+        c.pause(parts)
+        assigned.append(True)
+
+    try:
+        consumer.subscribe([topic], on_assign=on_assign)
+        deadline = time.monotonic() + 30
+        while not assigned and time.monotonic() < deadline:
+            assert not consumer.consume(10, 0.05), "a paused partition delivered records"
+        assert assigned, "no assignment within 30 s"
+        consumer.consume(10, 0.1)  # the fetcher now idles on its tick, as after a restore
+        started = time.monotonic()
+        resume(consumer, [TopicPartition(topic, p) for p in range(2)])
+        got = 0
+        while not got and time.monotonic() - started < 5:
+            got = len(consumer.consume(100, 0.01))
+        waited = time.monotonic() - started
+    finally:
+        consumer.close()
+    assert got > 0
+    assert waited < 0.5, f"first records {waited:.2f}s after resume: the fetcher waited for its idle tick"

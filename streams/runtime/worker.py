@@ -22,7 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from streams.config import KafkaSettings, WorkerSettings
 from streams.errors import HopLimitError, ProcessingError, RecordError, StreamsError
-from streams.kafka.client import consumer_config, make_consumer, make_producer, translate
+from streams.kafka.client import consumer_config, make_consumer, make_producer, resume, translate
 from streams.records import H_EVENT_ID, H_HOPS, H_TRACEPARENT, InputRecord, OutputRecord, header
 from streams.runtime import dlq, observe, otel, parking, tracing
 from streams.runtime.commit import (
@@ -363,8 +363,7 @@ class Worker:
         if done:
             ok = commit_offsets(self._ctx, Batch(offsets={p: {tp.topic: tp.offset for tp in done}}))
             self.stats.commits += int(ok)
-        tps = [TopicPartition(t, p) for t in self.spec.inputs]
-        self._consumer.resume(tps)
+        resume(self._consumer, [TopicPartition(t, p) for t in self.spec.inputs])
         self.log(f"worker: partition {p} restored; processing")
 
     def _tombstone_orphans(self, p: int, store: PartitionStore, orphans: dict[bytes, tuple[int, int]]) -> None:
@@ -477,7 +476,7 @@ class Worker:
         while len(self._producer) > limit // 2 and not self._stop.is_set():
             self._producer.poll(0.05)
         if self._bp_paused:
-            self._consumer.resume(self._bp_paused)
+            resume(self._consumer, self._bp_paused)
             self._bp_paused = []
 
     # -- processing --------------------------------------------------------------------------------------
