@@ -191,13 +191,22 @@ def _produce(
     producer: Producer, topic: str, key: bytes | None, value: bytes | None,
     headers: object, partition: int | None = None,
 ) -> None:
-    """Produce, waiting for queue space instead of failing: the queue bound is backpressure, not an error."""
+    """Produce, waiting for queue space instead of failing: the queue bound is backpressure, not an error.
+
+    Keyword arguments, even ``headers=None``, cost confluent-kafka ~0.5 us a record in argument parsing
+    (1.0 -> 0.4 us measured), so a record without headers (an entity's changelog value) passes none.
+    """
     while True:
         try:
-            if partition is None:
-                producer.produce(topic, value, key, headers=headers)
+            if headers is not None:
+                if partition is None:
+                    producer.produce(topic, value, key, headers=headers)
+                else:
+                    producer.produce(topic, value, key, partition=partition, headers=headers)
+            elif partition is None:
+                producer.produce(topic, value, key)
             else:
-                producer.produce(topic, value, key, partition=partition, headers=headers)
+                producer.produce(topic, value, key, partition)  # positionally: topic, value, key, partition
             return
         except BufferError:
             producer.poll(0.05)

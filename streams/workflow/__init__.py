@@ -32,7 +32,9 @@ from streams.workflow.model import (
     WorkflowState,
     command_id,
     event_from_record,
+    history_records,
     output_id,
+    timer_records,
 )
 from streams.workflow.registry import WORKFLOWS, create, names
 from streams.workflow.retry import NO_RETRY, RetryPolicy
@@ -64,6 +66,7 @@ __all__ = [
     "event_from_record",
     "fail",
     "guard",
+    "history_records",
     "issue",
     "names",
     "output_id",
@@ -71,4 +74,5 @@ __all__ = [
     "record_with",
     "set_timer",
     "step",
+    "timer_records",
 ]

@@ -12,7 +12,7 @@ adapter is ``WorkflowState.from_record(avro_dict)`` / ``state.to_record()``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -147,14 +147,8 @@ class WorkflowState:
             "data": dict(self.data),
             "attempts": dict(self.attempts),
             "completed_steps": list(self.completed_steps),
-            "timers": [
-                {"name": t.name, "due_at": t.due_at, "fires_event": t.fires_event, "attempt": t.attempt}
-                for t in self.timers
-            ],
-            "history": [
-                {"at": h.at, "from_state": h.from_state, "event": h.event, "to_state": h.to_state}
-                for h in self.history
-            ],
+            "timers": timer_records(self.timers),
+            "history": history_records(self.history),
             "reason": self.reason,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
@@ -174,6 +168,14 @@ class WorkflowState:
             created_at=rec["created_at"],
             updated_at=rec["updated_at"],
         )
+
+
+def timer_records(timers: Sequence[Timer]) -> list[dict[str, Any]]:
+    return [{"name": t.name, "due_at": t.due_at, "fires_event": t.fires_event, "attempt": t.attempt} for t in timers]
+
+
+def history_records(history: Sequence[Transition]) -> list[dict[str, Any]]:
+    return [{"at": h.at, "from_state": h.from_state, "event": h.event, "to_state": h.to_state} for h in history]
 
 
 @dataclass(slots=True, unsafe_hash=True)
