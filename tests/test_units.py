@@ -218,3 +218,42 @@ def test_the_collector_policy_applies_for_a_block_and_is_undone() -> None:
         assert gc.get_freeze_count() > 0  # what existed when the block began is no longer scanned
     assert gc.get_threshold() == before
     gc.unfreeze()
+
+
+def _samples() -> list[object]:
+    """One instance of each hot-path dataclass whose __init__ is written out, every field a distinct value."""
+    from streams.workflow.model import Event, Output, StepResult, Timer, Transition, WorkflowState
+
+    timer = Timer("t", 5, "Fired", 2)
+    trans = Transition(1, "a", "E", "b")
+    state = WorkflowState("wf", "s", {"x": 1}, {"c": 2}, ("done",), (timer,), (trans,), "why", 10, 11)
+    out = Output("Rec", "topic", "k", {"p": 1}, "oid", "cid", 3)
+    return [
+        InputRecord("in", 1, 2, b"k", b"v", 3, (("h", b"1"),)),
+        OutputRecord("out", b"k", b"v", (("h", b"1"),)),
+        entity.Entity(7, 8, [b"id"], b"state"),
+        timer, trans, state, out,
+        Event("E", "eid", "k", {"p": 1}, 4, 5, 6),
+        StepResult(state, (out,), (timer,), (Timer("u", 6, "G", 3),), None, "ignored", 9, True),
+    ]
+
+
+@pytest.mark.parametrize("obj", _samples(), ids=lambda o: type(o).__name__)
+def test_a_written_out_init_sets_every_field_in_order_with_the_dataclass_defaults(obj: object) -> None:
+    """These classes write their __init__ out so mypyc compiles it (see streams.records); a field added to the
+    class but not to its __init__, or two fields swapped, must fail here rather than corrupt a record."""
+    import dataclasses
+
+    cls = type(obj)
+    fields = dataclasses.fields(obj)  # type: ignore[arg-type]
+    values = [getattr(obj, f.name) for f in fields]
+    assert len(set(map(repr, values))) == len(values), "the sample must give every field a distinct value"
+    assert cls(*values) == obj
+    assert cls(**{f.name: v for f, v in zip(fields, values, strict=True)}) == obj
+    assert dataclasses.replace(obj) == obj  # type: ignore[type-var]
+    required = [v for f, v in zip(fields, values, strict=True)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    bare = cls(*required)
+    for f in fields[len(required):]:
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        assert getattr(bare, f.name) == default, f"{cls.__name__}.{f.name}: __init__ default differs"

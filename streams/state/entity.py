@@ -30,6 +30,7 @@ def _id_bytes(event_id: str) -> bytes:
     return raw if len(raw) <= _MAX_ID else blake2b(raw, digest_size=32).hexdigest().encode()
 
 
+# __init__ written out, compiled natively: see streams.records.
 @dataclass(slots=True)
 class Entity:
     """A decoded envelope; ``state`` is the processor's own encoding."""
@@ -38,6 +39,12 @@ class Entity:
     source_offset: int
     recent_ids: list[bytes]
     state: bytes | None
+
+    def __init__(self, source_tag: int, source_offset: int, recent_ids: list[bytes], state: bytes | None) -> None:
+        self.source_tag = source_tag
+        self.source_offset = source_offset
+        self.recent_ids = recent_ids
+        self.state = state
 
     def seen(self, event_id: str) -> bool:
         return _id_bytes(event_id) in self.recent_ids

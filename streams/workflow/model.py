@@ -50,6 +50,7 @@ def command_id(workflow: str, key: str, command: str) -> str:
     return f"{workflow}/{key}/{command}"
 
 
+# __init__ written out, compiled natively: see streams.records.
 @dataclass(slots=True, unsafe_hash=True)
 class Timer:
     """A pending durable timer. ``attempt`` tells firings apart: for command timers it is the command attempt,
@@ -59,6 +60,12 @@ class Timer:
     due_at: int
     fires_event: str
     attempt: int = 0
+
+    def __init__(self, name: str, due_at: int, fires_event: str, attempt: int = 0) -> None:
+        self.name = name
+        self.due_at = due_at
+        self.fires_event = fires_event
+        self.attempt = attempt
 
     def fired_payload(self) -> dict[str, Any]:
         """The body of the TimerFired record the runtime writes when this timer is due."""
@@ -78,6 +85,12 @@ class Transition:
     event: str
     to_state: str
 
+    def __init__(self, at: int, from_state: str, event: str, to_state: str) -> None:
+        self.at = at
+        self.from_state = from_state
+        self.event = event
+        self.to_state = to_state
+
 
 @dataclass(slots=True, unsafe_hash=True)
 class Event:
@@ -95,6 +108,24 @@ class Event:
     timestamp_ms: int
     hops: int = 0
     park_deadline_ms: int | None = None
+
+    def __init__(
+        self,
+        name: str,
+        event_id: str,
+        key: str,
+        payload: Mapping[str, Any],
+        timestamp_ms: int,
+        hops: int = 0,
+        park_deadline_ms: int | None = None,
+    ) -> None:
+        self.name = name
+        self.event_id = event_id
+        self.key = key
+        self.payload = payload
+        self.timestamp_ms = timestamp_ms
+        self.hops = hops
+        self.park_deadline_ms = park_deadline_ms
 
     @classmethod
     def timer_fired(cls, key: str, timer: Timer, timestamp_ms: int) -> Event:
@@ -132,6 +163,30 @@ class WorkflowState:
     reason: str | None
     created_at: int
     updated_at: int
+
+    def __init__(
+        self,
+        workflow: str,
+        state: str,
+        data: Mapping[str, Any],
+        attempts: Mapping[str, int],
+        completed_steps: tuple[str, ...],
+        timers: tuple[Timer, ...],
+        history: tuple[Transition, ...],
+        reason: str | None,
+        created_at: int,
+        updated_at: int,
+    ) -> None:
+        self.workflow = workflow
+        self.state = state
+        self.data = data
+        self.attempts = attempts
+        self.completed_steps = completed_steps
+        self.timers = timers
+        self.history = history
+        self.reason = reason
+        self.created_at = created_at
+        self.updated_at = updated_at
 
     def timer(self, name: str) -> Timer | None:
         for t in self.timers:
@@ -195,6 +250,24 @@ class Output:
     command_id: str | None = None
     hops: int = 1
 
+    def __init__(
+        self,
+        record: str,
+        topic: str,
+        key: str,
+        payload: Mapping[str, Any],
+        output_id: str,
+        command_id: str | None = None,
+        hops: int = 1,
+    ) -> None:
+        self.record = record
+        self.topic = topic
+        self.key = key
+        self.payload = payload
+        self.output_id = output_id
+        self.command_id = command_id
+        self.hops = hops
+
     def to_record(self) -> dict[str, Any]:
         return {
             "record": self.record,
@@ -256,6 +329,26 @@ class StepResult:
     ignored: str | None = None
     park_until_ms: int | None = None
     changed: bool = False
+
+    def __init__(
+        self,
+        state: WorkflowState | None,
+        outputs: tuple[Output, ...] = (),
+        timers_set: tuple[Timer, ...] = (),
+        timers_cancelled: tuple[Timer, ...] = (),
+        failure: Failure | None = None,
+        ignored: str | None = None,
+        park_until_ms: int | None = None,
+        changed: bool = False,
+    ) -> None:
+        self.state = state
+        self.outputs = outputs
+        self.timers_set = timers_set
+        self.timers_cancelled = timers_cancelled
+        self.failure = failure
+        self.ignored = ignored
+        self.park_until_ms = park_until_ms
+        self.changed = changed
 
     @property
     def park(self) -> bool:
