@@ -482,8 +482,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for k, v in {**_PAGE_HEADERS, **(extra or {})}.items():
             self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.end_headers()
+            self.wfile.write(body)
+        except ConnectionError:
+            self.close_connection = True  # the browser went away before its answer: nothing to report
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Only failures, and never the query string or headers (where a token could be)."""

@@ -198,8 +198,11 @@ def _handler(srv: StatusServer) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.end_headers()
+                self.wfile.write(body)
+            except ConnectionError:
+                self.close_connection = True  # the client went away before its answer: nothing to report
 
         def do_GET(self) -> None:
             if not srv.authorized(self.headers.get("Authorization")):
