@@ -109,15 +109,16 @@ def producer_config(settings: KafkaSettings, overrides: Mapping[str, object] | N
     return conf
 
 
-def resume(consumer: Consumer, partitions: list[TopicPartition], timeout_s: float = 1.0) -> None:
+def resume(consumer: Consumer, partitions: list[TopicPartition], timeout_s: float = 0.1) -> None:
     """Resume ``partitions`` and start fetching them now rather than up to a second later.
 
     librdkafka (2.16 here) does not wake the leader's broker thread when a partition paused in the assignment
     callback is resumed: the fetcher sees it on its next idle tick, up to a second later (0.90-0.95 s measured
     against the embedded broker; confluent-kafka-go#630 shows the same against Kafka). That second was spent
     idle at the start of every assignment: a failover, each bench run. Any request to a partition's leader
-    wakes its broker thread, and a watermark query is the cheapest one. It is only a nudge: if it fails, the
-    fetcher still starts on its own tick.
+    wakes its broker thread, and a watermark query is the cheapest one. It is only a nudge, which works once the
+    request is queued, answered or not: the short timeout bounds what a slow broker costs the loop, and if the
+    query fails the fetcher still starts on its own tick.
     """
     consumer.resume(partitions)
     for tp in partitions:
