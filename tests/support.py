@@ -182,3 +182,18 @@ class WorkerProc:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def hang_up(url: str, partial_request: bytes, times: int = 3) -> None:
+    """Send the start of a request to an HTTP server, then reset the connection, as a killed client does."""
+    import socket
+    import struct
+
+    host, port = url.removeprefix("http://").split("/")[0].split(":")
+    for _ in range(times):
+        sock = socket.create_connection((host, int(port)), timeout=5)
+        sock.sendall(partial_request)
+        time.sleep(0.05)  # the handler is now waiting for the rest
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # with linger 0 this is a reset, as when the process dies
+    time.sleep(0.3)

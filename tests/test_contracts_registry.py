@@ -21,6 +21,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from streams.config import KafkaSettings
 from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
 from streams.errors import ConfigError
+from support import hang_up
 
 pytestmark = pytest.mark.kafka
 
@@ -361,18 +362,9 @@ def test_refuses_a_log_written_by_another_registry(kafka: KafkaSettings, unique:
 def test_a_client_that_hangs_up_mid_request_leaves_no_traceback(
         shared_registry: RegistryServer, capfd: pytest.CaptureFixture[str]) -> None:
     """A worker killed while registering a schema resets its connection. That is not a server error: the
-    registry used to print two tracebacks (the reset read, then the failed 500) into its log for each."""
-    import struct
-    import time
-
-    host, port = shared_registry.url.removeprefix("http://").split(":")
-    for _ in range(3):
-        sock = socket.create_connection((host, int(port)), timeout=5)
-        sock.sendall(b"POST /subjects/x/versions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"sch")
-        time.sleep(0.05)  # the handler is now waiting for the rest of the body
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.close()  # with linger 0: a reset, as when the process dies
-    time.sleep(0.3)
+    registry used to print tracebacks (the reset read, then the failed error answer) into its log for each."""
+    hang_up(shared_registry.url, b"POST /subjects/x/versions HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{\"sch")
+    hang_up(shared_registry.url, b"GET /subj")  # reset inside the request line
     assert http(shared_registry.url, "GET", "/subjects") == (200, [])
     err = capfd.readouterr().err
     assert "Traceback" not in err and "Exception occurred" not in err, err

@@ -39,6 +39,7 @@ from streams.kafka.client import make_consumer, make_producer
 from streams.ops.dashboard import Dashboard, DashboardSettings, Sampler, histogram_quantile
 from streams.ops.httpauth import is_loopback
 from streams.topology import TopicSpec
+from support import hang_up
 
 pytestmark = pytest.mark.kafka
 
@@ -563,3 +564,12 @@ def test_cli_serves_with_the_env_token_and_never_logs_it(subprocess_env: dict[st
     log = first + err
     assert "/api/snapshot -> 401" in log
     assert TOKEN not in log
+
+
+def test_a_browser_that_hangs_up_mid_request_leaves_no_traceback(
+        dashboard: Dashboard, capfd: pytest.CaptureFixture[str]) -> None:
+    hang_up(dashboard.url, b"GET /api/snap")
+    with urllib.request.urlopen(dashboard.url + "healthz", timeout=5) as resp:
+        assert resp.status == 200
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception occurred" not in err, err

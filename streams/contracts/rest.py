@@ -130,6 +130,14 @@ class Handler(BaseHTTPRequestHandler):
     server: RegistryHTTPServer
     error_content_type = CONTENT_TYPE
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except ConnectionError:
+            # The client went away (a worker killed mid-request): no one to answer, and not a server error.
+            # Unhandled, the stdlib printed a traceback into the registry's log for each such connection.
+            self.close_connection = True
+
     def do_GET(self) -> None:
         self._handle("GET")
 
@@ -154,7 +162,7 @@ class Handler(BaseHTTPRequestHandler):
         except HttpError as exc:
             self._send(exc.status, {"error_code": exc.code, "message": str(exc)})
         except ConnectionError:
-            self.close_connection = True  # the client hung up mid-request: no one to answer, nothing wrong here
+            raise  # not a bug of ours: see handle()
         except Exception as exc:  # a bug: answer 500 in the API's shape and keep serving
             traceback.print_exc(file=sys.stderr)
             self._send(500, {"error_code": 50001, "message": f"internal error: {type(exc).__name__}"})
@@ -185,13 +193,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", CONTENT_TYPE)
         self.send_header("Content-Length", str(len(data)))
-        try:
-            self.end_headers()
-            self.wfile.write(data)
-        except ConnectionError:
-            # The client went away before its answer (a worker killed mid-request). Not a server error: without
-            # this the stdlib printed two tracebacks into the registry's log for each such request.
-            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(data)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Protocol-level errors (bad request line, unsupported method) in the API's JSON shape too."""

@@ -461,6 +461,12 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "streams-dashboard"
     sys_version = ""
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except ConnectionError:
+            self.close_connection = True  # the browser went away before its answer: nothing to report
+
     def do_GET(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
         if path in ("/", "/index.html"):
@@ -482,11 +488,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for k, v in {**_PAGE_HEADERS, **(extra or {})}.items():
             self.send_header(k, v)
-        try:
-            self.end_headers()
-            self.wfile.write(body)
-        except ConnectionError:
-            self.close_connection = True  # the browser went away before its answer: nothing to report
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Only failures, and never the query string or headers (where a token could be)."""

@@ -194,15 +194,18 @@ def _handler(srv: StatusServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, fmt: str, *args: Any) -> None:  # quiet: no per-request lines, no tokens in logs
             return
 
+        def handle(self) -> None:
+            try:
+                super().handle()
+            except ConnectionError:
+                self.close_connection = True  # the client went away before its answer: nothing to report
+
         def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
-            try:
-                self.end_headers()
-                self.wfile.write(body)
-            except ConnectionError:
-                self.close_connection = True  # the client went away before its answer: nothing to report
+            self.end_headers()
+            self.wfile.write(body)
 
         def do_GET(self) -> None:
             if not srv.authorized(self.headers.get("Authorization")):
