@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -186,9 +188,6 @@ class WorkerProc:
 
 def hang_up(url: str, partial_request: bytes, times: int = 3) -> None:
     """Send the start of a request to an HTTP server, then reset the connection, as a killed client does."""
-    import socket
-    import struct
-
     host, port = url.removeprefix("http://").split("/")[0].split(":")
     for _ in range(times):
         sock = socket.create_connection((host, int(port)), timeout=5)

@@ -83,8 +83,8 @@ class WorkflowProcessor:
         data = state.data
         stored = {f: data.get(f) for f in self.data_fields}  # exactly what load_state gives back
         # Built here rather than from state.to_record(), whose copies (for callers that keep the dict) and
-        # pop-and-merge of "data" were ~3% of a step; the encoder only reads, so the state's own (immutable)
-        # mappings and tuples are passed as they are.
+        # pop-and-merge of "data" were waste here (dump_state 2.2 -> 1.8-2.0 us measured): the encoder only
+        # reads, so the state's own (immutable by convention) mappings and tuples are passed as they are.
         rec = {
             **stored,
             "workflow": state.workflow,
