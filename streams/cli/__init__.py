@@ -24,6 +24,7 @@ COMMANDS = [
     "streams.cli.dlq",
     "streams.cli.replay",
     "streams.cli.status",
+    "streams.cli.signal",
     "streams.cli.demo",
     "streams.cli.lag",
     "streams.cli.dashboard",

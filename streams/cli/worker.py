@@ -14,6 +14,7 @@ from streams.cli.common import add_kafka_args, kafka_or_embedded, log
 from streams.config import KafkaSettings, WorkerSettings
 from streams.errors import ConfigError, KafkaUnavailableError
 from streams.kafka.admin import Admin
+from streams.ops.signal import Signaller, signal_target
 from streams.ops.status import Endpoints, StatusServer
 from streams.processors import resolve
 from streams.runtime import gcpolicy
@@ -125,8 +126,10 @@ def run(args: argparse.Namespace) -> int:
         server = None
         if args.http_port is not None:
             describe = getattr(processor, "describe", None)
+            target = signal_target(processor)
+            signaller = Signaller(kafka, target) if target is not None else None
             server = StatusServer(worker, describe if callable(describe) else None, partitions, args.http_host,
-                                  args.http_port, args.http_token, endpoints).start()
+                                  args.http_port, args.http_token, endpoints, signaller).start()
             # Bound to every interface, the bind address is no address to reach us at: use the host name.
             default = (f"http://{socket.gethostname()}:{args.http_port or server.url.rsplit(':', 1)[1]}"
                        if args.http_host in ("0.0.0.0", "::") else server.url)

@@ -24,11 +24,14 @@ import orjson
 from confluent_kafka import Producer
 
 from streams.config import KafkaSettings
+from streams.errors import StreamsError
 from streams.kafka.client import read_to_end
 from streams.ops.httpauth import bearer_ok, check_bind
+from streams.ops.signal import SignalError, Signaller, describe_error
 from streams.runtime.worker import Worker
 
 H_FORWARDED = "X-Streams-Forwarded"
+_MAX_SIGNAL_BODY = 1 << 20
 
 
 def murmur2(data: bytes) -> int:
@@ -96,8 +99,9 @@ class Endpoints:
 class StatusServer:
     def __init__(self, worker: Worker, describe: Callable[[bytes, int], dict[str, Any]] | None, partitions: int,
                  host: str = "127.0.0.1", port: int = 0, token: str | None = None,
-                 endpoints: Endpoints | None = None) -> None:
+                 endpoints: Endpoints | None = None, signaller: Signaller | None = None) -> None:
         check_bind(host, token, "--http-token")
+        self.signaller = signaller
         self.worker = worker
         self.describe = describe
         self.partitions = partitions
@@ -127,6 +131,29 @@ class StatusServer:
 
     def authorized(self, header: str | None) -> bool:
         return bearer_ok(header, self.token)
+
+    def signal(self, key: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        """``POST /workflows/{key}/events``: ``{"type": EVENT, "data": {...}, "id": optional}`` → 202."""
+        if self.signaller is None:
+            return 404, {"error": "not_found", "message": "this worker runs no workflow to signal"}
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return 400, {"error": "bad_request", "message": f"the body is not JSON: {exc}"}
+        if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
+            return 400, {"error": "bad_request", "message": 'expected {"type": EVENT, "data": {...}}',
+                         "field": "type"}
+        data, event_id = doc.get("data", {}), doc.get("id")
+        if not isinstance(data, dict):
+            return 400, {"error": "bad_request", "message": "data must be a JSON object", "field": "data"}
+        if event_id is not None and not isinstance(event_id, str):
+            return 400, {"error": "bad_request", "message": "id must be a string", "field": "id"}
+        try:
+            return 202, self.signaller.send(key, doc["type"], data, event_id).as_dict()
+        except SignalError as exc:
+            return 400, describe_error(exc)
+        except StreamsError as exc:
+            return 503, describe_error(exc)
 
     def entity(self, key: bytes, forwarded: bool) -> tuple[int, dict[str, Any]]:
         found = self.worker.lookup(key)
@@ -226,5 +253,21 @@ def _handler(srv: StatusServer) -> type[BaseHTTPRequestHandler]:
                 self._send(status, orjson.dumps(body))
             else:
                 self._send(404, b'{"error":"not_found","message":"unknown path"}')
+
+        def do_POST(self) -> None:
+            if not srv.authorized(self.headers.get("Authorization")):
+                self._send(401, b'{"error":"unauthorized","message":"bearer token required"}')
+                return
+            path = urllib.parse.urlsplit(self.path).path.rstrip("/")
+            if not (path.startswith("/workflows/") and path.endswith("/events")):
+                self._send(404, b'{"error":"not_found","message":"unknown path"}')
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > _MAX_SIGNAL_BODY:
+                self._send(413, b'{"error":"too_large","message":"a signal body is at most 1 MiB"}')
+                return
+            key = urllib.parse.unquote(path[len("/workflows/"):-len("/events")])
+            status, body = srv.signal(key, self.rfile.read(length))
+            self._send(status, orjson.dumps(body))
 
     return Handler

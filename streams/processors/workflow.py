@@ -62,6 +62,11 @@ class WorkflowProcessor:
         self._sla = {str(k): int(v) for k, v in sla.items()}
         self._terminal = frozenset(self.definition.terminal)
 
+    @property
+    def handled_events(self) -> frozenset[str]:
+        """The events this workflow accepts from outside (what a signal may send)."""
+        return frozenset(self.definition.events)
+
     # -- codec -------------------------------------------------------------------------------------------
 
     def decode(self, record: InputRecord) -> Event:
