@@ -75,9 +75,11 @@ class Processor(Protocol[S, E]):
         ...
 
     def load_state(self, raw: bytes) -> S:
+        """Decode a stored entity (what ``dump_state`` wrote, possibly by an older version)."""
         ...
 
     def dump_state(self, state: S) -> bytes:
+        """Encode an entity for the store and its changelog; the same state must give the same bytes."""
         ...
 
     def process(self, state: S | None, event: E, record: InputRecord, now_ms: int) -> Step[S]:

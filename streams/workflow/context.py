@@ -63,6 +63,7 @@ class StepContext:
 
     # --- data -------------------------------------------------------------------------------------------------
     def record(self, values: Mapping[str, Any]) -> None:
+        """Merge ``values`` into the entity's data."""
         if values:
             data = dict(self.data)
             data.update(values)
@@ -70,26 +71,32 @@ class StepContext:
 
     # --- outputs ----------------------------------------------------------------------------------------------
     def emit(self, record: str, topic: str, payload: Mapping[str, Any], command_id: str | None = None) -> None:
+        """Queue an output record; ``command_id`` marks it as an attempt of a declared command."""
         self.outputs.append((record, topic, payload, command_id))
 
     # --- attempts and saga steps ------------------------------------------------------------------------------
     def attempt(self, command: str) -> int:
+        """How many attempts of ``command`` this entity has made so far (0 before the first)."""
         return self.attempts.get(command, 0)
 
     def set_attempt(self, command: str, attempt: int) -> None:
+        """Record that ``command`` is at attempt ``attempt``."""
         attempts = dict(self.attempts)
         attempts[command] = attempt
         self.attempts = attempts
 
     def complete(self, step: str) -> None:
+        """Mark saga step ``step`` done, so a later failure compensates it."""
         if step not in self.completed_steps:
             self.completed_steps = (*self.completed_steps, step)
 
     def uncomplete(self, step: str) -> None:
+        """Mark saga step ``step`` undone (its compensation was acknowledged)."""
         self.completed_steps = tuple(s for s in self.completed_steps if s != step)
 
     # --- timers -----------------------------------------------------------------------------------------------
     def pending(self, name: str) -> Timer | None:
+        """The pending timer called ``name``, or None."""
         for t in self.timers:
             if t.name == name:
                 return t
@@ -105,10 +112,12 @@ class StepContext:
         return timer
 
     def cancel_timer(self, name: str) -> None:
+        """Cancel the timer called ``name`` if it is pending."""
         if self.pending(name) is not None:
             self.timers = tuple(t for t in self.timers if t.name != name)
 
     def drop_timer(self, timer: Timer) -> None:
+        """Forget ``timer`` (it fired, or a newer one replaced it)."""
         self.timers = tuple(t for t in self.timers if t != timer)
 
     def remember(self, name: str, value: Any) -> None:

@@ -191,16 +191,19 @@ class Definition:
         return WorkflowState(self.name, self.initial, {}, {}, (), (), (), None, now_ms, now_ms)
 
     def append_history(self, history: tuple[Transition, ...], entry: Transition) -> tuple[Transition, ...]:
+        """``history`` with ``entry`` appended, keeping at most ``history_limit`` entries."""
         if len(history) >= self.history_limit:
             return (*history[len(history) - self.history_limit + 1 :], entry)
         return (*history, entry)
 
     def diagram(self) -> str:
+        """The workflow as a Mermaid state diagram."""
         from streams.workflow.diagram import mermaid
 
         return mermaid(self)
 
     def summary(self) -> dict[str, Any]:
+        """Name, input topic, states and events: what ``streams workflow list`` prints."""
         return {
             "name": self.name,
             "input_topic": self.input_topic,

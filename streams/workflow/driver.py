@@ -92,6 +92,7 @@ class Driver:
 
     # --- time ---------------------------------------------------------------------------------------------------
     def advance(self, delta_ms: int) -> None:
+        """Move the clock forward by ``delta_ms``, firing due timers on the way."""
         self.advance_to(self.now_ms + delta_ms)
 
     def advance_to(self, t: int) -> None:
@@ -174,13 +175,16 @@ class Driver:
 
     # --- inspection ---------------------------------------------------------------------------------------------
     def state(self, key: str) -> WorkflowState | None:
+        """The entity's current state, or None if it does not exist."""
         return self.states.get(key)
 
     def timers(self, key: str) -> tuple[Timer, ...]:
+        """The entity's pending timers."""
         state = self.states.get(key)
         return () if state is None else state.timers
 
     def outputs_for(self, key: str | None = None, topic: str | None = None) -> list[Output]:
+        """Every output so far, filtered by entity key and/or topic."""
         return [o for o in self.outputs if (key is None or o.key == key) and (topic is None or o.topic == topic)]
 
     def take(self) -> list[Output]:
@@ -196,6 +200,7 @@ class Driver:
 
     # --- scripts and golden histories ---------------------------------------------------------------------------
     def run_script(self, script: Iterable[Mapping[str, Any]]) -> None:
+        """Replay a recorded history: entries of ``at`` (ms) with an event to ``send``."""
         for entry in script:
             self.advance_to(int(entry["at"]))
             send = entry.get("send")

@@ -132,6 +132,7 @@ def set_timer(name: str, after_ms: int, *, fires: str, scope: str = "state") -> 
 
 
 def cancel_timer(name: str) -> Action:
+    """Cancel durable timer ``name`` if it is pending (no effect otherwise)."""
     return CancelTimer(name)
 
 
@@ -202,15 +203,18 @@ class WorkflowBuilder:
 
     # declarations
     def states(self, *names: str) -> WorkflowBuilder:
+        """Declare non-terminal states without entry actions."""
         for n in names:
             self.state(n)
         return self
 
     def state(self, name: str, *, on_enter: Iterable[Action] = ()) -> WorkflowBuilder:
+        """Declare one non-terminal state, with actions run whenever it is entered."""
         self._declare_state(StateSpec(name, False, tuple(on_enter)))
         return self
 
     def terminal(self, *names: str, on_enter: Iterable[Action] = ()) -> WorkflowBuilder:
+        """Declare terminal states: an entity that reaches one is finished and accepts no more events."""
         actions = tuple(on_enter)
         for n in names:
             self._declare_state(StateSpec(n, True, actions))

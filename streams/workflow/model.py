@@ -138,6 +138,7 @@ class Event:
         return cls(timer.fires_event, timer.event_id(key), key, timer.fired_payload(), timestamp_ms)
 
     def reoffer(self, park_deadline_ms: int) -> Event:
+        """This event offered again after being parked, with the deadline it was parked until."""
         return replace(self, park_deadline_ms=park_deadline_ms)
 
 
@@ -194,6 +195,7 @@ class WorkflowState:
         self.updated_at = updated_at
 
     def timer(self, name: str) -> Timer | None:
+        """The pending timer called ``name``, or None."""
         for t in self.timers:
             if t.name == name:
                 return t
