@@ -17,7 +17,6 @@ Subject strategies:
 
 from __future__ import annotations
 
-import json
 import struct
 import threading
 import time
@@ -171,7 +170,7 @@ class Serde:
             if until is not None and time.monotonic() < until:
                 raise UnknownSchemaError(f"schema id {schema_id} is not known to the registry at {self.registry.url}")
             try:
-                text = self.registry.schema(schema_id)
+                read = self._build_reader(schema_id, self.registry.resolved(schema_id))
             except SchemaRegistryError as exc:
                 if exc.http_status == 404:
                     self._unknown[schema_id] = time.monotonic() + UNKNOWN_ID_TTL_S
@@ -179,8 +178,9 @@ class Serde:
                         f"schema id {schema_id} is not known to the registry at {self.registry.url}"
                     ) from exc
                 raise
-            try:
-                read = self._build_reader(schema_id, text)
+            except ValueError as exc:
+                read = _failing(SchemaMismatchError(
+                    f"schema id {schema_id}: the registry returned an unusable schema: {exc}"))
             except SchemaMismatchError as exc:
                 read = _failing(exc)  # cached too: every record with this id fails the same way, without a call
             self._decoders[schema_id] = read
@@ -203,12 +203,8 @@ class Serde:
             return None
         return reader.parsed
 
-    def _build_reader(self, schema_id: int, text: str) -> _Reader:
-        try:
-            schema = self._decoding(canonical(json.loads(text)))
-        except ValueError as exc:
-            msg = f"schema id {schema_id}: the registry returned an unusable schema: {exc}"
-            raise SchemaMismatchError(msg) from exc
+    def _build_reader(self, schema_id: int, resolved: Any) -> _Reader:
+        schema = self._decoding(resolved)
         if not isinstance(schema, list):
             name = type_name(schema)
             writer = _entry(schema_id, name, schema)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import avro.schema
 
 from streams.contracts import compat
-from streams.contracts.avsc import canonical_text, fingerprint
+from streams.contracts.avsc import Ref, canonical_text, fingerprint, resolve
 from streams.contracts.log import SchemaLog
 from streams.contracts.model import (
     DELETED_VALUE,
@@ -29,6 +29,7 @@ from streams.contracts.model import (
     config_value,
     deleted_key,
     hwm_value,
+    ref_dicts,
 )
 from streams.errors import ConfigError, IncompatibleSchemaError, SchemaRegistryError
 
@@ -87,32 +88,75 @@ class RegistryService:
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
-    def _schema(self, body: Any) -> tuple[str, str, avro.schema.Schema]:
-        """(canonical text, fingerprint, parsed) of a request body's schema; 42201 if it is not usable."""
+    def _schema(self, body: Any) -> tuple[str, str, avro.schema.Schema, tuple[Ref, ...]]:
+        """(text as sent, fingerprint, parsed, references) of a request body's schema; 42201 if it is not usable.
+
+        The text is kept as sent (compacted), so a named type keeps the ``name`` and ``namespace`` it was registered
+        with; identity (the fingerprint) is the canonical form plus the references, so a respelling is the same
+        schema. Referenced named types are resolved from the referenced versions for parsing and compatibility."""
         if not isinstance(body, dict) or not isinstance(body.get("schema"), str):
             raise _err(42201, "Invalid schema: the request body must be an object with a string field 'schema'")
         kind = body.get("schemaType") or "AVRO"
         if kind != "AVRO":
             raise _err(42201, f"Invalid schema: schemaType {kind!r} is not supported (only AVRO)")
-        if body.get("references"):
-            raise _err(42201, "Invalid schema: schema references are not supported; send a self-contained schema")
+        refs = self._refs(body.get("references"))
         try:
-            text = canonical_text(json.loads(body["schema"]))
+            raw = json.loads(body["schema"])
+            text = json.dumps(raw, separators=(",", ":"), ensure_ascii=False)
+            canon = canonical_text(raw)
+            with self._lock:
+                resolved = canonical_text(resolve(raw, refs, self._fetch)) if refs else canon
         except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
             raise _err(42201, f"Invalid schema: {exc}") from exc
-        fp = fingerprint(text)
+        fp = fingerprint(canon + json.dumps(ref_dicts(refs)) if refs else canon)
         # not cached: a client posting endless candidate schemas must not grow our memory
-        return text, fp, self._parsed.get(fp) or compat.parse_avro(text)
+        return text, fp, self._parsed.get(fp) or compat.parse_avro(resolved), refs
 
-    def _avro(self, fp: str, text: str) -> avro.schema.Schema:
+    def _refs(self, raw: Any) -> tuple[Ref, ...]:
+        """A request's references, each pinned to an existing version (``-1`` is the latest); 42201 otherwise."""
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            raise _err(42201, "Invalid schema: 'references' must be a list")
+        out: list[Ref] = []
+        for i, ref in enumerate(raw):
+            name, subject, version = (ref.get(k) for k in ("name", "subject", "version")) if isinstance(
+                ref, dict) else (None, None, None)
+            if not (isinstance(name, str) and name and isinstance(subject, str) and subject
+                    and isinstance(version, int) and not isinstance(version, bool)):
+                raise _err(42201, f"Invalid schema: reference {i} needs a string 'name' and 'subject' and an "
+                                  f"integer 'version'")
+            with self._lock:
+                held = self.state.versions(subject) if version == -1 else [
+                    c for c in self.state.versions(subject, deleted=True) if c.version == version]
+            if not held:
+                raise _err(42201, f"Invalid schema: reference {name!r}: subject {subject!r} version {version} "
+                                  f"not found")
+            out.append((name, subject, held[-1].version))
+        return tuple(out)
+
+    def _fetch(self, subject: str, version: int) -> tuple[str, tuple[Ref, ...]]:
+        """A referenced version's text and references (the caller holds the lock)."""
+        c = self.state.claim(subject, version)
+        if c is None:
+            raise ValueError(f"referenced subject {subject!r} version {version} not found")
+        return c.schema, c.references
+
+    def _avro(self, c: Claim) -> avro.schema.Schema:
         """The parsed form of a stored schema (cached: stored schemas are few and checked on every write)."""
-        parsed = self._parsed.get(fp)
+        parsed = self._parsed.get(c.fp)
         if parsed is None:
-            parsed = self._parsed[fp] = compat.parse_avro(text)
+            text = c.schema
+            if c.references:
+                try:
+                    text = canonical_text(resolve(json.loads(c.schema), c.references, self._fetch))
+                except ValueError as exc:
+                    raise _err(50001, f"store error: {c.subject} version {c.version}: {exc}") from exc
+            parsed = self._parsed[c.fp] = compat.parse_avro(text)
         return parsed
 
     def _history(self, subject: str) -> list[tuple[int, avro.schema.Schema]]:
-        return [(c.version, self._avro(c.fp, c.schema)) for c in self.state.versions(subject)]
+        return [(c.version, self._avro(c)) for c in self.state.versions(subject)]
 
     def fresh(self, read: Callable[[], T]) -> T:
         """``read()``, retried once after a log barrier if it says "not found": another instance may have
@@ -132,7 +176,10 @@ class RegistryService:
 
     @staticmethod
     def _registered(c: Claim) -> dict[str, Any]:
-        return {"subject": c.subject, "version": c.version, "id": c.id, "schema": c.schema}
+        out = {"subject": c.subject, "version": c.version, "id": c.id, "schema": c.schema}
+        if c.references:
+            out["references"] = ref_dicts(c.references)
+        return out
 
     def _find(self, subject: str, raw: str, deleted: bool) -> Claim:
         version = parse_version(raw)
@@ -190,7 +237,8 @@ class RegistryService:
                 known = self.state.schema_by_id.get(schema_id)
             if known is None:
                 raise _err(40403, f"Schema {schema_id} not found")
-            return {"schema": known[1]}
+            refs = self.state.refs_by_id.get(schema_id)
+            return {"schema": known[1], "references": ref_dicts(refs)} if refs else {"schema": known[1]}
 
         return self.fresh(read)
 
@@ -204,8 +252,18 @@ class RegistryService:
 
         return self.fresh(read)
 
+    def referenced_by(self, subject: str, raw: str) -> list[int]:
+        """Ids of the schemas that reference a version of ``subject``."""
+        parse_version(raw)
+
+        def read() -> list[int]:
+            with self._lock:
+                return self.state.referenced_by(subject, self._find(subject, raw, deleted=True).version)
+
+        return self.fresh(read)
+
     def lookup(self, subject: str, body: Any, deleted: bool) -> dict[str, Any]:
-        _, fp, _ = self._schema(body)
+        _, fp, _, _ = self._schema(body)
 
         def read() -> dict[str, Any]:
             with self._lock:
@@ -222,7 +280,7 @@ class RegistryService:
     def test_compatibility(self, subject: str, raw: str | None, body: Any, verbose: bool) -> dict[str, Any]:
         """Against one version (``raw``; the level's direction, never transitive) or, with ``raw`` None, against
         the versions the subject's level says."""
-        _, _, parsed = self._schema(body)
+        _, _, parsed, _ = self._schema(body)
         with self._lock:
             level = self.state.level(subject)
             if raw is None:
@@ -233,7 +291,7 @@ class RegistryService:
                     messages = []  # nothing registered yet: anything is compatible
                 else:
                     target = self._find(subject, raw, deleted=False)
-                    old = [(target.version, self._avro(target.fp, target.schema))]
+                    old = [(target.version, self._avro(target))]
                     messages = compat.check(level.removesuffix("_TRANSITIVE"), parsed, old)
         out: dict[str, Any] = {"is_compatible": not messages}
         if verbose:
@@ -251,7 +309,7 @@ class RegistryService:
     # -- writes ----------------------------------------------------------------------------------------------
 
     def register(self, subject: str, body: Any) -> dict[str, Any]:
-        text, fp, parsed = self._schema(body)
+        text, fp, parsed, refs = self._schema(body)
         if not subject or len(subject) > 1024:
             raise _err(42201, "Invalid subject: must be 1..1024 characters")
         for _ in range(WRITE_ATTEMPTS):
@@ -267,7 +325,9 @@ class RegistryService:
                             f"Schema being registered is incompatible with an earlier schema for subject "
                             f"\"{subject}\" ({self.state.level(subject)}), details: {'; '.join(messages)}", 409, 409,
                         )
-                    claim = Claim(subject, self.state.next_version(subject), self.state.id_for(fp), fp, text)
+                    schema_id = self.state.id_for(fp)
+                    stored = self.state.schema_by_id.get(schema_id, (fp, text))[1]  # one id, one text
+                    claim = Claim(subject, self.state.next_version(subject), schema_id, fp, stored, refs)
                 self.log.append([(claim.key, claim.value)])
                 with self._lock:
                     if self.state.claim(subject, claim.version) == claim:
@@ -306,6 +366,8 @@ class RegistryService:
                     if not live:
                         raise _err(40404, f"Subject '{subject}' was soft deleted. Set permanent=true to delete "
                                           f"permanently")
+                    for c in live:
+                        self._unreferenced(c)
                     records: list[tuple[bytes, bytes | None]] = [
                         (deleted_key(subject, c.version), DELETED_VALUE) for c in live
                     ]
@@ -332,6 +394,7 @@ class RegistryService:
                     if soft:
                         raise _err(40406, f"Subject '{subject}' Version {claim.version} was soft deleted. Set "
                                           f"permanent=true to delete permanently")
+                    self._unreferenced(claim)
                     records: list[tuple[bytes, bytes | None]] = [(deleted_key(subject, claim.version), DELETED_VALUE)]
                 else:
                     if not soft:
@@ -340,6 +403,13 @@ class RegistryService:
                     records = self._purge(claim)
             self.log.append(records)
         return claim.version
+
+    def _unreferenced(self, claim: Claim) -> None:
+        """42206 if another schema references this version: deleting it would leave that schema unreadable."""
+        ids = self.state.referenced_by(claim.subject, claim.version)
+        if ids:
+            raise _err(42206, f"One or more references exist to the schema {{subject={claim.subject}, "
+                              f"version={claim.version}}}: schema id(s) {', '.join(map(str, ids))}")
 
     def _purge(self, claim: Claim) -> list[tuple[bytes, bytes | None]]:
         """Tombstones that remove a version for good, its losing rivals too, and the id high-water mark that
