@@ -6,13 +6,15 @@ generator does not take. Writers resolve their schema id once per (topic, record
 schema once per id, both cached. A reader decodes into its own
 (reader) schema through Avro schema resolution, so producers built against old and new contracts coexist.
 
-Subject strategies:
+Subject strategies (``Catalogue.subject``):
 
 - ``record``: one subject per record, its full name (Confluent's RecordNameStrategy).
-- ``topic``: one subject per topic, ``<topic>-value``. A topic that carries several record types (declared in
-  ``subjects.yaml``) is registered as the union of them; a record is then written with the union's id and its
-  branch index in front of the body, which is exactly the Avro encoding of a union value, so any Avro reader,
-  Confluent's included, decodes it.
+- ``topic``: ``<topic>-value`` for a topic of one record type (TopicNameStrategy); a topic that carries several
+  (declared in ``subjects.yaml``) gets one subject per record, ``<topic>-<full name>`` (TopicRecordNameStrategy),
+  so every record is written with its own schema's id, exactly as a stock Confluent serializer writes it.
+
+Readers go by the writer's id whatever the strategy, so records written under any of Confluent's strategies, or
+as a branch of a union (the index in front of the body, as earlier versions wrote multi-type topics), decode.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from streams.contracts.avsc import canonical, named_types, standalone, type_name
 from streams.contracts.catalogue import STRATEGIES, Catalogue, SchemaEntry, entry
 from streams.contracts.client import RegistryClient
 from streams.contracts.fastcodec import Reader as FastReader
-from streams.contracts.fastcodec import compile_reader, compile_writer, zigzag
+from streams.contracts.fastcodec import compile_reader, compile_writer
 from streams.errors import (
     ConfigError,
     DecodeError,
@@ -89,7 +91,7 @@ class Serde:
     # -- writing ---------------------------------------------------------------------------------------------
 
     def subject(self, topic: str, record_name: str) -> str:
-        return f"{topic}-value" if self.strategy == "topic" else self.catalogue.resolve(record_name)
+        return self.catalogue.subject(topic, record_name, self.strategy)
 
     def encoder(self, topic: str, record_name: str) -> Encoder:
         """A function record → bytes for ``record_name`` on ``topic``; registers or looks up the id once."""
@@ -105,23 +107,18 @@ class Serde:
 
     def _make_encoder(self, topic: str, record_name: str) -> Encoder:
         name = self.catalogue.resolve(record_name)
-        body_schema = self.catalogue.get(name).parsed
-        registered: SchemaEntry = self.catalogue.get(name)
-        prefix = b""
-        if self.strategy == "topic":
-            topic_entry = self.catalogue.topic_entry(topic)
-            if topic_entry is not None and topic_entry.branches:
-                if name not in topic_entry.branches:
-                    raise ConfigError(f"{name} is not declared for topic {topic} in subjects.yaml")
-                registered, prefix = topic_entry, zigzag(topic_entry.branches.index(name))
-            elif topic_entry is not None and topic_entry.name != name:
-                raise ConfigError(f"topic {topic} carries {topic_entry.name} in subjects.yaml, not {name}")
+        registered = self.catalogue.get(name)
+        body_schema = registered.parsed
+        declared = self.catalogue.topics.get(topic)
+        if self.strategy == "topic" and declared and name not in declared:
+            raise ConfigError(f"{name} is not declared for topic {topic} in subjects.yaml (it carries "
+                              f"{', '.join(declared)})")
         subject = self.subject(topic, name)
         if self.auto_register:
             schema_id = self.registry.register(subject, registered.text)
         else:
             schema_id = self.registry.lookup(subject, registered.text).id
-        head = header(schema_id) + prefix
+        head = header(schema_id)
         what = f"{name} for topic {topic}"
 
         def encode_reference(record: Mapping[str, Any]) -> bytes:

@@ -263,19 +263,54 @@ class RegistryService:
         return self.fresh(read)
 
     def lookup(self, subject: str, body: Any, deleted: bool) -> dict[str, Any]:
-        _, fp, _, _ = self._schema(body)
+        """The registration of the body's schema under ``subject``; for a record of a multi-type topic looked up
+        under ``<topic>-value``, its registration under ``<topic>-<full name>`` (see ``_member``)."""
+        _, fp, parsed, _ = self._schema(body)
 
-        def read() -> dict[str, Any]:
+        def find(where: str) -> dict[str, Any]:
             with self._lock:
-                candidates = self.state.versions(subject, deleted=deleted)
+                candidates = self.state.versions(where, deleted=deleted)
                 if not candidates:
-                    raise subject_not_found(subject)
+                    raise subject_not_found(where)
                 for c in reversed(candidates):
                     if c.fp == fp:
                         return self._registered(c)
             raise _err(40403, "Schema not found")
 
+        def read() -> dict[str, Any]:
+            try:
+                return find(subject)
+            except SchemaRegistryError:
+                with self._lock:
+                    member = self._member(subject, parsed)
+                if member is None:
+                    raise
+                return find(member)
+
         return self.fresh(read)
+
+    def _member(self, subject: str, parsed: avro.schema.Schema) -> str | None:
+        """Where a record sent to ``<topic>-value`` belongs when the topic carries several record types: the
+        TopicRecordNameStrategy subject ``<topic>-<full name>``, if it exists or if ``<topic>-value`` holds a union
+        with a branch of that name. A stock serializer (TopicNameStrategy, auto-register) sends each record type of
+        such a topic to ``<topic>-value``; registered there, one type after another would fail the subject's
+        compatibility (or, under NONE, replace the union ``use.latest.version`` readers rely on)."""
+        name = getattr(parsed, "fullname", None)
+        if not subject.endswith("-value") or not isinstance(parsed, avro.schema.RecordSchema) or not name:
+            return None
+        member = f"{subject.removesuffix('-value')}-{name}"
+        if self.state.versions(member):
+            return member
+        return member if self._union_branches(subject, name) else None
+
+    def _union_branches(self, subject: str, name: str) -> list[tuple[int, avro.schema.Schema]]:
+        """(version, branch) for every version of ``subject`` that is a union with a branch named ``name``."""
+        out = []
+        for c in self.state.versions(subject):
+            branch = (compat.branches(self._avro(c)) or {}).get(name)
+            if branch is not None:
+                out.append((c.version, branch))
+        return out
 
     def test_compatibility(self, subject: str, raw: str | None, body: Any, verbose: bool) -> dict[str, Any]:
         """Against one version (``raw``; the level's direction, never transitive) or, with ``raw`` None, against
@@ -309,6 +344,9 @@ class RegistryService:
     # -- writes ----------------------------------------------------------------------------------------------
 
     def register(self, subject: str, body: Any) -> dict[str, Any]:
+        """Register under ``subject``, or, for a record of a multi-type topic sent to ``<topic>-value``, under its
+        own subject ``<topic>-<full name>`` (see ``_member``), checked against that subject's versions and against
+        the union's branch of that name, each under its subject's level. The answer names where it went."""
         text, fp, parsed, refs = self._schema(body)
         if not subject or len(subject) > 1024:
             raise _err(42201, "Invalid subject: must be 1..1024 characters")
@@ -316,24 +354,35 @@ class RegistryService:
             with self._write:
                 self.log.sync()
                 with self._lock:
-                    existing = self.state.live_version(subject, fp)
+                    where = subject
+                    member = None if self.state.live_version(subject, fp) else self._member(subject, parsed)
+                    if member is not None:  # the union's readers must read it too
+                        name = str(getattr(parsed, "fullname", ""))
+                        messages = compat.check(self.state.level(subject), parsed, self._union_branches(subject, name))
+                        if messages:
+                            raise self._incompatible(subject, messages)
+                        where = member
+                    existing = self.state.live_version(where, fp)
                     if existing is not None:
-                        return {"id": existing.id, "version": existing.version, "subject": subject}
-                    messages = compat.check(self.state.level(subject), parsed, self._history(subject))
+                        return {"id": existing.id, "version": existing.version, "subject": where}
+                    messages = compat.check(self.state.level(where), parsed, self._history(where))
                     if messages:
-                        raise IncompatibleSchemaError(
-                            f"Schema being registered is incompatible with an earlier schema for subject "
-                            f"\"{subject}\" ({self.state.level(subject)}), details: {'; '.join(messages)}", 409, 409,
-                        )
+                        raise self._incompatible(where, messages)
                     schema_id = self.state.id_for(fp)
                     stored = self.state.schema_by_id.get(schema_id, (fp, text))[1]  # one id, one text
-                    claim = Claim(subject, self.state.next_version(subject), schema_id, fp, stored, refs)
+                    claim = Claim(where, self.state.next_version(where), schema_id, fp, stored, refs)
                 self.log.append([(claim.key, claim.value)])
                 with self._lock:
-                    if self.state.claim(subject, claim.version) == claim:
-                        return {"id": claim.id, "version": claim.version, "subject": subject}
+                    if self.state.claim(where, claim.version) == claim:
+                        return {"id": claim.id, "version": claim.version, "subject": where}
                 self.log.append([(claim.key, None)])  # another instance's claim came first: withdraw ours
         raise _err(50001, f"could not register under {subject}: concurrent registrations won {WRITE_ATTEMPTS} times")
+
+    def _incompatible(self, subject: str, messages: list[str]) -> IncompatibleSchemaError:
+        return IncompatibleSchemaError(
+            f"Schema being registered is incompatible with an earlier schema for subject \"{subject}\" "
+            f"({self.state.level(subject)}), details: {'; '.join(messages)}", 409, 409,
+        )
 
     def set_config(self, subject: str | None, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or "compatibility" not in body:
