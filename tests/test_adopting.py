@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -26,8 +27,12 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from streams.config import KafkaSettings
 from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
+from streams.kafka.admin import Admin
+from streams.kafka.embedded import EmbeddedBroker
 from streams.ops.status import partition_for
 from streams.records import H_EVENT_ID
+from streams.topology import load
+from support import orders_topology
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[1]
@@ -225,7 +230,9 @@ def test_the_adoption_examples_produce_and_consume_beside_the_engine(
     create_topics(kafka, events, commands, results)
     where = ["--bootstrap", kafka.bootstrap_servers, "--registry", registry.url]
 
-    placed = run_example("adopt_producer", *where, "--topic", events, "--order", "o-1", "--order", "o-22")
+    # keys whose murmur2 partition differs from librdkafka's default (CRC32), so a wrong partitioner shows
+    assert all(partition_for(k, PARTITIONS) != zlib.crc32(k) % PARTITIONS for k in (b"o-2", b"o-3"))
+    placed = run_example("adopt_producer", *where, "--topic", events, "--order", "o-2", "--order", "o-3")
     assert placed.returncode == 0, placed.stdout + placed.stderr
     serde = Serde(RegistryClient(registry.url), catalogue)
     for msg in read(kafka, events, 2):
@@ -236,13 +243,13 @@ def test_the_adoption_examples_produce_and_consume_beside_the_engine(
         assert headers(msg)[H_EVENT_ID] == record["envelope"]["id"].encode() == b"order-placed/" + key
 
     # what the engine writes (its encoders, its id header), read by a stock AvroDeserializer with its defaults
-    cmd = {"envelope": {"id": "cmd-1", "entity_key": "o-1", "type": "MakePayment", "schema_version": 1,
-                        "occurred_at": 1_700_000_000_000, "correlation_id": "o-1", "causation_id": "order-placed/o-1"},
-           "order_id": "o-1", "amount_cents": 4200, "currency": "EUR", "attempt": 1}
-    done = {"envelope": {**cmd["envelope"], "id": "res-1", "type": "OrderCompleted"}, "order_id": "o-1"}
+    cmd = {"envelope": {"id": "cmd-1", "entity_key": "o-2", "type": "MakePayment", "schema_version": 1,
+                        "occurred_at": 1_700_000_000_000, "correlation_id": "o-2", "causation_id": "order-placed/o-2"},
+           "order_id": "o-2", "amount_cents": 4200, "currency": "EUR", "attempt": 1}
+    done = {"envelope": {**cmd["envelope"], "id": "res-1", "type": "OrderCompleted"}, "order_id": "o-2"}
     producer = Producer({**kafka.common(), "partitioner": "murmur2_random"})
-    producer.produce(commands, serde.encode(commands, "MakePayment", cmd), b"o-1", headers=[(H_EVENT_ID, b"cmd-1")])
-    producer.produce(results, serde.encode(results, "OrderCompleted", done), b"o-1", headers=[(H_EVENT_ID, b"res-1")])
+    producer.produce(commands, serde.encode(commands, "MakePayment", cmd), b"o-2", headers=[(H_EVENT_ID, b"cmd-1")])
+    producer.produce(results, serde.encode(results, "OrderCompleted", done), b"o-2", headers=[(H_EVENT_ID, b"res-1")])
     assert producer.flush(15) == 0
 
     consumed = run_example("adopt_consumer", *where, "--group", f"adopt-{unique}", "--topic", commands,
@@ -253,11 +260,61 @@ def test_the_adoption_examples_produce_and_consume_beside_the_engine(
     assert set(lines) == {"MakePayment", "OrderCompleted"}
     assert lines["MakePayment"]["record"]["amount_cents"] == 4200 and lines["MakePayment"]["streams_id"] == "cmd-1"
     assert lines["MakePayment"]["record"]["envelope"]["occurred_at"].startswith("2023-11-14 22:13:20")
-    assert lines["OrderCompleted"]["record"]["order_id"] == "o-1"
+    assert lines["OrderCompleted"]["record"]["order_id"] == "o-2"
 
     # the reply: in the order's partition, decodable by the saga, its id derived from the command's
     reply = [m for m in read(kafka, events, 3) if headers(m)[H_EVENT_ID] == b"cmd-1/reply"]
-    assert len(reply) == 1 and reply[0].partition() == partition_for(b"o-1", PARTITIONS)
+    assert len(reply) == 1 and reply[0].partition() == partition_for(b"o-2", PARTITIONS)
     name, record = serde.decode(reply[0].value())
     assert name == "streams.orders.PaymentCompleted"
     assert record["envelope"]["causation_id"] == "cmd-1" and record["amount_cents"] == 4200
+
+
+def test_an_adopted_payment_service_takes_part_in_the_saga(tmp_path: Path) -> None:
+    """The examples beside the real engine: the orchestrator and the reference inventory and shipping services run,
+    the adopter's service places an order and answers payments. The saga's topic names are fixed by its workflow
+    definition, so it gets a broker of its own (as tests/test_saga_integration.py does)."""
+    with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
+        kafka = KafkaSettings.from_env(broker.bootstrap)
+        with RegistryServer(kafka) as registry:
+            topology = tmp_path / "orders.yaml"
+            topology.write_text(orders_topology(PARTITIONS, {"payment_timeout_ms": 120_000}))
+            Admin(kafka).ensure(load(topology).all_topics())
+            env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "SCHEMA_REGISTRY_URL": registry.url,
+                   "PYTHONPATH": str(ROOT)}
+            procs: list[subprocess.Popen[bytes]] = []
+            for name, args in (("orchestrator", ["worker", "--processor", "orchestrator"]),
+                               ("inventory", ["service", "inventory"]), ("shipping", ["service", "shipping"])):
+                with open(tmp_path / f"{name}.log", "ab") as log:
+                    procs.append(subprocess.Popen(
+                        [sys.executable, "-m", "streams", *args, "--topology", str(topology),
+                         "--state-dir", str(tmp_path / name), "--commit-interval-ms", "50"],
+                        env=env, stdout=log, stderr=subprocess.STDOUT))
+            try:
+                # the orchestrator declares its input topic's records at startup (what `streams schemas register`
+                # does in a deployment); a producer that starts earlier finds no topic contract to be filed by
+                client = RegistryClient(registry.url)
+                deadline = time.monotonic() + 60
+                while "orders.events-value" not in client.subjects() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                where = ["--bootstrap", broker.bootstrap, "--registry", registry.url]
+                placed = run_example("adopt_producer", *where, "--order", "o-2")
+                assert placed.returncode == 0, placed.stdout + placed.stderr
+                consumed = run_example("adopt_consumer", *where, "--group", "adopted-payments",
+                                       "--topic", "payments.commands", "--topic", "orders.results", "--reply",
+                                       "--max", "2", "--timeout", "120", *group_settings(), timeout=240)
+                logs = "".join((tmp_path / f"{n}.log").read_text(errors="replace")[-2000:]
+                               for n in ("orchestrator", "inventory", "shipping"))
+                assert consumed.returncode == 0, consumed.stdout + consumed.stderr + logs
+            finally:
+                for proc in procs:
+                    proc.terminate()
+                for proc in procs:
+                    proc.wait(30)
+    lines = [json.loads(line) for line in consumed.stdout.splitlines()]
+    assert [(d["topic"], d["type"], d["key"]) for d in lines] == [
+        ("payments.commands", "MakePayment", "o-2"), ("orders.results", "OrderCompleted", "o-2")]
+    command = lines[0]
+    assert command["record"]["amount_cents"] == 4200
+    assert command["record"]["envelope"]["causation_id"] == "order-placed/o-2"  # the adopter's event id
+    assert command["streams_id"] == command["record"]["envelope"]["id"]

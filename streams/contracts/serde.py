@@ -101,6 +101,19 @@ class Serde:
             enc = self._encoders[key] = self._make_encoder(topic, record_name)
         return enc
 
+    def register_topic(self, topic: str) -> int | None:
+        """Register (or, without auto-registration, look up) a multi-type topic's union under ``<topic>-value``;
+        None for any other topic. No record is written with it, but it declares to the registry which records the
+        topic carries: a stock producer (TopicNameStrategy) that sends one of them to ``<topic>-value`` gets it
+        filed under its own subject, ``<topic>-<full name>``. A workflow registers its input topic at startup."""
+        union = self.catalogue.topic_entry(topic)
+        if self.strategy != "topic" or union is None or not union.branches:
+            return None
+        subject = f"{topic}-value"
+        if self.auto_register:
+            return self.registry.register(subject, union.text)
+        return self.registry.lookup(subject, union.text).id
+
     def encode(self, topic: str, record_name: str, record: Mapping[str, Any]) -> bytes:
         """Convenience for one record; hot loops should hold on to ``encoder(...)`` instead."""
         return self.encoder(topic, record_name)(record)
