@@ -23,7 +23,7 @@ pytestmark = pytest.mark.kafka
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 CATALOGUE = Catalogue.load(SCHEMAS)
-TOPIC_SUBJECTS = list(CATALOGUE.subjects("topic"))  # per topic in subjects.yaml, in file order: -value, then its records
+TOPIC_SUBJECTS = list(CATALOGUE.subjects("topic"))  # per topic, in file order: -value, then its records
 
 
 @pytest.fixture
