@@ -20,7 +20,7 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError as ConfluentRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -145,6 +145,10 @@ def test_a_stock_serializer_with_defaults_produces_into_a_multi_type_topic(
     with pytest.raises(ConfluentRegistryError) as info:
         AvroSerializer(SchemaRegistryClient({"url": registry.url}), json.dumps(broken))(order(), ctx)
     assert info.value.http_status_code == 409 and "customer_id" in info.value.error_message
+    # and a compatibility test of <topic>-value judges as registering would
+    for check in (sr.test_compatibility, sr.test_compatibility_all_versions):
+        assert check(f"{events}-value", Schema(SCHEMAS.ORDER_PLACED, "AVRO")) is True
+        assert check(f"{events}-value", Schema(json.dumps(broken), "AVRO")) is False
     make_payment = catalogue.get("MakePayment").text
     with pytest.raises(ConfluentRegistryError) as info:
         AvroSerializer(SchemaRegistryClient({"url": registry.url}), make_payment)(

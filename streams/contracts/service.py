@@ -314,20 +314,22 @@ class RegistryService:
 
     def test_compatibility(self, subject: str, raw: str | None, body: Any, verbose: bool) -> dict[str, Any]:
         """Against one version (``raw``; the level's direction, never transitive) or, with ``raw`` None, against
-        the versions the subject's level says."""
-        _, _, parsed, _ = self._schema(body)
+        the versions the subject's level says, as registering it would be judged (see ``_verdict``)."""
+        _, fp, parsed, _ = self._schema(body)
         with self._lock:
             level = self.state.level(subject)
             if raw is None:
-                messages = compat.check(level, parsed, self._history(subject))
+                _, messages = self._verdict(subject, fp, parsed)
             else:
                 version = parse_version(raw)
                 if version is None and not self.state.versions(subject):
                     messages = []  # nothing registered yet: anything is compatible
                 else:
                     target = self._find(subject, raw, deleted=False)
-                    old = [(target.version, self._avro(target))]
-                    messages = compat.check(level.removesuffix("_TRANSITIVE"), parsed, old)
+                    old = self._avro(target)
+                    if self._member(subject, parsed) is not None:  # a record of the union: against its branch
+                        old = (compat.branches(old) or {}).get(str(getattr(parsed, "fullname", ""))) or old
+                    messages = compat.check(level.removesuffix("_TRANSITIVE"), parsed, [(target.version, old)])
         out: dict[str, Any] = {"is_compatible": not messages}
         if verbose:
             out["messages"] = messages
@@ -354,20 +356,12 @@ class RegistryService:
             with self._write:
                 self.log.sync()
                 with self._lock:
-                    where = subject
-                    member = None if self.state.live_version(subject, fp) else self._member(subject, parsed)
-                    if member is not None:  # the union's readers must read it too
-                        name = str(getattr(parsed, "fullname", ""))
-                        messages = compat.check(self.state.level(subject), parsed, self._union_branches(subject, name))
-                        if messages:
-                            raise self._incompatible(subject, messages)
-                        where = member
+                    where, messages = self._verdict(subject, fp, parsed)
+                    if messages:
+                        raise self._incompatible(where, messages)
                     existing = self.state.live_version(where, fp)
                     if existing is not None:
                         return {"id": existing.id, "version": existing.version, "subject": where}
-                    messages = compat.check(self.state.level(where), parsed, self._history(where))
-                    if messages:
-                        raise self._incompatible(where, messages)
                     schema_id = self.state.id_for(fp)
                     stored = self.state.schema_by_id.get(schema_id, (fp, text))[1]  # one id, one text
                     claim = Claim(where, self.state.next_version(where), schema_id, fp, stored, refs)
@@ -377,6 +371,23 @@ class RegistryService:
                         return {"id": claim.id, "version": claim.version, "subject": where}
                 self.log.append([(claim.key, None)])  # another instance's claim came first: withdraw ours
         raise _err(50001, f"could not register under {subject}: concurrent registrations won {WRITE_ATTEMPTS} times")
+
+    def _verdict(self, subject: str, fp: str, parsed: avro.schema.Schema) -> tuple[str, list[str]]:
+        """(where registering the schema under ``subject`` puts it, why it may not: empty if it may). ``where`` is
+        ``subject``, or a multi-type topic's record subject (``_member``), which the record must suit as well as
+        the union's branch of its name under ``subject``'s level; on a refusal, the subject that refused."""
+        if self.state.live_version(subject, fp) is not None:
+            return subject, []
+        member = self._member(subject, parsed)
+        if member is None:
+            return subject, compat.check(self.state.level(subject), parsed, self._history(subject))
+        branches = self._union_branches(subject, str(getattr(parsed, "fullname", "")))
+        messages = compat.check(self.state.level(subject), parsed, branches)  # the union's readers must read it
+        if messages:
+            return subject, messages
+        if self.state.live_version(member, fp) is not None:
+            return member, []
+        return member, compat.check(self.state.level(member), parsed, self._history(member))
 
     def _incompatible(self, subject: str, messages: list[str]) -> IncompatibleSchemaError:
         return IncompatibleSchemaError(
