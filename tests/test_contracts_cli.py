@@ -23,7 +23,7 @@ pytestmark = pytest.mark.kafka
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 CATALOGUE = Catalogue.load(SCHEMAS)
-TOPIC_SUBJECTS = list(CATALOGUE.subjects("topic"))  # one per topic in subjects.yaml, in file order
+TOPIC_SUBJECTS = list(CATALOGUE.subjects("topic"))  # per topic, in file order: -value, then its records
 
 
 @pytest.fixture
@@ -71,15 +71,17 @@ def test_register_check_list_show(registry: RegistryServer, subprocess_env: dict
     broken = without_field(tmp_path, "orders/events/OrderPlaced.avsc", "customer_id")
     check = streams("schemas", "check", "--dir", str(broken), *url, env=subprocess_env)
     assert check.returncode == 1, check.stdout + check.stderr
+    # both subjects that hold OrderPlaced: the topic's union and the record's own (TopicRecordNameStrategy)
     assert "BREAKING   orders.events-value (FULL)" in check.stdout
+    assert "BREAKING   orders.events-streams.orders.OrderPlaced (FULL)" in check.stdout
     assert "field streams.orders.OrderPlaced.customer_id has no default" in check.stdout
-    assert check.stdout.count("ok ") == len(TOPIC_SUBJECTS) - 1
+    assert check.stdout.count("ok ") == len(TOPIC_SUBJECTS) - 2
     rejected = streams("schemas", "register", "--dir", str(broken), *url, env=subprocess_env)
     assert rejected.returncode == 1 and "BREAKING   orders.events-value" in rejected.stdout
     assert "customer_id" in rejected.stdout
     dry_broken = streams("schemas", "register", "--dry-run", "--dir", str(broken), *url, env=subprocess_env)
     assert dry_broken.returncode == 1 and "BREAKING   orders.events-value" in dry_broken.stdout
-    assert dry_broken.stdout.count("unchanged") == len(TOPIC_SUBJECTS) - 1
+    assert dry_broken.stdout.count("unchanged") == len(TOPIC_SUBJECTS) - 2
 
     env = {**subprocess_env, "SCHEMA_REGISTRY_URL": registry.url}
     listed = streams("schemas", "list", env=env)

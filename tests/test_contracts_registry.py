@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaReference, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError as ConfluentRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -201,11 +201,14 @@ def test_confluent_serializer_and_deserializer_interoperate_with_our_serde(regis
     with_datetimes = Serde(RegistryClient(registry.url), catalogue, "record", logical_types=True)
     assert with_datetimes.decode(theirs)[1] == decoded  # ... or as datetimes, exactly as Confluent's reader
     assert decoded["envelope"]["occurred_at"].timestamp() == 1_700_000_000
-    # and the other way round, through a union subject (the topic strategy): Confluent decodes our union records
+    # and the other way round: our topic strategy writes a multi-type topic's records under TopicRecordNameStrategy
+    # subjects; same schema, same id, whichever subject it was registered under first
     topic_serde = Serde(RegistryClient(registry.url), catalogue, "topic")
     ours = topic_serde.encoder("payments.commands", "MakePayment")(cmd)
     assert deserializer(ours, ctx) == decoded
-    assert c.get_latest_version("payments.commands-value").schema_id != int.from_bytes(theirs[1:5], "big")
+    assert ours[:5] == theirs[:5]
+    assert c.get_latest_version("payments.commands-streams.orders.MakePayment").schema_id \
+        == int.from_bytes(ours[1:5], "big")
 
 
 def test_ids_and_versions_survive_a_restart(kafka: KafkaSettings, unique: str) -> None:
@@ -275,7 +278,8 @@ def test_two_instances_on_one_log_agree_under_concurrent_registration(kafka: Kaf
         ids = [i for _, i in views[0]]
         assert len(set(ids)) == 12
         # both instances handed every client the id the log settled on
-        by_schema = {json.loads(client(a.url).get_schema(i).schema_str)["name"]: i for i in ids}
+        docs = [json.loads(client(a.url).get_schema(i).schema_str) for i in ids]  # as registered: short names
+        by_schema = {f"{doc['namespace']}.{doc['name']}": i for doc, i in zip(docs, ids, strict=True)}
         for (_url, i), schema_id in results.items():
             expected = by_schema[f"test.R{i}"] if i < 100 else by_schema["test.R0"]
             assert schema_id == expected
@@ -368,3 +372,64 @@ def test_a_client_that_hangs_up_mid_request_leaves_no_traceback(
     assert http(shared_registry.url, "GET", "/subjects") == (200, [])
     err = capfd.readouterr().err
     assert "Traceback" not in err and "Exception occurred" not in err, err
+
+
+LINE_ITEM = json.dumps({"type": "record", "name": "LineItem", "namespace": "shop", "fields": [
+    {"name": "sku", "type": "string"}, {"name": "quantity", "type": "int"}]})
+ORDER = json.dumps({"type": "record", "name": "Order", "namespace": "shop", "fields": [
+    {"name": "id", "type": "string"}, {"name": "items", "type": {"type": "array", "items": "LineItem"}}]})
+
+
+def test_schema_references_work_with_confluents_client_and_serializers(registry: RegistryServer) -> None:
+    c = client(registry.url)
+    item_id = c.register_schema("shop.LineItem", Schema(LINE_ITEM, "AVRO"))
+    ref = SchemaReference("shop.LineItem", "shop.LineItem", 1)
+    with_refs = Schema(ORDER, "AVRO", references=[ref])
+    order_id = c.register_schema("refs-value", with_refs)
+    assert order_id != item_id
+    assert client(registry.url).register_schema("refs-value", with_refs) == order_id  # idempotent, refs included
+
+    # fetched as registered: short name and namespace kept, references returned
+    fetched = client(registry.url).get_schema(order_id)
+    assert json.loads(fetched.schema_str) == json.loads(ORDER)
+    assert [(r.name, r.subject, r.version) for r in fetched.references] == [("shop.LineItem", "shop.LineItem", 1)]
+    latest = client(registry.url).get_latest_version("refs-value")
+    assert (latest.schema_id, [r.subject for r in latest.schema.references]) == (order_id, ["shop.LineItem"])
+    found = client(registry.url).lookup_schema("refs-value", with_refs)
+    assert (found.schema_id, found.version) == (order_id, 1)
+    status, doc = http(registry.url, "GET", "/subjects/shop.LineItem/versions/1/referencedby")
+    assert (status, doc) == (200, [order_id])
+    assert http(registry.url, "GET", "/subjects/refs-value/versions/1/referencedby") == (200, [])
+    # without its reference the schema names an unknown type; a reference to nothing is refused
+    assert error_code(lambda: c.register_schema("other-value", Schema(ORDER, "AVRO")))[:2] == (422, 42201)
+    dangling = Schema(ORDER, "AVRO", references=[SchemaReference("shop.LineItem", "nope", 1)])
+    assert error_code(lambda: c.register_schema("other-value", dangling))[:2] == (422, 42201)
+    # a referenced version cannot be deleted while something references it
+    assert error_code(lambda: c.delete_version("shop.LineItem", 1))[:2] == (422, 42206)
+    assert error_code(lambda: c.delete_subject("shop.LineItem"))[:2] == (422, 42206)
+
+    # compatibility sees through references: a field the referenced type lacks breaks, named with its path
+    item_v2 = json.loads(LINE_ITEM)
+    item_v2["fields"].append({"name": "note", "type": "string"})  # no default: BACKWARD-incompatible
+    c.set_compatibility("shop.LineItem", "NONE")
+    c.register_schema("shop.LineItem", Schema(json.dumps(item_v2), "AVRO"))
+    breaking = Schema(ORDER, "AVRO", references=[SchemaReference("shop.LineItem", "shop.LineItem", 2)])
+    status, doc = http(registry.url, "POST", "/compatibility/subjects/refs-value/versions/latest?verbose=true",
+                       json.dumps({"schema": ORDER, "references": [
+                           {"name": "shop.LineItem", "subject": "shop.LineItem", "version": 2}]}))
+    assert status == 200 and doc["is_compatible"] is False
+    assert any("shop.Order.items[].note" in m for m in doc["messages"]), doc
+    assert error_code(lambda: c.register_schema("refs-value", breaking))[:2] == (409, 409)
+
+    # Confluent's serializer with the latest version (references resolved by the client), and with the schema and
+    # its references given; Confluent's deserializer and ours decode both
+    ctx = SerializationContext("refs", MessageField.VALUE)
+    order = {"id": "o-1", "items": [{"sku": "a", "quantity": 2}]}
+    latest_writer = AvroSerializer(c, None, conf={"auto.register.schemas": False, "use.latest.version": True})
+    given_writer = AvroSerializer(c, with_refs, conf={"auto.register.schemas": False})
+    serde = Serde(RegistryClient(registry.url), Catalogue.load(Path(__file__).resolve().parents[1] / "schemas"))
+    for writer in (latest_writer, given_writer):
+        data = writer(order, ctx)
+        assert data is not None and int.from_bytes(data[1:5], "big") == order_id
+        assert AvroDeserializer(client(registry.url))(data, ctx) == order
+        assert serde.decode(data) == ("shop.Order", order)

@@ -19,7 +19,9 @@ def _common(p: argparse.ArgumentParser, catalogue: bool = True) -> None:
     if catalogue:
         p.add_argument("--dir", default=str(SCHEMAS_DIR), help="schema directory (default: the project's schemas/)")
         p.add_argument("--strategy", choices=STRATEGIES, default="topic",
-                       help="subject naming: topic = <topic>-value (default), record = record full name")
+                       help="subject naming: topic (default) = <topic>-value, and for a topic carrying several "
+                            "record types <topic>-<record full name> plus their union as <topic>-value; "
+                            "record = record full name")
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from streams.errors import ConfigError
@@ -123,6 +123,12 @@ def named_types(schema: Json) -> dict[str, Json]:
 def standalone(root: str | Iterable[str], defs: Mapping[str, Json]) -> Json:
     """A self-contained schema for a named type (or a union of them): each referenced named type is defined inline
     at its first use, depth first, and referenced by name after that, as the Avro spec requires."""
+    return inline(root if isinstance(root, str) else list(root), defs)
+
+
+def inline(schema: Json, defs: Mapping[str, Json]) -> Json:
+    """A canonical schema with every name it uses but does not define replaced by its definition from ``defs`` at
+    the first use (how a schema registered with references becomes self-contained)."""
     seen: set[str] = set()
 
     def expand(node: Json) -> Json:
@@ -148,9 +154,37 @@ def standalone(root: str | Iterable[str], defs: Mapping[str, Json]) -> Json:
             return {**node, "values": expand(node["values"])}
         return node
 
-    if isinstance(root, str):
-        return expand(root)
-    return [expand(name) for name in root]
+    return expand(schema)
+
+
+Ref = tuple[str, str, int]  # a schema reference: (the type's name, subject, version), as Confluent's API has it
+Fetch = Callable[[str, int], tuple[str, Sequence[Ref]]]  # (subject, version) -> (schema text, its references)
+
+
+def resolve(schema: Json, refs: Sequence[Ref], fetch: Fetch) -> Json:
+    """A self-contained canonical schema for ``schema`` registered with references ``refs``: the named types the
+    referenced schemas define (and theirs, transitively) inlined where ``schema`` first uses them. ValueError names
+    a type left unresolved or defined differently by two references."""
+    defs: dict[str, Json] = {}
+    done: set[tuple[str, int]] = set()
+
+    def collect(found: Sequence[Ref]) -> None:
+        for _name, subject, version in found:
+            if (subject, version) in done:
+                continue
+            done.add((subject, version))
+            text, nested = fetch(subject, version)
+            collect(nested)
+            for name, definition in named_types(canonical(json.loads(text))).items():
+                if defs.setdefault(name, definition) != definition:
+                    raise ValueError(f"{name} is defined differently by two referenced schemas")
+
+    collect(refs)
+    out = inline(canonical(schema), defs)
+    missing = references(out)
+    if missing:
+        raise ValueError(f"unknown type(s) {', '.join(sorted(missing))}: neither defined nor referenced")
+    return out
 
 
 def references(schema: Json) -> set[str]:

@@ -126,7 +126,8 @@ class Catalogue:
         return tuple(self._entries)
 
     def topic_entry(self, topic: str) -> SchemaEntry | None:
-        """The schema registered for ``topic`` under the topic strategy: its record, or the union of its records."""
+        """The schema registered as ``<topic>-value`` under the topic strategy: its record, or the union of its
+        records (the topic's reader contract)."""
         names = self.topics.get(topic)
         if not names:
             return None
@@ -136,12 +137,33 @@ class Catalogue:
             self._unions[topic] = entry(f"{topic}-value", standalone(names, self._defs), names)
         return self._unions[topic]
 
+    def subject(self, topic: str, name: str, strategy: str) -> str:
+        """The subject records named ``name`` are written with on ``topic``: ``record``: the full name (Confluent's
+        RecordNameStrategy); ``topic``: ``<topic>-value`` (TopicNameStrategy) for a topic of one record type,
+        ``<topic>-<full name>`` (TopicRecordNameStrategy) for a topic that carries several."""
+        full = self.resolve(name)
+        if strategy == "record":
+            return full
+        if strategy == "topic":
+            return f"{topic}-{full}" if len(self.topics.get(topic, ())) > 1 else f"{topic}-value"
+        raise ConfigError(f"unknown subject strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+
     def subjects(self, strategy: str) -> dict[str, SchemaEntry]:
-        """Subject → schema for every message, as ``streams schemas register`` registers them."""
+        """Subject → schema for every message, as ``streams schemas register`` registers them. With ``topic``, a
+        multi-type topic also gets the union of its records under ``<topic>-value``: no record is written with it,
+        but it is the reader schema of ``use.latest.version`` consumers and tells the registry which records a
+        stock producer (TopicNameStrategy) may send to the topic (see docs/adopting.md)."""
         if strategy == "record":
             return {n: self._entries[n] for n in self.messages}
         if strategy == "topic":
-            return {f"{t}-value": e for t in self.topics for e in [self.topic_entry(t)] if e is not None}
+            out: dict[str, SchemaEntry] = {}
+            for topic, names in self.topics.items():
+                union = self.topic_entry(topic)
+                if union is not None:
+                    out[f"{topic}-value"] = union
+                if len(names) > 1:
+                    out.update({self.subject(topic, n, strategy): self._entries[n] for n in names})
+            return out
         raise ConfigError(f"unknown subject strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
 
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.contracts.avsc import Json, Ref, resolve
 from streams.errors import (
     ConfigError,
     IncompatibleSchemaError,
@@ -151,6 +152,21 @@ class RegistryClient:
         """The schema text of an id; a SchemaRegistryError with code 40403 if the registry does not know it."""
         return str(self.request("GET", f"schemas/ids/{int(schema_id)}")["schema"])
 
+    def resolved(self, schema_id: int) -> Json:
+        """The schema of an id as a self-contained canonical schema: the named types of the schemas it references
+        (a writer that used Confluent's schema references) inlined. SchemaRegistryError (40403) if unknown;
+        ValueError if what the registry holds is not a usable schema."""
+        ans = self.request("GET", f"schemas/ids/{int(schema_id)}")
+
+        def fetch(subject: str, version: int) -> tuple[str, list[Ref]]:
+            found = self.request("GET", f"subjects/{quote(subject)}/versions/{int(version)}")
+            return str(found["schema"]), _refs(found.get("references"))
+
+        try:
+            return resolve(json.loads(ans["schema"]), _refs(ans.get("references")), fetch)
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise ValueError(f"malformed answer: {exc!r}") from exc
+
     def subjects(self, deleted: bool = False) -> list[str]:
         return [str(s) for s in self.request("GET", "subjects", query={"deleted": deleted})]
 
@@ -179,6 +195,10 @@ class RegistryClient:
 
     def delete_subject(self, subject: str, permanent: bool = False) -> list[int]:
         return [int(v) for v in self.request("DELETE", f"subjects/{quote(subject)}", query={"permanent": permanent})]
+
+
+def _refs(raw: Any) -> list[Ref]:
+    return [(str(r["name"]), str(r["subject"]), int(r["version"])) for r in raw or ()]
 
 
 def _q(value: Any) -> str:

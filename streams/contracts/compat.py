@@ -48,7 +48,7 @@ def parse_avro(text: str) -> avro.schema.Schema:
 
 def breaking(reader: avro.schema.Schema, writer: avro.schema.Schema) -> list[str]:
     """Why ``reader`` cannot read data written with ``writer``; empty when it can."""
-    r_branches, w_branches = _branches(reader), _branches(writer)
+    r_branches, w_branches = branches(reader), branches(writer)
     if r_branches is not None and w_branches is not None:
         out: list[str] = []
         for name, w in w_branches.items():
@@ -76,7 +76,7 @@ def check(level: str, new: avro.schema.Schema, existing: Sequence[tuple[int, avr
     return out
 
 
-def _branches(schema: avro.schema.Schema) -> dict[str, avro.schema.Schema] | None:
+def branches(schema: avro.schema.Schema) -> dict[str, avro.schema.Schema] | None:
     """A union whose branches are all named, by full name; else None."""
     if not isinstance(schema, avro.schema.UnionSchema):
         return None

@@ -6,8 +6,11 @@ Log records (key and value are compact JSON; the topic is compacted, so a key's 
 key                                                            value
 =============================================================  ===============================================
 ``{"keytype":"SCHEMA","subject","version","id","fp"}``         ``{"subject","version","id","schema"}``: a *claim*
-                                                               that ``schema`` (canonical text, fingerprint
-                                                               ``fp``) is ``version`` of ``subject`` with ``id``;
+                                                               that ``schema`` (text as first registered,
+                                                               fingerprint ``fp`` of its canonical form and its
+                                                               references) is ``version`` of ``subject`` with
+                                                               ``id``; plus ``"references"`` (a list of
+                                                               ``{"name","subject","version"}``) when it has any;
                                                                a tombstone is a hard delete
 ``{"keytype":"DELETED","subject","version"}``                  ``{"deleted":true}``: soft delete of that version
 ``{"keytype":"CONFIG","subject":s|null}``                      ``{"compatibilityLevel":L}``; tombstone = unset
@@ -31,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from streams.contracts.avsc import Ref
 from streams.contracts.compat import DEFAULT_LEVEL, LEVELS
 
 Slot = tuple[str, int]  # (subject, version)
@@ -47,6 +51,7 @@ class Claim:
     id: int
     fp: str
     schema: str
+    references: tuple[Ref, ...] = ()
 
     @property
     def key(self) -> bytes:
@@ -55,7 +60,20 @@ class Claim:
 
     @property
     def value(self) -> bytes:
-        return dumps({"subject": self.subject, "version": self.version, "id": self.id, "schema": self.schema})
+        out: dict[str, Any] = {"subject": self.subject, "version": self.version, "id": self.id, "schema": self.schema}
+        if self.references:
+            out["references"] = ref_dicts(self.references)
+        return dumps(out)
+
+
+def ref_dicts(refs: tuple[Ref, ...]) -> list[dict[str, Any]]:
+    """References in the API's shape."""
+    return [{"name": n, "subject": s, "version": v} for n, s, v in refs]
+
+
+def parse_refs(raw: Any) -> tuple[Ref, ...]:
+    """References from the log (already validated when registered)."""
+    return tuple((str(r["name"]), str(r["subject"]), int(r["version"])) for r in raw or ())
 
 
 def deleted_key(subject: str, version: int) -> bytes:
@@ -87,6 +105,7 @@ class RegistryState:
         self.rejected: dict[Slot, set[bytes]] = {}  # losing claim keys, tombstoned along with their slot
         self.schema_by_id: dict[int, tuple[str, str]] = {}  # id -> (fp, schema)
         self.id_by_fp: dict[str, int] = {}
+        self.refs_by_id: dict[int, tuple[Ref, ...]] = {}  # id -> the references it was registered with
         self.refs: dict[int, set[Slot]] = {}
         self.configs: dict[str | None, str] = {}
         self.max_id = 0
@@ -143,7 +162,7 @@ class RegistryState:
                 if not losers:
                     del self.rejected[slot]
             return
-        claim = Claim(slot[0], slot[1], int(v["id"]), str(k["fp"]), str(v["schema"]))
+        claim = Claim(slot[0], slot[1], int(v["id"]), str(k["fp"]), str(v["schema"]), parse_refs(v.get("references")))
         current = self.claim(*slot)
         if current is not None and current.key == raw_key:
             return  # the same claim again
@@ -158,6 +177,7 @@ class RegistryState:
             return
         self.claims.setdefault(claim.subject, {})[claim.version] = claim
         self.schema_by_id[claim.id] = (claim.fp, claim.schema)
+        self.refs_by_id[claim.id] = claim.references
         self.id_by_fp[claim.fp] = claim.id
         self.refs.setdefault(claim.id, set()).add(slot)
         self.max_id = max(self.max_id, claim.id)
@@ -170,6 +190,7 @@ class RegistryState:
         if not slots:  # no subject holds the schema any more: its id is gone, like Confluent's hard delete
             del self.refs[schema_id]
             fp, _ = self.schema_by_id.pop(schema_id)
+            self.refs_by_id.pop(schema_id, None)
             self.id_by_fp.pop(fp, None)
 
     # -- queries ---------------------------------------------------------------------------------------------
@@ -205,6 +226,10 @@ class RegistryState:
     def slots_of(self, schema_id: int) -> Iterator[Claim]:
         for subject, version in sorted(self.refs.get(schema_id, ())):
             yield self.claims[subject][version]
+
+    def referenced_by(self, subject: str, version: int) -> list[int]:
+        """Ids of the schemas that reference that version (which therefore must not be deleted)."""
+        return sorted(i for i, refs in self.refs_by_id.items() if any(r[1:] == (subject, version) for r in refs))
 
     def level(self, subject: str | None) -> str:
         """The compatibility level that applies to ``subject``."""

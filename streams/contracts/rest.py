@@ -84,6 +84,9 @@ ROUTES: list[tuple[tuple[str | None, ...], dict[str, Route]]] = [
     (("subjects", None, "versions", None, "schema"), {
         "GET": lambda s, p, q, b: Raw(s.version(p[0], p[1], q.flag("deleted"))["schema"]),
     }),
+    (("subjects", None, "versions", None, "referencedby"), {
+        "GET": lambda s, p, q, b: s.referenced_by(p[0], p[1]),
+    }),
     (("schemas", "types"), {"GET": lambda s, p, q, b: ["AVRO"]}),
     (("schemas", "ids", None), {"GET": lambda s, p, q, b: s.schema_by_id(_schema_id(p[0]))}),
     (("schemas", "ids", None, "versions"), {

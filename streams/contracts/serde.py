@@ -6,18 +6,19 @@ generator does not take. Writers resolve their schema id once per (topic, record
 schema once per id, both cached. A reader decodes into its own
 (reader) schema through Avro schema resolution, so producers built against old and new contracts coexist.
 
-Subject strategies:
+Subject strategies (``Catalogue.subject``):
 
 - ``record``: one subject per record, its full name (Confluent's RecordNameStrategy).
-- ``topic``: one subject per topic, ``<topic>-value``. A topic that carries several record types (declared in
-  ``subjects.yaml``) is registered as the union of them; a record is then written with the union's id and its
-  branch index in front of the body, which is exactly the Avro encoding of a union value, so any Avro reader,
-  Confluent's included, decodes it.
+- ``topic``: ``<topic>-value`` for a topic of one record type (TopicNameStrategy); a topic that carries several
+  (declared in ``subjects.yaml``) gets one subject per record, ``<topic>-<full name>`` (TopicRecordNameStrategy),
+  so every record is written with its own schema's id, exactly as a stock Confluent serializer writes it.
+
+Readers go by the writer's id whatever the strategy, so records written under any of Confluent's strategies, or
+as a branch of a union (the index in front of the body, as earlier versions wrote multi-type topics), decode.
 """
 
 from __future__ import annotations
 
-import json
 import struct
 import threading
 import time
@@ -31,7 +32,7 @@ from streams.contracts.avsc import canonical, named_types, standalone, type_name
 from streams.contracts.catalogue import STRATEGIES, Catalogue, SchemaEntry, entry
 from streams.contracts.client import RegistryClient
 from streams.contracts.fastcodec import Reader as FastReader
-from streams.contracts.fastcodec import compile_reader, compile_writer, zigzag
+from streams.contracts.fastcodec import compile_reader, compile_writer
 from streams.errors import (
     ConfigError,
     DecodeError,
@@ -90,7 +91,7 @@ class Serde:
     # -- writing ---------------------------------------------------------------------------------------------
 
     def subject(self, topic: str, record_name: str) -> str:
-        return f"{topic}-value" if self.strategy == "topic" else self.catalogue.resolve(record_name)
+        return self.catalogue.subject(topic, record_name, self.strategy)
 
     def encoder(self, topic: str, record_name: str) -> Encoder:
         """A function record → bytes for ``record_name`` on ``topic``; registers or looks up the id once."""
@@ -100,29 +101,37 @@ class Serde:
             enc = self._encoders[key] = self._make_encoder(topic, record_name)
         return enc
 
+    def register_topic(self, topic: str) -> int | None:
+        """Register (or, without auto-registration, look up) a multi-type topic's union under ``<topic>-value``;
+        None for any other topic. No record is written with it, but it declares to the registry which records the
+        topic carries: a stock producer (TopicNameStrategy) that sends one of them to ``<topic>-value`` gets it
+        filed under its own subject, ``<topic>-<full name>``. A workflow registers its input topic at startup."""
+        union = self.catalogue.topic_entry(topic)
+        if self.strategy != "topic" or union is None or not union.branches:
+            return None
+        subject = f"{topic}-value"
+        if self.auto_register:
+            return self.registry.register(subject, union.text)
+        return self.registry.lookup(subject, union.text).id
+
     def encode(self, topic: str, record_name: str, record: Mapping[str, Any]) -> bytes:
         """Convenience for one record; hot loops should hold on to ``encoder(...)`` instead."""
         return self.encoder(topic, record_name)(record)
 
     def _make_encoder(self, topic: str, record_name: str) -> Encoder:
         name = self.catalogue.resolve(record_name)
-        body_schema = self.catalogue.get(name).parsed
-        registered: SchemaEntry = self.catalogue.get(name)
-        prefix = b""
-        if self.strategy == "topic":
-            topic_entry = self.catalogue.topic_entry(topic)
-            if topic_entry is not None and topic_entry.branches:
-                if name not in topic_entry.branches:
-                    raise ConfigError(f"{name} is not declared for topic {topic} in subjects.yaml")
-                registered, prefix = topic_entry, zigzag(topic_entry.branches.index(name))
-            elif topic_entry is not None and topic_entry.name != name:
-                raise ConfigError(f"topic {topic} carries {topic_entry.name} in subjects.yaml, not {name}")
+        registered = self.catalogue.get(name)
+        body_schema = registered.parsed
+        declared = self.catalogue.topics.get(topic)
+        if self.strategy == "topic" and declared and name not in declared:
+            raise ConfigError(f"{name} is not declared for topic {topic} in subjects.yaml (it carries "
+                              f"{', '.join(declared)})")
         subject = self.subject(topic, name)
         if self.auto_register:
             schema_id = self.registry.register(subject, registered.text)
         else:
             schema_id = self.registry.lookup(subject, registered.text).id
-        head = header(schema_id) + prefix
+        head = header(schema_id)
         what = f"{name} for topic {topic}"
 
         def encode_reference(record: Mapping[str, Any]) -> bytes:
@@ -171,7 +180,7 @@ class Serde:
             if until is not None and time.monotonic() < until:
                 raise UnknownSchemaError(f"schema id {schema_id} is not known to the registry at {self.registry.url}")
             try:
-                text = self.registry.schema(schema_id)
+                read = self._build_reader(schema_id, self.registry.resolved(schema_id))
             except SchemaRegistryError as exc:
                 if exc.http_status == 404:
                     self._unknown[schema_id] = time.monotonic() + UNKNOWN_ID_TTL_S
@@ -179,8 +188,9 @@ class Serde:
                         f"schema id {schema_id} is not known to the registry at {self.registry.url}"
                     ) from exc
                 raise
-            try:
-                read = self._build_reader(schema_id, text)
+            except ValueError as exc:
+                read = _failing(SchemaMismatchError(
+                    f"schema id {schema_id}: the registry returned an unusable schema: {exc}"))
             except SchemaMismatchError as exc:
                 read = _failing(exc)  # cached too: every record with this id fails the same way, without a call
             self._decoders[schema_id] = read
@@ -203,12 +213,8 @@ class Serde:
             return None
         return reader.parsed
 
-    def _build_reader(self, schema_id: int, text: str) -> _Reader:
-        try:
-            schema = self._decoding(canonical(json.loads(text)))
-        except ValueError as exc:
-            msg = f"schema id {schema_id}: the registry returned an unusable schema: {exc}"
-            raise SchemaMismatchError(msg) from exc
+    def _build_reader(self, schema_id: int, resolved: Any) -> _Reader:
+        schema = self._decoding(resolved)
         if not isinstance(schema, list):
             name = type_name(schema)
             writer = _entry(schema_id, name, schema)

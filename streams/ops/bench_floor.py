@@ -40,10 +40,10 @@ def run_floor(kafka: KafkaSettings, serde: Serde, starts: dict[int, int], ends: 
     """Consume ``orders.events`` from ``starts`` to ``ends``; returns (records, seconds from assignment to the
     last commit). Batches are as large as the worker's by default, so the ratio compares like with like."""
     cat = serde.catalogue
-    union = cat.topic_entry(ORDERS_TOPIC)
-    assert union is not None and union.branches
-    # Writer schemas per union branch, date/time logical types left as ints exactly as the Serde reads them.
-    branches = [entry(n, without_time_types(cat.get(n).schema)).parsed for n in union.branches]
+    # Writer schemas by id (each record type has its own subject), date/time logical types left as ints exactly
+    # as the Serde reads them.
+    writers = {serde.registry.register(serde.subject(ORDERS_TOPIC, n), cat.get(n).text):
+               entry(n, without_time_types(cat.get(n).schema)).parsed for n in cat.topics[ORDERS_TOPIC]}
     out = cat.get(OUTPUT_RECORD)
     head = header(serde.registry.register(f"{out_topic}-value", out.text))
     out_schema = out.parsed
@@ -74,8 +74,8 @@ def run_floor(kafka: KafkaSettings, serde: Serde, starts: dict[int, int], ends: 
                 value = m.value()
                 key = m.key()
                 fo = BytesIO(value)
-                fo.seek(6)  # magic byte, schema id, union branch (one byte for < 64 branches)
-                rec: Any = schemaless_reader(fo, branches[value[5] >> 1], None)
+                fo.seek(5)  # magic byte, schema id
+                rec: Any = schemaless_reader(fo, writers[int.from_bytes(value[1:5], "big")], None)
                 db = dbs[p]
                 skey = b"d" + key
                 db.get(skey)

@@ -52,6 +52,7 @@ class WorkflowProcessor:
         self.schema_version = 1
         self._encode_state = self.serde.encoder(state_topic, state_record)
         self._timer_encoder = self.serde.encoder(self.input_topic, TIMER_FIRED)
+        self.serde.register_topic(self.input_topic)  # so stock producers' records find their subjects
         self._encoders: dict[tuple[str, str], Any] = {}
         self._states: dict[bytes, WorkflowState] = {}
         self._states_old: dict[bytes, WorkflowState] = {}
