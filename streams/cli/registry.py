@@ -24,7 +24,7 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be 0..65535, got {args.port}")
-    with kafka_or_embedded(args) as settings:
+    with kafka_or_embedded(args, service=True) as settings:
         server = RegistryServer(settings, host=args.host, port=args.port, topic=args.topic,
                                 access_log=args.access_log, logger=log)
         try:

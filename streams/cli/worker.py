@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     )
     processor = resolve(proc.processor, {**proc.options, **args.options}, proc.outputs)
     endpoints_topic = f"{group}.endpoints"
-    with kafka_or_embedded(args) as kafka:
+    with kafka_or_embedded(args, service=True) as kafka:
         extra = [TopicSpec(endpoints_topic, 1, 1, "compact")] if args.http_port is not None else []
         partitions = prepare(topo, proc, kafka, create=not args.no_create_topics, extra=extra)
         spec = WorkerSpec(proc.name, proc.inputs, proc.changelog, proc.store, topo.dlq_topic)
