@@ -167,6 +167,8 @@ CASES = [
     (["status", "abc", "--url", "{down}"], 1, "WorkerUnreachableError: worker unreachable at http://127.0.0.1:"),
     (["status", "abc", "--topology", COUNTER, "--bootstrap", DOWN], 1, "cannot connect to Kafka"),
     (["schemas", "list", "--registry", "{down}"], 1, "unreachable"),
+    (["registry", "--port", "0", "--bootstrap", DOWN], 1, "cannot connect to Kafka"),
+    (["demo", "--counter", "--bootstrap", DOWN], 1, "cannot connect to Kafka"),
     (["worker", "--topology", "{bad}"], 2, "bad.yaml:4:1: not valid YAML"),  # the mapping never closed
 ]
 

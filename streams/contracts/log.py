@@ -142,8 +142,9 @@ class KafkaSchemaLog:
         try:
             meta = admin.list_topics(timeout=self.timeout_s)
         except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
             raise KafkaUnavailableError(f"schema log: cannot reach Kafka at {self.settings.bootstrap_servers}: "
-                                        f"{exc.args[0] if exc.args else exc}") from exc
+                                        f"{err.str() if isinstance(err, KafkaError) else exc}") from exc
         existing = meta.topics.get(self.topic)
         if existing is not None and not existing.error:
             if len(existing.partitions) != 1:
