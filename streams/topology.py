@@ -107,8 +107,8 @@ def _expand(text: str, env: Mapping[str, str], source: str) -> str:
     try:
         comments = _comments(text)
     except yaml.YAMLError:
-        parse_yaml(text, source, TopologyError)  # raises the same error, naming line and column
-        raise
+        parse_yaml(text, source, TopologyError)  # raises the scanner's error as ours, naming line and column
+        raise  # not reached: parsing scans the same tokens
     pos = 0
 
     def sub(m: re.Match[str]) -> str:
@@ -122,8 +122,8 @@ def _expand(text: str, env: Mapping[str, str], source: str) -> str:
             return env[name]
         if default is not None:
             return default
-        line = text.count("\n", 0, m.start()) + 1
-        raise TopologyError(f"{source}:{line}: ${{{name}}} is not set and has no default")
+        line, column = text.count("\n", 0, m.start()) + 1, m.start() - text.rfind("\n", 0, m.start())
+        raise TopologyError(f"{source}:{line}:{column}: ${{{name}}} is not set and has no default")
 
     return _VAR.sub(sub, text)
 

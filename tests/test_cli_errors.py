@@ -65,7 +65,7 @@ def test_an_unset_variable_names_itself_the_file_and_the_line(tmp_path: Path) ->
     f.write_text("# ${MISSING} here is only a comment\nname: x\ndlq_topic: ${MISSING}.dlq\n")
     with pytest.raises(TopologyError) as exc:
         load(f, {})
-    assert str(exc.value).startswith(f"{f}:3: ${{MISSING}} is not set")
+    assert str(exc.value).startswith(f"{f}:3:12: ${{MISSING}} is not set")
 
 
 # -- YAML syntax errors keep their position -----------------------------------------------------------------
@@ -139,6 +139,24 @@ def test_a_consumer_against_a_down_broker_logs_a_bounded_number_of_lines() -> No
     assert 1 <= len(shown.records) <= 3, [r.getMessage() for r in shown.records]  # ...we showed each kind once
     assert "Connection refused" in shown.records[0].getMessage()
     assert 1 <= len(errors) <= 3, errors  # the error callback goes through the same gate
+
+
+def test_a_worker_waiting_for_a_down_broker_says_so_in_a_few_lines(tmp_path: Path) -> None:
+    base = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "STREAMS_NS")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams", "worker", "--topology", COUNTER, "--bootstrap", DOWN,
+         "--state-dir", str(tmp_path / "state")],
+        env={**base, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(6)
+        assert proc.poll() is None  # it waits for Kafka rather than giving up
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=30)
+    lines = err.strip().splitlines()
+    assert not [line for line in lines if line.startswith("%")], lines[:5]  # nothing bypasses our logger
+    assert 1 <= len(lines) <= 8, lines  # its retries back off: 0.5, 1, 2, 4 s...
+    assert "Kafka at 127.0.0.1:1 unavailable (cannot connect to Kafka (127.0.0.1:1: Connection refused))" in lines[0]
 
 
 # -- the CLI: one line, the right exit code, soon ------------------------------------------------------------

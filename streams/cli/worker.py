@@ -13,7 +13,7 @@ from streams import _native
 from streams.cli.common import add_kafka_args, kafka_or_embedded, log
 from streams.config import KafkaSettings, WorkerSettings
 from streams.errors import ConfigError, KafkaUnavailableError
-from streams.kafka.admin import Admin
+from streams.kafka.admin import Admin, check_reachable
 from streams.ops.status import Endpoints, StatusServer
 from streams.processors import resolve
 from streams.runtime import gcpolicy
@@ -88,6 +88,7 @@ def prepare(topo: Topology, proc: ProcessorSpec, kafka: KafkaSettings, create: b
     delay = 0.5
     while True:
         try:
+            check_reachable(kafka)  # says at once that Kafka is down, where the first request would take 10 s
             admin = Admin(kafka)
             if create:
                 admin.ensure([*topo.all_topics(), *(extra or [])])
