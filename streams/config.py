@@ -7,6 +7,7 @@ import os
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,21 @@ class RepeatFilter(logging.Filter):
 KAFKA_REPEATS = RepeatFilter()
 LIBRDKAFKA_LOG = logging.getLogger("streams.librdkafka")
 LIBRDKAFKA_LOG.addFilter(KAFKA_REPEATS)
+
+
+def http_url(text: str, what: str) -> urllib.parse.SplitResult:
+    """``text`` split as an http(s) URL with a host and a valid port, or a ConfigError naming ``what`` (the
+    URL shown without user info: it may hold a password)."""
+    try:
+        parts = urllib.parse.urlsplit(text.strip())
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port is None or parts.port > 0)
+    except ValueError:  # "http://[::1", a port that is not a number or out of range
+        ok = False
+    if not ok:
+        scheme, _, rest = text.partition("://")
+        shown = f"{scheme}://{rest.rpartition('@')[2]}" if rest else text
+        raise ConfigError(f"{what} must be http(s)://host[:port], got {shown!r}")
+    return parts
 
 
 def parse_yaml(text: str, source: str, error: type[ConfigError] = ConfigError) -> Any:

@@ -176,12 +176,18 @@ CASES = [
     (["topics", "create", "--topology", COUNTER, "--bootstrap", DOWN], 1, "cannot connect to Kafka"),
     (["replay", "--topology", COUNTER, "--from-beginning", "--bootstrap", DOWN], 1, "cannot connect to Kafka"),
     (["replay", "--topology", COUNTER, "--from-beginning", "--bootstrap", "127.0.0.1:x"], 2, "not a number"),
+    (["replay", "--topology", COUNTER, "--from-offset", "-5", "--bootstrap", DOWN], 2,
+     "argument --from-offset: must be >= 0, got '-5'"),
+    (["dlq", "list", "--topology", "{tmp}/none.yaml", "--bootstrap", DOWN], 2, "cannot read topology"),
+    (["worker", "--topology", COUNTER, "--http-port", "99999"], 2, "argument --http-port: must be within 0..65535"),
     (["replay", "--topology", COUNTER, "--from-timestamp", "yesterday", "--bootstrap", DOWN], 2,
      "argument --from-timestamp: expected epoch milliseconds or an ISO-8601 time, got 'yesterday'"),
     (["state", "rebuild", "--topology", COUNTER, "--state-dir", "{tmp}", "--bootstrap", DOWN], 1,
      "cannot connect to Kafka"),
-    (["status", "abc", "--url", "notaurl"], 2, "worker URL 'notaurl': expected http://HOST:PORT"),
-    (["status", "abc", "--url", "http://127.0.0.1:http"], 2, "expected http://HOST:PORT"),
+    (["status", "abc", "--url", "notaurl"], 2, "a worker URL must be http(s)://host[:port], got 'notaurl'"),
+    (["status", "abc", "--url", "http://127.0.0.1:http"], 2, "a worker URL must be http(s)://host[:port]"),
+    (["status", "abc", "--url", "http://[::1"], 2, "a worker URL must be http(s)://host[:port]"),
+    (["schemas", "list", "--registry", "http://u:secret@[::1"], 2, "got 'http://[::1'"),
     (["status", "abc", "--url", "{down}"], 1, "WorkerUnreachableError: worker unreachable at http://127.0.0.1:"),
     (["status", "abc", "--topology", COUNTER, "--bootstrap", DOWN], 1, "cannot connect to Kafka"),
     (["schemas", "list", "--registry", "{down}"], 1, "unreachable"),
@@ -196,7 +202,7 @@ CASES = [
 def test_bad_input_and_unreachable_endpoints_give_one_line(argv: list[str], code: int, words: str,
                                                            tmp_path: Path) -> None:
     subs = {"{tmp}": str(tmp_path), "{down}": f"http://127.0.0.1:{free_port()}", "{bad}": _bad_yaml(tmp_path)}
-    argv = [subs.get(a, a) for a in argv]
+    argv = [a.replace("{tmp}", str(tmp_path)) if a.startswith("{tmp}/") else subs.get(a, a) for a in argv]
     started = time.monotonic()
     res = streams(*argv)
     took = time.monotonic() - started

@@ -33,7 +33,8 @@ def number(cast: Callable[[str], N], low: N | None = None, high: N | None = None
         if above is not None and not value > above:
             raise argparse.ArgumentTypeError(f"must be > {above}, got {text!r}")
         if (low is not None and value < low) or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be within {low}..{high}, got {text!r}")
+            bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"within {low}..{high}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text!r}")
         return value
 
     return parse

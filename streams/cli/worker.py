@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from streams import _native
-from streams.cli.common import add_kafka_args, kafka_or_embedded, log
+from streams.cli.common import add_kafka_args, kafka_or_embedded, log, number
 from streams.config import KafkaSettings, WorkerSettings
 from streams.errors import ConfigError, KafkaUnavailableError
 from streams.kafka.admin import Admin, check_reachable
@@ -71,7 +71,8 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
                    help="unacknowledged produced records before consumption pauses")
     p.add_argument("--dedupe-window", type=int, default=32,
                    help="recent event ids remembered per entity; redelivery within it is not applied twice")
-    p.add_argument("--http-port", type=int, help="serve /metrics, /healthz and /workflows on this port")
+    p.add_argument("--http-port", type=number(int, 0, 65535),
+                   help="serve /metrics, /healthz and /workflows on this port")
     p.add_argument("--http-host", default="127.0.0.1", help="bind address (non-loopback needs --http-token)")
     p.add_argument("--http-token", default=os.environ.get("STREAMS_HTTP_TOKEN"),
                    help="bearer token for the HTTP endpoints (default: $STREAMS_HTTP_TOKEN)")

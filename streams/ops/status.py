@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
-from streams.config import KafkaSettings
-from streams.errors import ConfigError, StreamsError, WorkerUnreachableError
+from streams.config import KafkaSettings, http_url
+from streams.errors import StreamsError, WorkerUnreachableError
 from streams.kafka.client import read_to_end
 from streams.ops.httpauth import bearer_ok, check_bind
 from streams.runtime.worker import Worker
@@ -67,13 +67,7 @@ def get_entity(base_url: str, key: str, token: str | None, timeout_s: float,
     A URL that is not http(s)://HOST[:PORT] is a ConfigError; a worker that does not answer is a
     WorkerUnreachableError naming the URL, so neither reaches the caller as urllib's own exception.
     """
-    parts = urllib.parse.urlsplit(base_url)
-    try:
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:
-        port_ok = False
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
-        raise ConfigError(f"worker URL {base_url!r}: expected http://HOST:PORT")
+    http_url(base_url, "a worker URL")
     req = urllib.request.Request(f"{base_url.rstrip('/')}/workflows/{urllib.parse.quote(key, safe='')}",
                                  headers={**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})})
     try:
