@@ -194,6 +194,7 @@ CASES = [
     (["registry", "--port", "0", "--bootstrap", DOWN], 1, "cannot connect to Kafka"),
     (["dashboard", "--bootstrap", DOWN, "--worker", "http://[::1"], 2, "a --worker URL (or dns+http://name:port)"),
     (["demo", "--counter", "--bootstrap", DOWN], 1, "cannot connect to Kafka"),
+    (["bench", "--quick", "--bootstrap", DOWN], 1, "cannot connect to Kafka"),
     (["worker", "--topology", "{bad}"], 2, "bad.yaml:4:1: not valid YAML"),  # the mapping never closed
 ]
 

@@ -160,6 +160,9 @@ class KafkaSchemaLog:
                 if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                     continue  # another instance created it first
                 raise KafkaUnavailableError(f"schema log: cannot create topic {self.topic}: {err or exc}") from exc
+            except TimeoutError as exc:
+                raise KafkaUnavailableError(f"schema log: cannot create topic {self.topic}: no answer from Kafka "
+                                            f"within {self.timeout_s:g}s") from exc
 
     # -- reading ---------------------------------------------------------------------------------------------
 
