@@ -180,7 +180,7 @@ class StatusServer:
         try:
             return get_entity(owner, key.decode("utf-8", "replace"), self.token, 5.0, {H_FORWARDED: "1"})
         except StreamsError as exc:
-            return 502, {"error": "owner_unreachable", "message": f"owner {owner} did not answer: {exc}"}
+            return 502, {"error": "owner_unreachable", "message": f"the owner of the key: {exc}"}
 
     def listing(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
         state = _first(query, "state")
