@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import threading
+import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from streams.errors import ConfigError
 
@@ -41,6 +49,79 @@ _ENV_PASSTHROUGH = {
 }
 
 
+class RepeatFilter(logging.Filter):
+    """Lets a message through at most once per ``window_s``; the next one carries ``suppressed=N``.
+
+    librdkafka retries a down broker every few tens of ms and logs each failed connect: hundreds of identical
+    lines a minute that bury everything else. Digits are ignored when comparing, so "after 0ms" and
+    "after 1ms" (or consumer-1 and consumer-2) count as the same message.
+    """
+
+    def __init__(self, window_s: float = 30.0, max_keys: int = 1000) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._max_keys = max_keys
+        self._seen: dict[str, tuple[float, int]] = {}  # message shape -> (last let through, dropped since)
+        self._lock = threading.Lock()  # log callbacks run on whichever thread polls a client
+
+    def admit(self, text: str) -> int | None:
+        """None to drop ``text``; else how many like it were dropped since the last one let through."""
+        key = re.sub(r"\d+", "#", text)
+        now = time.monotonic()
+        with self._lock:
+            last, dropped = self._seen.get(key, (-self.window_s, 0))
+            if now - last < self.window_s:
+                self._seen[key] = (last, dropped + 1)
+                return None
+            if len(self._seen) >= self._max_keys:
+                self._seen.clear()
+            self._seen[key] = (now, 0)
+        return dropped
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        dropped = self.admit(record.getMessage())
+        if dropped:
+            record.suppressed = dropped
+        return dropped is not None
+
+
+# One gate for librdkafka's log (every client: see KafkaSettings.common) and its error callbacks.
+KAFKA_REPEATS = RepeatFilter()
+LIBRDKAFKA_LOG = logging.getLogger("streams.librdkafka")
+LIBRDKAFKA_LOG.addFilter(KAFKA_REPEATS)
+
+
+def http_url(text: str, what: str) -> urllib.parse.SplitResult:
+    """``text`` split as an http(s) URL with a host and a valid port, or a ConfigError naming ``what`` (the
+    URL shown without user info: it may hold a password)."""
+    try:
+        parts = urllib.parse.urlsplit(text.strip())
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port is None or parts.port > 0)
+    except ValueError:  # "http://[::1", a port that is not a number or out of range
+        ok = False
+    if not ok:
+        scheme, _, rest = text.partition("://")
+        shown = f"{scheme}://{rest.rpartition('@')[2]}" if rest else text
+        raise ConfigError(f"{what} must be http(s)://host[:port], got {shown!r}")
+    return parts
+
+
+def parse_yaml(text: str, source: str, error: type[ConfigError] = ConfigError) -> Any:
+    """The decoded YAML document; a syntax error becomes ``error`` naming ``source:line:column`` and the problem."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark, start = exc.problem_mark or exc.context_mark, exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        context = f" ({exc.context}" if exc.context and exc.problem else ""
+        if context and start is not None and start is not mark:
+            context += f" that starts at line {start.line + 1}, column {start.column + 1}"
+        context += ")" if context else ""
+        raise error(f"{where}: not valid YAML: {exc.problem or exc.context}{context}") from exc
+    except yaml.YAMLError as exc:  # e.g. a character YAML does not allow; its message holds the position
+        raise error(f"{source}: not valid YAML: {' '.join(str(exc).split())}") from exc
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
     """How to reach Kafka: bootstrap servers plus pass-through client properties (security etc.)."""
@@ -51,11 +132,12 @@ class KafkaSettings:
     producer: Mapping[str, object] = field(default_factory=dict)
 
     def common(self) -> dict[str, object]:
-        return {"bootstrap.servers": self.bootstrap_servers, **self.client}
+        # Every client is built from this, so every client's librdkafka log goes through the rate limit below.
+        return {"bootstrap.servers": self.bootstrap_servers, "logger": LIBRDKAFKA_LOG, **self.client}
 
     def redacted(self) -> dict[str, object]:
         """The client config with secrets masked, for logs and error messages."""
-        return {k: ("***" if k in SECRET_KEYS else v) for k, v in self.common().items()}
+        return {k: ("***" if k in SECRET_KEYS else v) for k, v in self.common().items() if k != "logger"}
 
     @classmethod
     def from_env(cls, bootstrap: str | None = None, env: Mapping[str, str] | None = None) -> KafkaSettings:

@@ -140,3 +140,10 @@ class SchemaRegistryUnavailableError(SchemaRegistryError):
 
     retryable = True
     reason = "schema_registry_unavailable"
+
+
+class WorkerUnreachableError(StreamsError):
+    """A worker's HTTP endpoint did not answer (down, wrong address, or a firewall); retrying may help."""
+
+    retryable = True
+    reason = "worker_unreachable"

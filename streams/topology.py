@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from streams.config import parse_yaml
 from streams.errors import TopologyError
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -88,14 +89,41 @@ class Topology:
         return list(out.values())
 
 
+def _comments(text: str) -> list[tuple[int, int]]:
+    """Where the comments are: the ``#...`` runs between YAML tokens, by YAML's own rule (a ``#`` inside a value
+    or a quoted string is none). Tokens, unlike a parse, also accept a ``${VAR}`` inside ``[...]`` or ``{...}``."""
+    spans: list[tuple[int, int]] = []
+    end = 0
+    for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        start = token.start_mark.index
+        if start > end:
+            spans += [(end + m.start(), end + m.end()) for m in re.finditer(r"#[^\n]*", text[end:start])]
+        end = max(end, token.end_mark.index)
+    return spans
+
+
 def _expand(text: str, env: Mapping[str, str], source: str) -> str:
+    """``${VAR}`` and ``${VAR:-default}`` expanded in keys and values, never in comments."""
+    try:
+        comments = _comments(text)
+    except yaml.YAMLError:
+        parse_yaml(text, source, TopologyError)  # raises the scanner's error as ours, naming line and column
+        raise  # not reached: parsing scans the same tokens
+    pos = 0
+
     def sub(m: re.Match[str]) -> str:
+        nonlocal pos
+        while pos < len(comments) and comments[pos][1] <= m.start():
+            pos += 1
+        if pos < len(comments) and comments[pos][0] <= m.start():
+            return m.group(0)
         name, default = m.group(1), m.group(2)
         if name in env:
             return env[name]
         if default is not None:
             return default
-        raise TopologyError(f"{source}: ${{{name}}} is not set and has no default")
+        line, column = text.count("\n", 0, m.start()) + 1, m.start() - text.rfind("\n", 0, m.start())
+        raise TopologyError(f"{source}:{line}:{column}: ${{{name}}} is not set and has no default")
 
     return _VAR.sub(sub, text)
 
@@ -192,8 +220,5 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Topology:
         text = p.read_text()
     except OSError as exc:
         raise TopologyError(f"cannot read topology {p}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(_expand(text, os.environ if env is None else env, str(p)))
-    except yaml.YAMLError as exc:
-        raise TopologyError(f"{p}: not valid YAML: {exc}".splitlines()[0]) from exc
+    data = parse_yaml(_expand(text, os.environ if env is None else env, str(p)), str(p), TopologyError)
     return parse(data, str(p))

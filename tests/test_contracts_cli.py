@@ -98,17 +98,17 @@ def test_register_check_list_show(registry: RegistryServer, subprocess_env: dict
 
 def test_usage_and_connection_problems_are_one_line(subprocess_env: dict[str, str], tmp_path: Path) -> None:
     down = f"http://127.0.0.1:{free_port()}"
-    cases = [
-        (["schemas", "list", "--registry", down], "unreachable"),
-        (["schemas", "check", "--registry", down], "unreachable"),
-        (["schemas", "check", "--dir", str(tmp_path / "missing"), "--registry", down], "does not exist"),
-        (["schemas", "list", "--registry", "ftp://example"], "must be http(s)"),
-        (["schemas", "register", "--strategy", "sideways"], "invalid choice"),
-        (["registry", "--port", "70000", "--bootstrap", "127.0.0.1:1"], "--port must be 0..65535"),
+    cases = [  # 1: the registry did not answer; 2: the command is wrong
+        (["schemas", "list", "--registry", down], 1, "unreachable"),
+        (["schemas", "check", "--registry", down], 1, "unreachable"),
+        (["schemas", "check", "--dir", str(tmp_path / "missing"), "--registry", down], 2, "does not exist"),
+        (["schemas", "list", "--registry", "ftp://example"], 2, "must be http(s)"),
+        (["schemas", "register", "--strategy", "sideways"], 2, "invalid choice"),
+        (["registry", "--port", "70000", "--bootstrap", "127.0.0.1:1"], 2, "--port must be 0..65535"),
     ]
-    for args, words in cases:
+    for args, code, words in cases:
         result = streams(*args, env=subprocess_env)
-        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert result.returncode == code, (args, result.stdout, result.stderr)
         assert words in result.stderr, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) <= 2 and "Traceback" not in result.stderr
 

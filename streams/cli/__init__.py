@@ -1,7 +1,8 @@
 """The ``streams`` command: the only place where concrete adapters are wired together.
 
 Each subcommand lives in its own module with ``add(subparsers)``; errors of ours become one readable line on
-stderr and a non-zero exit, never a traceback.
+stderr and a non-zero exit, never a traceback. Foreign exceptions are translated where they arise (the Kafka
+and HTTP adapters), so nothing but ours reaches here.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def exit_code(exc: StreamsError) -> int:
+    """2: the input is wrong (a flag, a file, a name), so running again unchanged fails again. 1: the system
+    failed (a broker, registry or worker did not answer), so running again later may succeed."""
+    return 1 if exc.retryable else 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
@@ -56,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = args.func(args)
     except StreamsError as exc:
         print(f"streams: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        return exit_code(exc)
     except KeyboardInterrupt:
         return 130
     return int(rc or 0)

@@ -14,6 +14,8 @@ import signal
 import sys
 from types import FrameType
 
+from streams.config import KafkaSettings
+from streams.kafka.admin import check_reachable
 from streams.ops.bench import Bench
 from streams.ops.bench_model import BenchConfig, progress, table
 
@@ -54,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         restore_entities=int(chosen["restore_entities"]), failover_events_per_s=float(chosen["failover_events_per_s"]),
         bootstrap=args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None, keep_workdir=args.keep,
     )
+    if config.bootstrap:
+        check_reachable(KafkaSettings.from_env(config.bootstrap))  # at once, not after a metadata timeout
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         result = Bench(config, progress).run()

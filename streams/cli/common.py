@@ -13,7 +13,8 @@ from typing import TypeVar
 
 import orjson
 
-from streams.config import KafkaSettings
+from streams.config import LIBRDKAFKA_LOG, KafkaSettings
+from streams.kafka.admin import check_reachable
 from streams.kafka.embedded import EmbeddedBroker
 
 N = TypeVar("N", int, float)
@@ -32,7 +33,8 @@ def number(cast: Callable[[str], N], low: N | None = None, high: N | None = None
         if above is not None and not value > above:
             raise argparse.ArgumentTypeError(f"must be > {above}, got {text!r}")
         if (low is not None and value < low) or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be within {low}..{high}, got {text!r}")
+            bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"within {low}..{high}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text!r}")
         return value
 
     return parse
@@ -46,11 +48,25 @@ def add_kafka_args(p: argparse.ArgumentParser) -> None:
 
 
 @contextlib.contextmanager
-def kafka_or_embedded(args: argparse.Namespace, quiet: bool = False) -> Iterator[KafkaSettings]:
-    """Kafka settings from flags/environment; with neither, an embedded broker for this command's lifetime."""
+def kafka_or_embedded(args: argparse.Namespace, quiet: bool = False, service: bool = False) -> Iterator[KafkaSettings]:
+    """Kafka settings from flags/environment; with neither, an embedded broker for this command's lifetime.
+
+    A command that does one thing and exits (not a ``service``, which waits for Kafka and logs while it does)
+    fails at once when no bootstrap server answers, and keeps librdkafka's connection chatter to itself: the
+    command's own one-line error says what went wrong.
+    """
     bootstrap = getattr(args, "bootstrap", None) or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if bootstrap:
-        yield KafkaSettings.from_env(bootstrap)
+        settings = KafkaSettings.from_env(bootstrap)
+        if service:
+            yield settings
+            return
+        check_reachable(settings)
+        LIBRDKAFKA_LOG.disabled = True
+        try:
+            yield settings
+        finally:
+            LIBRDKAFKA_LOG.disabled = False
         return
     with EmbeddedBroker() as broker:
         if not quiet:

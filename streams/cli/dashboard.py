@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         workers=tuple(args.worker), interval_s=args.interval, history=args.history,
         token=args.token or os.environ.get("STREAMS_HTTP_TOKEN") or None,
     )
-    with kafka_or_embedded(args, quiet=True) as kafka:
+    with kafka_or_embedded(args, quiet=True, service=True) as kafka:
         dash = Dashboard(settings, kafka, log=log)
 
         def _stop(_sig: int, _frame: FrameType | None) -> None:

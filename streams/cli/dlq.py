@@ -7,7 +7,7 @@ import sys
 
 import orjson
 
-from streams.cli.common import add_kafka_args, kafka_or_embedded
+from streams.cli.common import add_kafka_args, kafka_or_embedded, number
 from streams.errors import ConfigError
 from streams.ops.dlq import DeadLetter, read, replay
 from streams.topology import load
@@ -30,7 +30,7 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             a.add_argument("--origin-topic", help="only records that came from this topic")
         if name == "list":
             a.add_argument("--json", action="store_true")
-            a.add_argument("--limit", type=int, default=100)
+            a.add_argument("--limit", type=number(int, 1), default=100)
         if name == "show":
             a.add_argument("position", help="PARTITION/OFFSET in the dead-letter topic, e.g. 0/42")
         if name == "replay":
@@ -62,8 +62,9 @@ def _position(text: str) -> tuple[int, int]:
 
 
 def list_(args: argparse.Namespace) -> int:
+    topic = _topic(args)  # a bad topology file is reported before any broker is asked
     with kafka_or_embedded(args) as kafka:
-        letters = _select(args, list(read(kafka, _topic(args))))
+        letters = _select(args, list(read(kafka, topic)))
     rows = [d.summary() for d in letters[: args.limit]]
     if args.json:
         sys.stdout.write(orjson.dumps(rows).decode() + "\n")
@@ -76,11 +77,11 @@ def list_(args: argparse.Namespace) -> int:
 
 
 def show(args: argparse.Namespace) -> int:
-    wanted = _position(args.position)
+    wanted, topic = _position(args.position), _topic(args)
     with kafka_or_embedded(args) as kafka:
-        found = [d for d in read(kafka, _topic(args)) if (d.partition, d.offset) == wanted]
+        found = [d for d in read(kafka, topic) if (d.partition, d.offset) == wanted]
     if not found:
-        raise ConfigError(f"no dead letter at {args.position} in {_topic(args)}")
+        raise ConfigError(f"no dead letter at {args.position} in {topic}")
     d = found[0]
     out = d.summary()
     out["headers"] = {k: v.decode("utf-8", "replace") for k, v in d.headers}
@@ -90,8 +91,9 @@ def show(args: argparse.Namespace) -> int:
 
 
 def replay_(args: argparse.Namespace) -> int:
+    topic = _topic(args)
     with kafka_or_embedded(args) as kafka:
-        letters = _select(args, list(read(kafka, _topic(args))))
+        letters = _select(args, list(read(kafka, topic)))
         for d in letters:
             s = d.summary()
             print(f"replay {s['dlq_partition']}/{s['dlq_offset']} ({s['reason']}) -> {s['origin_topic']} "

@@ -9,6 +9,7 @@ import threading
 from streams.cli.common import add_kafka_args, kafka_or_embedded, log
 from streams.contracts import RegistryServer
 from streams.errors import ConfigError
+from streams.kafka.admin import check_reachable
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,7 +25,8 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be 0..65535, got {args.port}")
-    with kafka_or_embedded(args) as settings:
+    with kafka_or_embedded(args, service=True) as settings:
+        check_reachable(settings)  # it cannot start without its log: say so at once, not after its timeouts
         server = RegistryServer(settings, host=args.host, port=args.port, topic=args.topic,
                                 access_log=args.access_log, logger=log)
         try:

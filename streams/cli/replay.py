@@ -7,7 +7,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from streams.cli.common import add_kafka_args, kafka_or_embedded, log
+from streams.cli.common import add_kafka_args, kafka_or_embedded, log, number
 from streams.errors import ConfigError
 from streams.ops import replay as rp
 from streams.runtime import gcpolicy
@@ -21,11 +21,12 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--processor", help="which processor of the topology (default: the only one)")
     p.add_argument("--group", help="consumer group (default: <topology>-<processor>)")
     start = p.add_mutually_exclusive_group(required=True)
-    start.add_argument("--from-offset", type=int, metavar="N")
-    start.add_argument("--from-timestamp", metavar="T", help="epoch milliseconds or ISO-8601 time")
+    start.add_argument("--from-offset", type=number(int, 0), metavar="N")
+    start.add_argument("--from-timestamp", type=_timestamp, metavar="T",
+                       help="epoch milliseconds or ISO-8601 time (e.g. 2026-12-01T08:00:00+00:00)")
     start.add_argument("--from-beginning", action="store_true")
     p.add_argument("--topic", action="append", help="only this input topic (repeatable)")
-    p.add_argument("--partitions", type=int, nargs="+", metavar="P")
+    p.add_argument("--partitions", type=number(int, 0), nargs="+", metavar="P")
     p.add_argument("--keep-state", action="store_true", help="rewind offsets only; dedupe skips applied records")
     p.add_argument("--dry-run", action="store_true", help="show the plan and change nothing")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -41,18 +42,19 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--processor")
     r.add_argument("--group")
     r.add_argument("--state-dir", required=True, help="the (stopped) worker's state directory")
-    r.add_argument("--partitions", type=int, nargs="+", metavar="P", help="default: all")
+    r.add_argument("--partitions", type=number(int, 0), nargs="+", metavar="P", help="default: all")
     add_kafka_args(r)
     r.set_defaults(func=run_rebuild)
 
 
 def _timestamp(text: str) -> int:
+    """An argparse ``type``: checked while parsing, so a bad value is refused before any broker is asked."""
     if text.isdigit():
         return int(text)
     try:
         return int(datetime.fromisoformat(text).timestamp() * 1000)
     except ValueError:
-        raise ConfigError(f"--from-timestamp {text!r}: give epoch milliseconds or an ISO-8601 time") from None
+        raise argparse.ArgumentTypeError(f"expected epoch milliseconds or an ISO-8601 time, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         if members:
             raise ConfigError(f"group {group} has live members, stop its workers first: {', '.join(members)}")
         rows = rp.plan(kafka, group, topics, args.partitions, args.from_offset,
-                       _timestamp(args.from_timestamp) if args.from_timestamp else None)
+                       args.from_timestamp)
         print(f"replay plan for group {group}" + (" (state kept)" if args.keep_state else
                                                     f" (state wiped: {proc.changelog})"))
         for r in rows:

@@ -9,15 +9,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 
 import orjson
 
 from streams.cli.common import add_kafka_args, kafka_or_embedded
-from streams.errors import ConfigError, KafkaUnavailableError
-from streams.ops.status import Endpoints, partition_for
+from streams.errors import ConfigError
+from streams.ops.status import Endpoints, get_entity, partition_for
 from streams.topology import load
 
 
@@ -45,18 +42,11 @@ def run(args: argparse.Namespace) -> int:
             url = Endpoints(kafka, f"{group}.endpoints").owner(partition_for(args.key.encode(), parts))
         if url is None:
             raise ConfigError(f"no worker of group {group} announces an HTTP endpoint (start them with --http-port)")
-    req = urllib.request.Request(f"{url.rstrip('/')}/workflows/{urllib.parse.quote(args.key, safe='')}",
-                                 headers={"Authorization": f"Bearer {args.token}"} if args.token else {})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            body = orjson.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        detail = orjson.loads(exc.read() or b"{}").get("message", exc.reason)
-        if exc.code == 404:
-            print(f"streams: no entity {args.key!r}: {detail}", file=sys.stderr)
-            return 1
-        raise ConfigError(f"{url} answered {exc.code}: {detail}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise KafkaUnavailableError(f"worker at {url} did not answer: {getattr(exc, 'reason', exc)}") from None
+    code, body = get_entity(url, args.key, args.token, 10.0)
+    if code == 404:
+        print(f"streams: no entity {args.key!r}: {body.get('message', 'not found')}", file=sys.stderr)
+        return 1
+    if code != 200:
+        raise ConfigError(f"{url} answered {code}: {body.get('message', body)}")
     sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0

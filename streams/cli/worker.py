@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 from streams import _native
-from streams.cli.common import add_kafka_args, kafka_or_embedded, log
+from streams.cli.common import add_kafka_args, kafka_or_embedded, log, number
 from streams.config import KafkaSettings, WorkerSettings
 from streams.errors import ConfigError, KafkaUnavailableError
-from streams.kafka.admin import Admin
+from streams.kafka.admin import Admin, check_reachable
 from streams.ops.signal import Signaller, signal_target
 from streams.ops.status import Endpoints, StatusServer
 from streams.processors import resolve
@@ -72,7 +72,8 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
                    help="unacknowledged produced records before consumption pauses")
     p.add_argument("--dedupe-window", type=int, default=32,
                    help="recent event ids remembered per entity; redelivery within it is not applied twice")
-    p.add_argument("--http-port", type=int, help="serve /metrics, /healthz and /workflows on this port")
+    p.add_argument("--http-port", type=number(int, 0, 65535),
+                   help="serve /metrics, /healthz and /workflows on this port")
     p.add_argument("--http-host", default="127.0.0.1", help="bind address (non-loopback needs --http-token)")
     p.add_argument("--http-token", default=os.environ.get("STREAMS_HTTP_TOKEN"),
                    help="bearer token for the HTTP endpoints (default: $STREAMS_HTTP_TOKEN)")
@@ -89,6 +90,7 @@ def prepare(topo: Topology, proc: ProcessorSpec, kafka: KafkaSettings, create: b
     delay = 0.5
     while True:
         try:
+            check_reachable(kafka)  # says at once that Kafka is down, where the first request would take 10 s
             admin = Admin(kafka)
             if create:
                 admin.ensure([*topo.all_topics(), *(extra or [])])
@@ -111,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     )
     processor = resolve(proc.processor, {**proc.options, **args.options}, proc.outputs)
     endpoints_topic = f"{group}.endpoints"
-    with kafka_or_embedded(args) as kafka:
+    with kafka_or_embedded(args, service=True) as kafka:
         extra = [TopicSpec(endpoints_topic, 1, 1, "compact")] if args.http_port is not None else []
         partitions = prepare(topo, proc, kafka, create=not args.no_create_topics, extra=extra)
         spec = WorkerSpec(proc.name, proc.inputs, proc.changelog, proc.store, topo.dlq_topic)

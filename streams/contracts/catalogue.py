@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from fastavro import parse_schema
 
+from streams.config import parse_yaml
 from streams.contracts.avsc import (
     Json,
     canonical,
@@ -196,9 +196,10 @@ def _definitions(files: Iterable[Path], replace: bool) -> dict[str, Json]:
 
 def _read_topics(path: Path) -> dict[str, list[str]]:
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    doc = parse_yaml(text, str(path)) or {}
     topics = doc.get("topics") if isinstance(doc, dict) else None
     if not isinstance(topics, dict):
         raise ConfigError(f"{path}: expected a 'topics:' mapping of topic -> list of record names")

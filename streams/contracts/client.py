@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.config import http_url
 from streams.contracts.avsc import Json, Ref, resolve
 from streams.errors import (
     ConfigError,
@@ -52,14 +53,12 @@ class RegistrySettings:
         """
         env = os.environ if env is None else env
         raw = url or env.get("SCHEMA_REGISTRY_URL") or DEFAULT_URL
-        parts = urllib.parse.urlsplit(raw.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"schema registry URL must be http(s)://host[:port], got {_strip_userinfo(raw)!r}")
+        parts = http_url(raw, "schema registry URL")
         user, password = parts.username, parts.password
         info = env.get("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO")
         if info and user is None:
             user, _, password = info.partition(":")
-        netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+        netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")  # a host: http_url checked
         clean = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
         return cls(
             url=clean,
@@ -69,11 +68,6 @@ class RegistrySettings:
             certificate_location=env.get("SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION"),
             key_location=env.get("SCHEMA_REGISTRY_SSL_KEY_LOCATION"),
         )
-
-
-def _strip_userinfo(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.rpartition('@')[2]}" if rest else url
 
 
 @dataclass(frozen=True)

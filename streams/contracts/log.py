@@ -142,8 +142,9 @@ class KafkaSchemaLog:
         try:
             meta = admin.list_topics(timeout=self.timeout_s)
         except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
             raise KafkaUnavailableError(f"schema log: cannot reach Kafka at {self.settings.bootstrap_servers}: "
-                                        f"{exc.args[0] if exc.args else exc}") from exc
+                                        f"{err.str() if isinstance(err, KafkaError) else exc}") from exc
         existing = meta.topics.get(self.topic)
         if existing is not None and not existing.error:
             if len(existing.partitions) != 1:
@@ -159,6 +160,9 @@ class KafkaSchemaLog:
                 if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                     continue  # another instance created it first
                 raise KafkaUnavailableError(f"schema log: cannot create topic {self.topic}: {err or exc}") from exc
+            except TimeoutError as exc:
+                raise KafkaUnavailableError(f"schema log: cannot create topic {self.topic}: no answer from Kafka "
+                                            f"within {self.timeout_s:g}s") from exc
 
     # -- reading ---------------------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -9,9 +10,34 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from streams.config import KafkaSettings
-from streams.errors import TopologyError
+from streams.errors import ConfigError, KafkaUnavailableError, TopologyError
 from streams.kafka.client import make_admin, result, translate
 from streams.topology import ProcessorSpec, TopicSpec
+
+
+def check_reachable(settings: KafkaSettings, timeout_s: float = 3.0) -> None:
+    """Raise KafkaUnavailableError unless some bootstrap server accepts a TCP connection within ``timeout_s``.
+
+    librdkafka retries an unreachable broker until each request's own timeout (10-30 s) and then says only
+    "transport failure"; a command that does one thing and exits asks this first, to fail in a moment and say
+    why (refused, unresolvable, no answer).
+    """
+    problems = []
+    for server in (s.strip() for s in settings.bootstrap_servers.split(",")):
+        address = server.rpartition("://")[2]
+        if address.startswith("["):  # [IPv6]:port
+            host, _, port = address[1:].partition("]")
+            port = port.lstrip(":")
+        else:
+            host, _, port = address.partition(":") if address.count(":") == 1 else (address, "", "")
+        if port and not port.isdigit():
+            raise ConfigError(f"bootstrap server {server!r}: the port is not a number")
+        try:
+            socket.create_connection((host, int(port or 9092)), timeout_s).close()
+            return
+        except OSError as exc:
+            problems.append(f"{server}: {exc.strerror or exc}")
+    raise KafkaUnavailableError(f"cannot connect to Kafka ({'; '.join(problems)})")
 
 
 @dataclass(frozen=True)
@@ -52,7 +78,7 @@ class Admin:
             for res, fut in self._admin.describe_configs(resources).items():
                 try:
                     entries = fut.result(timeout=10)
-                except KafkaException:
+                except (KafkaException, TimeoutError):
                     entries = {}  # some brokers answer partially; partition counts still matter most
                 configs[res.name] = {k: str(v.value) for k, v in entries.items() if v.value is not None}
         for t, n in counts.items():
@@ -84,6 +110,8 @@ class Admin:
                     if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                         continue  # a concurrent creator won the race: that is the idempotent outcome
                     raise translate(exc, f"creating topic {name}") from exc
+                except TimeoutError as exc:
+                    raise KafkaUnavailableError(f"creating topic {name}: no answer from Kafka within 30s") from exc
         return created, [s.name for s in specs if s.name in have]
 
     def delete(self, names: Iterable[str]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streams.config import FAST_GROUP_DEFAULTS, KafkaSettings
+from streams.config import FAST_GROUP_DEFAULTS, KAFKA_REPEATS, KafkaSettings
 from streams.errors import ConfigError, KafkaOperationError, KafkaUnavailableError, StreamsError
 
 _RETRYABLE = {
@@ -43,6 +43,17 @@ def translate(err: KafkaError | KafkaException | BaseException, what: str) -> St
             return KafkaUnavailableError(msg)
         return KafkaOperationError(msg)
     return KafkaOperationError(f"{what}: {err}")
+
+
+def _error_cb(kind: str, logger: Callable[[str], None]) -> Callable[[KafkaError], None]:
+    """librdkafka's error callback, rate-limited like its log: a down broker reports every reconnect."""
+    def report(err: KafkaError) -> None:
+        text = f"{kind}: {err.str()}"
+        dropped = KAFKA_REPEATS.admit(text)
+        if dropped is not None:
+            logger(text + (f" ({dropped} like it suppressed)" if dropped else ""))
+
+    return report
 
 
 def consumer_config(
@@ -80,7 +91,7 @@ def make_consumer(
 ) -> Consumer:
     conf = consumer_config(settings, group, overrides)
     if logger is not None:
-        conf["error_cb"] = lambda e: logger(f"kafka consumer: {e.str()}")
+        conf["error_cb"] = _error_cb("kafka consumer", logger)
     try:
         return Consumer(conf)
     except KafkaException as exc:
@@ -134,7 +145,7 @@ def make_producer(
 ) -> Producer:
     conf = producer_config(settings, overrides)
     if logger is not None:
-        conf["error_cb"] = lambda e: logger(f"kafka producer: {e.str()}")
+        conf["error_cb"] = _error_cb("kafka producer", logger)
     try:
         return Producer(conf)
     except KafkaException as exc:
@@ -154,6 +165,8 @@ def result(future: Any, what: str, timeout_s: float = 30.0) -> Any:
         return future.result(timeout=timeout_s)
     except KafkaException as exc:
         raise translate(exc, what) from exc
+    except TimeoutError as exc:  # the future's own timeout: no broker answered at all
+        raise KafkaUnavailableError(f"{what}: no answer from Kafka within {timeout_s:g}s") from exc
 
 
 def read_to_end(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) -> Iterator[Message]:
@@ -161,7 +174,10 @@ def read_to_end(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) ->
     the embedded broker's ListOffsets is wrong for batched produces. Group-less: nothing is committed."""
     consumer = make_consumer(settings, f"streams-reader-{uuid.uuid4().hex}", {"enable.partition.eof": True})
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        try:
+            meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        except KafkaException as exc:
+            raise translate(exc, f"reading topic {topic}") from exc
         if meta is None or meta.error is not None:
             raise ConfigError(f"topic {topic} does not exist")
         parts = list(meta.partitions)

@@ -45,7 +45,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.config import KafkaSettings
+from streams.config import KafkaSettings, http_url
 from streams.errors import ConfigError, StreamsError
 from streams.ops.httpauth import bearer_ok, check_bind
 from streams.ops.lag import GroupLag, LagReader, PartitionLag, UnknownGroupError
@@ -87,6 +87,9 @@ class DashboardSettings:
             raise ConfigError(f"dashboard history must keep at least 2 samples, got {self.history}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"dashboard port must be within 0..65535, got {self.port}")
+        for url in self.workers:  # checked once here, not by the sampler thread at every refresh
+            text = url if "://" in url else f"http://{url}"
+            http_url(text.replace("dns+http://", "http://", 1), "a --worker URL (or dns+http://name:port)")
         check_bind(self.host, self.token)
 
 

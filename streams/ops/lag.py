@@ -250,6 +250,8 @@ def _assignment(future: Any, group: str, timeout_s: float) -> tuple[frozenset[st
         if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
             return frozenset(), False
         raise translate(exc, f"describing group {group}") from exc
+    except TimeoutError as exc:
+        raise KafkaUnavailableError(f"describing group {group}: no answer from Kafka within {timeout_s:g}s") from exc
     topics = frozenset(tp.topic for m in desc.members or [] for tp in m.assignment.topic_partitions)
     return topics, getattr(desc, "state", None) in _ACTIVE
 

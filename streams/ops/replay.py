@@ -47,7 +47,8 @@ class PlanRow:
 def live_members(kafka: KafkaSettings, group: str) -> list[str]:
     """Members of the group, or its state when the broker does not list members (the embedded one does not)."""
     admin = make_admin(kafka)
-    desc = result(admin.describe_consumer_groups([group], request_timeout=10)[group], f"describing group {group}")
+    desc = result(admin.describe_consumer_groups([group], request_timeout=10)[group], f"describing group {group}",
+                  10.0)
     members = [f"{m.client_id}@{m.host}" for m in (desc.members or [])]
     state = getattr(desc.state, "name", str(desc.state))
     if not members and state not in _IDLE_STATES:
@@ -59,8 +60,10 @@ def plan(kafka: KafkaSettings, group: str, topics: Iterable[str], partitions: It
          from_offset: int | None = None, from_timestamp_ms: int | None = None) -> list[PlanRow]:
     """Per input partition: committed offset now, the offset replay starts from, and the log end."""
     reader = LagReader(kafka)
-    admin = make_admin(kafka)
-    md = admin.list_topics(timeout=10)
+    try:
+        md = make_admin(kafka).list_topics(timeout=10)
+    except KafkaException as exc:
+        raise translate(exc, "listing topics") from exc
     tps: list[tuple[str, int]] = []
     for t in topics:
         meta = md.topics.get(t)
@@ -131,7 +134,11 @@ def follow(kafka: KafkaSettings, group: str, rows: list[PlanRow], out: Callable[
     try:
         while time.monotonic() - start < timeout_s:
             tps = [TopicPartition(t, p) for t, p in target]
-            got = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in consumer.committed(tps, timeout=30)}
+            try:
+                committed = consumer.committed(tps, timeout=30)
+            except KafkaException as exc:
+                raise translate(exc, f"reading offsets of group {group}") from exc
+            got = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed}
             left = sum(max(end - got.get(tp, 0), 0) for tp, end in target.items())
             done = total - left
             rate = done / max(time.monotonic() - start, 1e-6)

@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
-from streams.config import KafkaSettings
-from streams.errors import StreamsError
+from streams.config import KafkaSettings, http_url
+from streams.errors import StreamsError, WorkerUnreachableError
 from streams.kafka.client import read_to_end
 from streams.ops.httpauth import bearer_ok, check_bind
 from streams.ops.signal import SignalError, Signaller, describe_error
@@ -60,6 +60,33 @@ def murmur2(data: bytes) -> int:
 
 def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def get_entity(base_url: str, key: str, token: str | None, timeout_s: float,
+               headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    """``GET {base_url}/workflows/{key}`` on a worker: its HTTP status and JSON body (errors included).
+
+    A URL that is not http(s)://HOST[:PORT] is a ConfigError; a worker that does not answer is a
+    WorkerUnreachableError naming the URL, so neither reaches the caller as urllib's own exception.
+    """
+    http_url(base_url, "a worker URL")
+    req = urllib.request.Request(f"{base_url.rstrip('/')}/workflows/{urllib.parse.quote(key, safe='')}",
+                                 headers={**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return int(resp.status), _json(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, _json(exc.read())
+    except (urllib.error.URLError, OSError) as exc:
+        raise WorkerUnreachableError(f"worker unreachable at {base_url}: {getattr(exc, 'reason', exc)}") from exc
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError:
+        body = None
+    return body if isinstance(body, dict) else {"message": raw[:200].decode("utf-8", "replace")}
 
 
 class Endpoints:
@@ -176,16 +203,10 @@ class StatusServer:
                      f"(partition {p}) on this worker or its owner"}
 
     def _forward(self, owner: str, key: bytes) -> tuple[int, dict[str, Any]]:
-        req = urllib.request.Request(f"{owner}/workflows/{urllib.parse.quote(key.decode('utf-8', 'replace'))}",
-                                     headers={H_FORWARDED: "1", **({"Authorization": f"Bearer {self.token}"}
-                                                                   if self.token else {})})
         try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                return int(resp.status), orjson.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, orjson.loads(exc.read() or b"{}")
-        except (urllib.error.URLError, OSError) as exc:
-            return 502, {"error": "owner_unreachable", "message": f"owner {owner} did not answer: {exc}"}
+            return get_entity(owner, key.decode("utf-8", "replace"), self.token, 5.0, {H_FORWARDED: "1"})
+        except StreamsError as exc:
+            return 502, {"error": "owner_unreachable", "message": f"the owner of the key: {exc}"}
 
     def listing(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
         state = _first(query, "state")
