@@ -113,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     with kafka_or_embedded(args) as kafka:
         extra = [TopicSpec(endpoints_topic, 1, 1, "compact")] if args.http_port is not None else []
         partitions = prepare(topo, proc, kafka, create=not args.no_create_topics, extra=extra)
-        spec = WorkerSpec(proc.name, proc.inputs, proc.changelog, proc.store, topo.dlq_topic)
+        spec = WorkerSpec(proc.name, proc.inputs, proc.changelog, proc.store, topo.dlq_topic,
+                          topo.key_formats(proc), topo.partitioner, topo.misrouted)
         endpoints = Endpoints(kafka, endpoints_topic) if args.http_port is not None else None
         url: list[str] = []
 
