@@ -5,6 +5,8 @@ in another format than the topic declares are dead-lettered as ``bad_key``; Avro
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import urllib.request
 from collections import Counter
@@ -199,3 +201,42 @@ def test_avro_keys_are_decoded_and_keys_in_another_format_are_dead_lettered_as_b
     assert [(k, header(h, H_DLQ_REASON)) for k, _v, h in dead] == [(b"order-3", b"bad_key")]
     message = (header(dead[0][2], H_DLQ_MESSAGE) or b"").decode()
     assert "looks like a plain string; the topology declares avro" in message
+
+
+def _doctor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streams", "doctor", *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_doctor_reports_misrouted_records_per_partition_and_names_producers_only_when_told(
+        kafka: KafkaSettings, tmp_path: Path, unique: str, subprocess_env: dict[str, str]) -> None:
+    name = f"doctor{unique}"
+    topo = topology(tmp_path, name, kafka)
+    bad = misroutable(3)
+    p = Producer({"bootstrap.servers": kafka.bootstrap_servers})  # consistent_random
+    for k in bad:
+        p.produce(f"{name}.in", b"{}", k.encode())
+    p.produce(f"{name}.in", b"{}", bad[0].encode(), headers=[("client.id", b"legacy-shop")])
+    good = Producer({"bootstrap.servers": kafka.bootstrap_servers, "partitioner": "murmur2_random"})
+    for i in range(20):
+        good.produce(f"{name}.in", b"{}", f"fine-{i}".encode())
+    good.produce(f"{name}.in", b"{}", None)  # no key: nothing to check
+    assert p.flush(30) == 0 and good.flush(30) == 0
+    res = _doctor(subprocess_env, "--topology", str(topo))
+    assert res.returncode == 1, res.stdout + res.stderr
+    out = res.stdout
+    wrong = Counter(crc32_partition_of(k.encode(), 4) for k in [*bad, bad[0]])
+    for part, n in wrong.items():
+        row = next(line.split() for line in out.splitlines() if line.startswith(f"{name}.in ")
+                   and line.split()[1] == str(part))
+        assert row[3] == str(n) and row[4] == "0", out
+    assert "legacy-shop (1)" in out and "do not carry their producer's client id" in out
+    assert "consistent_random, CRC32" in out and f"{len(bad) + 1} problem record(s) found" in out
+
+    clean = topology(tmp_path, f"{name}c", kafka)
+    good.produce(f"{name}c.in", b"{}", b"fine")
+    assert good.flush(30) == 0
+    res = _doctor(subprocess_env, "--topology", str(clean))
+    assert res.returncode == 0 and "no misrouted records or bad keys found" in res.stdout, res.stdout + res.stderr
+    res = _doctor(subprocess_env, "--topology", str(clean), "--sample", "0")
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "--sample" in res.stderr

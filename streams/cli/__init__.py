@@ -26,6 +26,7 @@ COMMANDS = [
     "streams.cli.status",
     "streams.cli.demo",
     "streams.cli.lag",
+    "streams.cli.doctor",
     "streams.cli.dashboard",
     "streams.cli.workflow",
     "streams.cli.bench",
