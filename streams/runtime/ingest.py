@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaException
 from streams.errors import BadKeyError, MisroutedError
 from streams.kafka.client import translate
 from streams.kafka.partition import crc32_partition_of, partition_of
-from streams.records import H_EVENT_ID, Headers, InputRecord, header
+from streams.records import H_EVENT_ID, H_RAW_KEY, Headers, InputRecord, header
 from streams.runtime.metrics import Metrics
 
 # Headers a producer may name itself in; librdkafka does not put its client.id in records.
@@ -179,6 +179,13 @@ def _json_string(raw: bytes) -> bytes | None:
 def _show(key: bytes) -> str:
     text = repr(key)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def decoded(rec: InputRecord, key: bytes) -> InputRecord:
+    """``rec`` under its entity key, the raw key kept in a header so that a dead letter carries the bytes its
+    producer wrote (and a replay of it is decoded again)."""
+    headers: Headers = (*rec.headers, (H_RAW_KEY, rec.key))
+    return InputRecord(rec.topic, rec.partition, rec.offset, key, rec.value, rec.timestamp_ms, headers)
 
 
 def with_id(rec: InputRecord, event_id: str | None) -> InputRecord:

@@ -519,7 +519,7 @@ class Worker:
             self._refuse(rec, exc)
         else:
             if key is not raw:  # a decoded key (an avro or json key format) is the entity key from here on
-                rec = InputRecord(topic, p, offset, key, rec.value, rec.timestamp_ms, rec.headers)
+                rec = ingest.decoded(rec, key)
             if not self._tracing or self._spans is None:
                 self._handle(rec, p, ents)
             else:
