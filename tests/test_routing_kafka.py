@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -16,11 +17,13 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams.config import KafkaSettings
+from streams.config import KafkaSettings, WorkerSettings
 from streams.kafka.admin import Admin
 from streams.kafka.embedded import free_port
 from streams.kafka.partition import crc32_partition_of, partition_of
-from streams.records import H_DLQ_MESSAGE, H_DLQ_REASON, H_EVENT_ID, header
+from streams.processors.counter import CounterProcessor
+from streams.records import H_DLQ_MESSAGE, H_DLQ_REASON, H_EVENT_ID, InputRecord, header
+from streams.runtime.worker import Worker, WorkerSpec
 from streams.topology import TopicSpec, load
 from support import WorkerProc, end_offsets, read_all, wait_drained, wait_until
 from test_routing import avro_key
@@ -245,3 +248,39 @@ def test_doctor_reports_misrouted_records_per_partition_and_names_producers_only
     assert res.returncode == 0 and "no misrouted records or bad keys found" in res.stdout, res.stdout + res.stderr
     res = _doctor(subprocess_env, "--topology", str(clean), "--sample", "0")
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "--sample" in res.stderr
+
+
+class EnvelopeCounter(CounterProcessor):
+    """The counter over records that carry the contract's envelope, as the Avro processors' records do."""
+
+    def envelope_id(self, record: InputRecord) -> str | None:
+        env = orjson.loads(record.value or b"{}").get("envelope") or {}
+        return env.get("id")
+
+
+def test_without_an_id_header_the_envelope_id_deduplicates_a_resent_record(
+        kafka: KafkaSettings, tmp_path: Path, unique: str) -> None:
+    name = f"envid{unique}"
+    topo = load(topology(tmp_path, name, kafka))
+    proc = topo.processor(None)
+    p = Producer({"bootstrap.servers": kafka.bootstrap_servers, "partitioner": "murmur2_random"})
+    for env_id, amount in (("env-1", 5), ("env-1", 5), ("env-2", 7)):  # env-1 re-sent by its producer
+        p.produce(f"{name}.in", orjson.dumps({"amount": amount, "envelope": {"id": env_id}}), b"acct")
+    p.produce(f"{name}.in", orjson.dumps({"amount": 100}), b"acct")  # neither header nor envelope: its position
+    assert p.flush(30) == 0
+    worker = Worker(WorkerSpec(proc.name, proc.inputs, proc.changelog, proc.store, topo.dlq_topic),
+                    EnvelopeCounter({}, proc.outputs), kafka,
+                    WorkerSettings(group=topo.default_group(proc), state_dir=tmp_path / "w", commit_interval_ms=50),
+                    lambda line: None)
+    t = threading.Thread(target=worker.run, daemon=True)
+    t.start()
+    try:
+        wait_drained(kafka, f"{name}-counter", f"{name}.in", 4, 60)
+    finally:
+        worker.stop()
+        t.join(30)
+    assert worker.stats.duplicates == 1
+    outs = [orjson.loads(v or b"") for _k, v, _h in read_all(kafka, f"{name}.out", 4)]
+    part = partition_of(b"acct", 4)
+    assert [(o["count"], o["total"], o["event_id"]) for o in outs] == [
+        (1, 5, "env-1"), (2, 12, "env-2"), (3, 112, f"{name}.in/{part}/3")]
