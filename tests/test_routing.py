@@ -137,7 +137,11 @@ def test_avro_and_json_keys_decode_to_the_entity_key_and_are_placed_by_it() -> N
         r.admit(rec(raw, (partition_of(b"order-7", 4) + 1) % 4))
     assert info.value.home == partition_of(b"order-7", 4)
     with pytest.raises(BadKeyError, match="looks like a plain string; the topology declares avro"):
-        r.admit(rec(b"order-7", 0))
+        r.admit(rec(b"order-7", partition_of(b"order-7", 4)))
+    # the engine's own records (a reply, a timer: they carry its id header) key the entity by the plain string
+    assert r.admit(rec(b"order-7", partition_of(b"order-7", 4), ((H_EVENT_ID, b"reply-1"),))) == b"order-7"
+    with pytest.raises(BadKeyError, match="looks like JSON"):
+        r.admit(rec(b'"order-7"', 0, ((H_EVENT_ID, b"reply-1"),)))
     with pytest.raises(BadKeyError, match=r"Confluent-framed \(schema id 8\), but not an Avro string"):
         r.admit(rec(avro_key("order-7") + b"trailing", 0))
     j, _m, _l = router({"t": "json"}, partitions=1)

@@ -146,5 +146,5 @@ def run(args: argparse.Namespace) -> int:
                 server.stop()
         s = worker.stats
         log(f"worker: stopped after {s.records_in} records in, {s.records_out} out, {s.duplicates} duplicates, "
-            f"{s.dead_letters} dead letters, {s.commits} commits")
+            f"{s.dead_letters} dead letters, {s.rerouted} re-routed, {s.commits} commits")
     return 0

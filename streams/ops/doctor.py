@@ -99,7 +99,7 @@ def _inspect(rep: PartitionReport, raw: bytes | None, headers: list[tuple[str, b
     if not raw:
         return  # a null key is placed by no key: nothing to check
     try:
-        key = decode_key(raw, fmt, rep.topic)
+        key = decode_key(raw, fmt, rep.topic, headers)
     except BadKeyError as exc:
         rep.bad_keys += 1
         rep.example = rep.example or str(exc)

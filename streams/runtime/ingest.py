@@ -35,6 +35,7 @@ PRODUCER_HEADERS = ("client.id", "client-id", "producer")
 _FIX = "set partitioner=murmur2_random in the producer"
 # First bytes a plain string key would rarely start with, but other formats do (Confluent framing, JSON).
 _SUSPECT: Final = frozenset(b'\x00{["')
+_PLAIN: Final = "a plain string"
 
 
 class Router:
@@ -67,7 +68,10 @@ class Router:
         raw = rec.key
         topic = rec.topic
         fmt = self.formats.get(topic) if self.formats else None
-        key = decode_key(raw, fmt, topic) if fmt is not None else raw if raw[0] not in _SUSPECT else _plain(raw, topic)
+        if fmt is None:
+            key = raw if raw[0] not in _SUSPECT else _plain(raw, topic)
+        else:
+            key = decode_key(raw, fmt, topic, rec.headers)
         if self.check:
             n = self.partitions.get(topic, 0)
             if n > 1:
@@ -103,9 +107,15 @@ def diagnose(raw: bytes, key: bytes, partition: int, n: int) -> str:
     return f"its producer used another partitioner or chose the partition itself: {_FIX}"
 
 
-def decode_key(raw: bytes, fmt: str, topic: str) -> bytes:
-    """The entity key (UTF-8) of a key written in format ``fmt``; BadKeyError naming what it looks like."""
+def decode_key(raw: bytes, fmt: str, topic: str, headers: Headers = ()) -> bytes:
+    """The entity key (UTF-8) of a key written in format ``fmt``; BadKeyError naming what it looks like.
+
+    The engine's own records on such a topic (replies, timers, parked copies) are keyed by the plain entity key:
+    a plain string key is accepted from a record that carries the engine's id or raw-key header."""
     key = _avro_string(raw) if fmt == "avro" else _json_string(raw) if fmt == "json" else _plain(raw, topic)
+    if key is None and (header(headers, H_EVENT_ID) is not None or header(headers, H_RAW_KEY) is not None) \
+            and looks_like(raw) == _PLAIN:
+        key = raw
     if key is None:
         raise BadKeyError(f"key {_show(raw)} looks like {looks_like(raw)}; the topology declares {fmt} for {topic}")
     return key
@@ -131,7 +141,7 @@ def looks_like(raw: bytes) -> str:
         raw.decode()
     except UnicodeDecodeError:
         return "binary (not UTF-8)"
-    return "a plain string" if raw[:1] != b"\x00" else "binary (a NUL byte first)"
+    return _PLAIN if raw[:1] != b"\x00" else "binary (a NUL byte first)"
 
 
 def _avro_string(raw: bytes) -> bytes | None:
