@@ -43,6 +43,8 @@ MODULES = (
     "streams.state.entity",
     "streams.state.timers",
     "streams.runtime.worker",
+    "streams.runtime.ingest",
+    "streams.kafka.partition",
     "streams.runtime.commit",
     "streams.runtime.due",
     "streams.runtime.tracing",

@@ -102,6 +102,30 @@ class HopLimitError(RecordError):
     reason = "hop_limit"
 
 
+class MisroutedError(RecordError):
+    """A record is on another partition than its key belongs to: its producer used another partitioner.
+    ``home`` is the partition its entity lives on."""
+
+    reason = "misrouted"
+
+    def __init__(self, message: str, home: int) -> None:
+        super().__init__(message)
+        self.home = home
+
+
+class BadKeyError(RecordError):
+    """A record's key does not match the key format its topic declares; the message says what it looks like."""
+
+    reason = "bad_key"
+
+
+class ConflictingStartError(RecordError):
+    """A second start event for an entity that exists, with another id and another payload: two different
+    things claim the same entity key, and neither may be dropped silently."""
+
+    reason = "conflicting_start"
+
+
 class SchemaRegistryError(StreamsError):
     """The schema registry answered with an error; ``code`` is Confluent's error code."""
 

@@ -19,6 +19,8 @@ H_TRACEPARENT = "traceparent"
 H_PARKED_UNTIL = "streams-parked-until"
 H_PARKED_TS = "streams-parked-ts"
 H_PARKED_OFFSET = "streams-parked-from"
+# The key as produced, on a record whose key the worker decoded (a topic's key_format): a dead letter gets it back.
+H_RAW_KEY = "streams-raw-key"
 H_DLQ_TOPIC = "dlq-origin-topic"
 H_DLQ_PARTITION = "dlq-origin-partition"
 H_DLQ_OFFSET = "dlq-origin-offset"

@@ -22,6 +22,14 @@ from streams.errors import TopologyError
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _CLEANUP = {"delete", "compact", "compact,delete", "delete,compact"}
+# How a topic's keys are written (decoded to the entity key by the worker): UTF-8 text, Confluent-framed Avro
+# (a string, or a record of one string field), or JSON (a string, or an object of one string field).
+KEY_FORMATS = ("string", "avro", "json")
+# The partitioner every producer of an input topic must use: Kafka's Java default (librdkafka calls it
+# murmur2_random), which the engine's own producers use; ``none`` turns the worker's check off (producers that
+# choose partitions themselves, by a rule of their own).
+PARTITIONERS = {"murmur2": "murmur2", "murmur2_random": "murmur2", "none": "none"}
+MISROUTED = ("reroute", "dlq")
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,7 @@ class TopicSpec:
     cleanup_policy: str = "delete"
     retention_ms: int | None = None
     config: Mapping[str, str] = field(default_factory=dict)
+    key_format: str = "string"
 
     def kafka_config(self) -> dict[str, str]:
         conf = {"cleanup.policy": self.cleanup_policy, **self.config}
@@ -58,6 +67,8 @@ class Topology:
     processors: Mapping[str, ProcessorSpec]
     dlq_topic: str
     source: str = "<memory>"
+    partitioner: str = "murmur2"
+    misrouted: str = "reroute"  # what a worker does with a record on the wrong partition
 
     def processor(self, name: str | None) -> ProcessorSpec:
         if name is None:
@@ -72,6 +83,9 @@ class Topology:
             raise TopologyError(
                 f"{self.source}: no processor {name!r} (have: {', '.join(self.processors)})"
             ) from None
+
+    def key_formats(self, proc: ProcessorSpec) -> dict[str, str]:
+        return {t: self.topics[t].key_format for t in proc.inputs}
 
     def default_group(self, proc: ProcessorSpec) -> str:
         return f"{self.name}-{proc.name}"
@@ -160,13 +174,16 @@ def parse(data: Any, source: str = "<memory>") -> Topology:
         spec = raw or {}
         if not isinstance(spec, dict):
             raise TopologyError(f"{where}: expected a mapping")
-        unknown = set(spec) - {"partitions", "replication", "cleanup_policy", "retention_ms", "config"}
+        unknown = set(spec) - {"partitions", "replication", "cleanup_policy", "retention_ms", "config", "key_format"}
         if unknown:
             raise TopologyError(f"{where}: unknown keys {sorted(unknown)}")
         cleanup = spec.get("cleanup_policy", "delete")
         if cleanup not in _CLEANUP:
             raise TopologyError(f"{where}.cleanup_policy: expected one of {sorted(_CLEANUP)}, got {cleanup!r}")
         retention = spec.get("retention_ms")
+        key_format = spec.get("key_format", "string")
+        if key_format not in KEY_FORMATS:
+            raise TopologyError(f"{where}.key_format: expected one of {list(KEY_FORMATS)}, got {key_format!r}")
         topics[tname] = TopicSpec(
             name=tname,
             partitions=_int(spec.get("partitions", 1), f"{where}.partitions"),
@@ -174,6 +191,7 @@ def parse(data: Any, source: str = "<memory>") -> Topology:
             cleanup_policy=cleanup,
             retention_ms=None if retention is None else _int(retention, f"{where}.retention_ms", -1),
             config={str(k): str(v) for k, v in (spec.get("config") or {}).items()},
+            key_format=key_format,
         )
     raw_procs = data.get("processors") or {}
     if not isinstance(raw_procs, dict) or not raw_procs:
@@ -210,7 +228,14 @@ def parse(data: Any, source: str = "<memory>") -> Topology:
     dlq = data.get("dlq_topic", f"{name}.dlq")
     if not isinstance(dlq, str) or not _NAME.match(dlq):
         raise TopologyError(f"{source}: invalid dlq_topic {dlq!r}")
-    return Topology(name=name, topics=topics, processors=procs, dlq_topic=dlq, source=source)
+    partitioner = data.get("partitioner", "murmur2")
+    if partitioner not in PARTITIONERS:
+        raise TopologyError(f"{source}: partitioner: expected one of {sorted(PARTITIONERS)}, got {partitioner!r}")
+    misrouted = data.get("misrouted", "reroute")
+    if misrouted not in MISROUTED:
+        raise TopologyError(f"{source}: misrouted: expected one of {list(MISROUTED)}, got {misrouted!r}")
+    return Topology(name=name, topics=topics, processors=procs, dlq_topic=dlq, source=source,
+                    partitioner=PARTITIONERS[partitioner], misrouted=misrouted)
 
 
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Topology:

@@ -28,6 +28,7 @@ COMMANDS = [
     "streams.cli.signal",
     "streams.cli.demo",
     "streams.cli.lag",
+    "streams.cli.doctor",
     "streams.cli.dashboard",
     "streams.cli.workflow",
     "streams.cli.bench",

@@ -116,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
     with kafka_or_embedded(args, service=True) as kafka:
         extra = [TopicSpec(endpoints_topic, 1, 1, "compact")] if args.http_port is not None else []
         partitions = prepare(topo, proc, kafka, create=not args.no_create_topics, extra=extra)
-        spec = WorkerSpec(proc.name, proc.inputs, proc.changelog, proc.store, topo.dlq_topic)
+        spec = WorkerSpec(proc.name, proc.inputs, proc.changelog, proc.store, topo.dlq_topic,
+                          topo.key_formats(proc), topo.partitioner, topo.misrouted)
         endpoints = Endpoints(kafka, endpoints_topic) if args.http_port is not None else None
         url: list[str] = []
 
@@ -150,5 +151,5 @@ def run(args: argparse.Namespace) -> int:
                 server.stop()
         s = worker.stats
         log(f"worker: stopped after {s.records_in} records in, {s.records_out} out, {s.duplicates} duplicates, "
-            f"{s.dead_letters} dead letters, {s.commits} commits")
+            f"{s.dead_letters} dead letters, {s.rerouted} re-routed, {s.commits} commits")
     return 0

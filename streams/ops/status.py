@@ -26,6 +26,7 @@ from confluent_kafka import Producer
 from streams.config import KafkaSettings, http_url
 from streams.errors import StreamsError, WorkerUnreachableError
 from streams.kafka.client import read_to_end
+from streams.kafka.partition import partition_of as partition_for
 from streams.ops.httpauth import bearer_ok, check_bind
 from streams.ops.signal import SignalError, Signaller, describe_error
 from streams.runtime.worker import Worker
@@ -33,33 +34,7 @@ from streams.runtime.worker import Worker
 H_FORWARDED = "X-Streams-Forwarded"
 _MAX_SIGNAL_BODY = 1 << 20
 
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (as in the Java client and librdkafka's murmur2 partitioners)."""
-    m, length = 0x5BD1E995, len(data)
-    h = (0x9747B28C ^ length) & 0xFFFFFFFF
-    for i in range(0, length - length % 4, 4):
-        k = int.from_bytes(data[i : i + 4], "little")
-        k = (k * m) & 0xFFFFFFFF
-        k ^= k >> 24
-        k = (k * m) & 0xFFFFFFFF
-        h = ((h * m) & 0xFFFFFFFF) ^ k
-    rest, tail = length % 4, length - length % 4
-    if rest == 3:
-        h ^= data[tail + 2] << 16
-    if rest >= 2:
-        h ^= data[tail + 1] << 8
-    if rest >= 1:
-        h ^= data[tail]
-        h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 15
-    return h
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+__all__ = ["Endpoints", "StatusServer", "partition_for"]
 
 
 def get_entity(base_url: str, key: str, token: str | None, timeout_s: float,

@@ -36,5 +36,14 @@ def envelope(event_id: str, key: str, record: str, occurred_at: int, causation: 
     }
 
 
+def envelope_id(serde: Serde, record: InputRecord) -> str | None:
+    """The id in ``record``'s envelope, or None: what a record produced without an id header (by a producer
+    that knows the contract, not the engine's headers) is deduplicated by."""
+    _name, body = serde.decode(record.value)
+    env = body.get("envelope")
+    eid = env.get("id") if isinstance(env, dict) else None
+    return eid if isinstance(eid, str) and eid else None
+
+
 def key_of(record: InputRecord) -> str:
     return record.key.decode("utf-8", "replace")

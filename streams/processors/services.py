@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from streams.errors import DecodeError
-from streams.processors.avro import envelope, key_of, make_serde
+from streams.processors.avro import envelope, envelope_id, key_of, make_serde
 from streams.records import InputRecord, OutputRecord, header
 from streams.runtime.processor import UNCHANGED, Step
 
@@ -63,6 +63,9 @@ class Service:
             raise DecodeError(f"{name} has no {H_COMMAND_ID} header: a service cannot apply it idempotently")
         body.pop("envelope", None)
         return name.rsplit(".", 1)[-1], body, raw.decode()
+
+    def envelope_id(self, record: InputRecord) -> str | None:
+        return envelope_id(self.serde, record)
 
     def load_state(self, raw: bytes) -> dict[str, Any]:
         state: dict[str, Any] = orjson.loads(raw)

@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from streams.processors.avro import envelope, key_of, make_serde
+from streams.processors.avro import envelope, envelope_id, key_of, make_serde
 from streams.records import H_EVENT_ID, InputRecord, OutputRecord
 from streams.runtime import parking
 from streams.runtime.processor import UNCHANGED, Step, TimerChange
@@ -77,6 +77,9 @@ class WorkflowProcessor:
                                   record.timestamp_ms)
         deadline = parking.deadline_of(record)
         return event if deadline is None else event.reoffer(deadline)
+
+    def envelope_id(self, record: InputRecord) -> str | None:
+        return envelope_id(self.serde, record)
 
     def load_state(self, raw: bytes) -> WorkflowState:
         st = self._cached_state(raw)

@@ -19,8 +19,10 @@ from streams.records import (
     H_DLQ_TIMESTAMP,
     H_DLQ_TOPIC,
     H_PARKED_UNTIL,
+    H_RAW_KEY,
     InputRecord,
     OutputRecord,
+    header,
 )
 
 _MAX_MESSAGE = 1000
@@ -32,7 +34,7 @@ def dead_letter(rec: InputRecord, exc: Exception, attempts: int, group: str) -> 
     reason = exc.reason if isinstance(exc, StreamsError) else RecordError.reason
     message = str(exc)[:_MAX_MESSAGE]
     # A replay marker, if any, stays; a park deadline does not (a replayed dead letter starts a fresh wait).
-    headers = [h for h in rec.headers if h[0] not in _OURS and h[0] != H_PARKED_UNTIL]
+    headers = [h for h in rec.headers if h[0] not in _OURS and h[0] != H_PARKED_UNTIL and h[0] != H_RAW_KEY]
     headers += [
         (H_DLQ_TOPIC, rec.topic.encode()),
         (H_DLQ_PARTITION, str(rec.partition).encode()),
@@ -44,4 +46,6 @@ def dead_letter(rec: InputRecord, exc: Exception, attempts: int, group: str) -> 
         (H_DLQ_ATTEMPTS, str(attempts).encode()),
         (H_DLQ_GROUP, group.encode()),
     ]
-    return OutputRecord(topic="", key=rec.key or b"", value=rec.value, headers=tuple(headers))
+    # A decoded key (streams.runtime.ingest) goes back to the bytes its producer wrote.
+    return OutputRecord(topic="", key=header(rec.headers, H_RAW_KEY) or rec.key or b"", value=rec.value,
+                        headers=tuple(headers))

@@ -46,16 +46,20 @@ class Metrics:
                                   registry=r)
         self.pauses = Counter("streams_backpressure_pauses", "Times consumption paused for backpressure", g,
                               registry=r)
+        self.misrouted = Counter("streams_misrouted", "Input records found on another partition than their key's",
+                                 [*g, "topic"], registry=r)
         # hot-path tallies, moved into the counters by sync()
         self.in_by_topic: Tally[str] = Tally()
         self.out_by_topic: Tally[str] = Tally()
         self.dead_by_reason: Tally[str] = Tally()
+        self.misrouted_by_topic: Tally[str] = Tally()
         self.retry_by_command: Tally[tuple[str, str]] = Tally()
         self._workflow_labels: set[tuple[str, str]] = set()
 
     def sync(self) -> None:
         for tally, metric in ((self.in_by_topic, self.records_in), (self.out_by_topic, self.records_out),
-                              (self.dead_by_reason, self.dead_letters)):
+                              (self.dead_by_reason, self.dead_letters),
+                              (self.misrouted_by_topic, self.misrouted)):
             for label, n in tally.items():
                 metric.labels(self.group, label).inc(n)
             tally.clear()

@@ -13,18 +13,18 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from hashlib import blake2b
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streams.config import KafkaSettings, WorkerSettings
-from streams.errors import HopLimitError, ProcessingError, RecordError, StreamsError
+from streams.errors import HopLimitError, MisroutedError, ProcessingError, RecordError, StreamsError
 from streams.kafka.client import consumer_config, make_consumer, make_producer, resume, translate
 from streams.records import H_EVENT_ID, H_HOPS, H_TRACEPARENT, InputRecord, OutputRecord, header
-from streams.runtime import dlq, observe, otel, parking, tracing
+from streams.runtime import dlq, ingest, observe, otel, parking, tracing
 from streams.runtime.commit import (
     AbandonedError,
     Batch,
@@ -64,6 +64,7 @@ class WorkerStats:
     gap_refetches: int = 0
     parked: int = 0
     unparked: int = 0
+    rerouted: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,9 @@ class WorkerSpec:
     changelog: str
     store: str
     dlq_topic: str
+    key_formats: Mapping[str, str] = field(default_factory=dict)
+    partitioner: str = "murmur2"
+    misrouted: str = "reroute"
 
 
 def output_id(key: bytes, event_id: str, index: int) -> str:
@@ -120,6 +124,9 @@ class Worker:
         self._tags = {t: entity.topic_tag(t) for t in spec.inputs}
         self.metrics = Metrics(settings.group)
         self._census = Census(observe.bind(processor, self.metrics), self.metrics)
+        self._router = ingest.Router(spec.key_formats, spec.partitioner, spec.misrouted, self.metrics, log)
+        # Optional processor hook: the envelope's id of a record produced without an id header.
+        self._envelope_id: Callable[[InputRecord], str | None] | None = getattr(processor, "envelope_id", None)
         self._synced = WorkerStats()
         self._timers_pending: dict[int, int] = {}
         self._assigned_at: dict[tuple[str, int], int] = {}
@@ -310,6 +317,7 @@ class Worker:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.stats.rebalances += 1
         parts = sorted({tp.partition for tp in partitions})
+        self._router.learn(consumer, self.spec.inputs)
         try:
             committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=30)}
         except KafkaException as exc:
@@ -501,17 +509,33 @@ class Worker:
         self.stats.records_in += 1
         self.metrics.in_by_topic[topic] += 1
         # A keyless record gets b"" (typed bytes; it belongs to no entity and goes to the dead-letter topic).
-        rec = InputRecord(topic, p, offset, msg.key() or b"", msg.value(), msg.timestamp()[1],
-                          msg.headers() or ())
-        # The offset advances only once the record is handled: applied, recognised as a duplicate or
-        # dead-lettered. A record abandoned on shutdown (its dependency still down) is processed next time.
-        if not self._tracing or self._spans is None:
-            self._handle(rec, p, ents)
+        raw: bytes = msg.key() or b""
+        rec = InputRecord(topic, p, offset, raw, msg.value(), msg.timestamp()[1], msg.headers() or ())
+        # The offset advances only once the record is handled: applied, a duplicate, dead-lettered or re-routed.
+        # A record abandoned on shutdown (its dependency still down) is processed next time.
+        try:
+            key = self._router.admit(rec) if raw else raw
+        except RecordError as exc:
+            self._refuse(rec, exc)
         else:
-            with self._spans.step(rec):
+            if key is not raw:  # a decoded key (an avro or json key format) is the entity key from here on
+                rec = ingest.decoded(rec, key)
+            if not self._tracing or self._spans is None:
                 self._handle(rec, p, ents)
+            else:
+                with self._spans.step(rec):
+                    self._handle(rec, p, ents)
         offsets[topic] = offset + 1
         self._batch.records += 1
+
+    def _refuse(self, rec: InputRecord, exc: RecordError) -> None:
+        """Re-route a misrouted record (id and headers kept: its owner dedupes a repeat) or dead-letter it."""
+        if not isinstance(exc, MisroutedError) or not self._router.reroute:
+            self._dead_letter(rec, exc, 1)
+            return
+        copy = ingest.settled(rec, self._envelope_id)
+        produce(self._producer, rec.topic, rec.key, rec.value, list(copy.headers), exc.home)
+        self.stats.rerouted += 1
 
     def _gap(self, topic: str, p: int, offset: int) -> bool:
         """True when this record must not be processed now: its partition jumped past records it never
@@ -543,6 +567,8 @@ class Worker:
             hops = _hops(rec)
             if hops > self.settings.max_hops:
                 raise HopLimitError(f"hop count {hops} exceeds the limit {self.settings.max_hops}")
+            if self._envelope_id is not None and header(rec.headers, H_EVENT_ID) is None:
+                rec = ingest.with_id(rec, self._patiently(self._envelope_id, rec))
             dkey = timers.ENTITY + key
             raw = ents[dkey] if dkey in ents else self._stores[p].get(key)
             current = entity.decode(raw) if raw is not None else None

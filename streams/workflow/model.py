@@ -16,7 +16,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from streams.errors import HopLimitError, InvalidTransitionError, ProcessingError, RecordError
+from streams.errors import (
+    ConflictingStartError,
+    HopLimitError,
+    InvalidTransitionError,
+    ProcessingError,
+    RecordError,
+)
 
 TIMER_FIRED = "TimerFired"  # the record the runtime writes to the workflow's input topic when a timer is due
 
@@ -31,6 +37,7 @@ UNKNOWN_ENTITY = "unknown_entity"  # no state for the key and the event cannot s
 INVALID_TRANSITION = "invalid_transition"
 HANDLER_EXCEPTION = "handler_exception"
 HOP_LIMIT = "hop_limit"
+CONFLICTING_START = "conflicting_start"  # a start event for an existing entity, with another payload
 
 
 _DIGEST = hashlib.blake2b(digest_size=16)
@@ -291,6 +298,7 @@ _ERRORS: dict[str, type[RecordError]] = {
     INVALID_TRANSITION: InvalidTransitionError,
     HANDLER_EXCEPTION: ProcessingError,
     HOP_LIMIT: HopLimitError,
+    CONFLICTING_START: ConflictingStartError,
 }
 
 

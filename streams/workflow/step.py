@@ -18,7 +18,8 @@ Order of decisions for one event:
    changes -- timers scoped to the old state are dropped and the new state's ``on_enter`` actions run;
    entering a terminal state cancels every timer;
 6. no rule applies: a reply whose effect is already in the state -> ignored ``duplicate_event``; a late
-   failure reply -> ``stale_reply``; a repeated start event -> ``duplicate_event``; a pending timer the state
+   failure reply -> ``stale_reply``; a repeated start event -> ``duplicate_event`` if its payload agrees with
+   what the entity holds, else ``Failure("conflicting_start")``; a pending timer the state
    has no use for is dropped (``unhandled_timer``); a parkable event is parked (bounded); anything else is
    ``Failure("invalid_transition")`` with the state unchanged.
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 from streams.workflow.context import StepContext
 from streams.workflow.definition import Definition, Reply, Rule
 from streams.workflow.model import (
+    CONFLICTING_START,
     DUPLICATE_EVENT,
     HANDLER_EXCEPTION,
     HOP_LIMIT,
@@ -197,7 +199,7 @@ def _unhandled(
     name = event.name
     if state is not None:
         if name in defn.start_events and state.state != defn.initial:
-            return StepResult(state, ignored=DUPLICATE_EVENT)
+            return _repeated_start(state, event)
         reply = defn.replies.get(name)
         if reply is not None:
             late = _late_reply(state, event, reply)
@@ -223,6 +225,19 @@ def _unhandled(
         )
     where = "before the entity started" if state is None else f"in state {state.state!r}"
     return _fail(state, event, INVALID_TRANSITION, f"{name} is not accepted {where}")
+
+
+def _repeated_start(state: WorkflowState, event: Event) -> StepResult:
+    """A start event for an entity that exists (the runtime already dropped a repeat of the same id). A copy
+    sent again under another id agrees with what the entity recorded from its start: a duplicate. Another
+    payload is a second, different thing claiming the same key: it must reach a human, never be dropped."""
+    data = state.data
+    differ = sorted(f for f, v in event.payload.items() if data.get(f) is not None and data.get(f) != v)
+    if not differ:
+        return StepResult(state, ignored=DUPLICATE_EVENT)
+    msg = (f"{event.name} {event.event_id!r} for existing entity {event.key!r} (in {state.state!r}) differs from "
+           f"its start in {', '.join(differ)}")
+    return _fail(state, event, CONFLICTING_START, msg)
 
 
 def _late_reply(state: WorkflowState, event: Event, reply: Reply) -> str | None:
