@@ -7,11 +7,13 @@ cluster, because a topic created by hand can disagree with the file.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -21,6 +23,11 @@ from streams.errors import TopologyError
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _CLEANUP = {"delete", "compact", "compact,delete", "delete,compact"}
+# The built-in example topologies by name (``--topology orders``): package data beside each example, located
+# through importlib.resources so an installed wheel finds them as a checkout does. Package names as strings:
+# the engine imports no example until one is asked for.
+EXAMPLES: Mapping[str, str] = MappingProxyType({"orders": "streams.examples.orders",
+                                                "counter": "streams.examples.counter"})
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class Topology:
     processors: Mapping[str, ProcessorSpec]
     dlq_topic: str
     source: str = "<memory>"
+    schemas: Path | None = None  # the Avro contracts (``schemas:``, relative to the file); None: the default
 
     def processor(self, name: str | None) -> ProcessorSpec:
         if name is None:
@@ -182,16 +190,44 @@ def parse(data: Any, source: str = "<memory>") -> Topology:
     dlq = data.get("dlq_topic", f"{name}.dlq")
     if not isinstance(dlq, str) or not _NAME.match(dlq):
         raise TopologyError(f"{source}: invalid dlq_topic {dlq!r}")
-    return Topology(name=name, topics=topics, processors=procs, dlq_topic=dlq, source=source)
+    schemas = _schemas(data.get("schemas"), source)
+    if schemas is not None:  # every processor's serde reads them, unless its own options name others
+        procs = {n: p if "schemas" in p.options else
+                 ProcessorSpec(p.name, p.processor, p.inputs, p.outputs, p.store, p.changelog,
+                               {**p.options, "schemas": str(schemas)}) for n, p in procs.items()}
+    return Topology(name=name, topics=topics, processors=procs, dlq_topic=dlq, source=source, schemas=schemas)
+
+
+def _schemas(value: Any, source: str) -> Path | None:
+    """The ``schemas:`` directory, relative to the topology file so a project carries its contracts beside it."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise TopologyError(f"{source}: 'schemas' must be a directory path, got {value!r}")
+    base = Path(source).parent if source != "<memory>" else Path.cwd()
+    path = (base / value).resolve()
+    if not path.is_dir():
+        raise TopologyError(f"{source}: schemas: {path} is not a directory")
+    return path
+
+
+def locate(ref: str | Path) -> Path:
+    """The file a ``--topology`` names: a path, or the name of a built-in example (when no such file exists)."""
+    path = Path(ref)
+    if isinstance(ref, str) and ref in EXAMPLES and not path.exists():
+        return Path(str(importlib.resources.files(EXAMPLES[ref]).joinpath("topology.yaml")))
+    return path
 
 
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Topology:
-    """Load a topology file, expanding ``${VAR}`` and ``${VAR:-default}`` from the environment."""
-    p = Path(path)
+    """Load a topology file (or a built-in example by name: :data:`EXAMPLES`), expanding ``${VAR}`` and
+    ``${VAR:-default}`` from the environment."""
+    p = locate(path)
     try:
         text = p.read_text()
     except OSError as exc:
-        raise TopologyError(f"cannot read topology {p}: {exc.strerror}") from exc
+        builtin = f" (nor a built-in: {', '.join(EXAMPLES)})" if p.parent == Path() else ""
+        raise TopologyError(f"cannot read topology {p}: {exc.strerror}{builtin}") from exc
     try:
         data = yaml.safe_load(_expand(text, os.environ if env is None else env, str(p)))
     except yaml.YAMLError as exc:

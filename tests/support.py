@@ -50,8 +50,8 @@ _SERVICES = {"payment": ("payment-service", "payments.commands", "payments"),
 
 
 def orders_topology(partitions: int, params: Mapping[str, object], services: bool = True) -> str:
-    """The order saga's topology text (the shape of topology/orders.yaml) with a test's partition count and
-    workflow parameters, and the three reference services unless ``services`` is False."""
+    """The order saga's topology text (the shape of streams/examples/orders/topology.yaml) with a test's partition
+    count and workflow parameters, and the three reference services unless ``services`` is False."""
     topics = "".join(f"  {t}: {{partitions: {partitions}}}\n" for t in _SAGA_TOPICS)
     svc = "".join(f"  {name}: {{processor: {proc}, inputs: [{topic}], outputs: [orders.events], store: {store}}}\n"
                   for name, (proc, topic, store) in _SERVICES.items()) if services else ""
@@ -196,3 +196,85 @@ def hang_up(url: str, partial_request: bytes, times: int = 3) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()  # with linger 0 this is a reset, as when the process dies
     time.sleep(0.3)
+
+
+# A user's own workflow project, as someone who pip-installed streams would write it: a package with a factory,
+# its Avro contracts and a topology naming the workflow by reference (``loanflow.flows:loan``).
+LOAN_FLOW = '''
+from streams.workflow import WorkflowBuilder, data_fields, emit, record, set_timer
+
+
+def loan(*, prefix: str = "loans", review_ms: int = 60_000):
+    """A loan request waits for approval; without one within review_ms it expires."""
+    results = f"{prefix}.results"
+    wf = WorkflowBuilder("loans", input_topic=f"{prefix}.events", initial="new", description="loan review")
+    wf.states("new", "review")
+    wf.terminal("approved", on_enter=[emit("LoanDecided", results, data_fields("loan_id", decision="approved"))])
+    wf.terminal("expired", on_enter=[emit("LoanDecided", results, data_fields("loan_id", decision="expired"))])
+    wf.events("LoanRequested", "LoanApproved")
+    wf.on("LoanRequested", "new", "review",
+          do=[record("loan_id", "amount"), set_timer("review", review_ms, fires="ReviewExpired")])
+    wf.on("LoanApproved", "review", "approved")
+    wf.on("ReviewExpired", "review", "expired")
+    return wf.build()
+
+
+def not_a_factory(**params):
+    return "a string"
+'''
+
+
+def _record(name: str, fields: list[dict[str, object]]) -> str:
+    return orjson.dumps({"type": "record", "name": name, "namespace": "loans", "fields": fields}).decode()
+
+
+def write_loan_project(root: Path, prefix: str, common_schemas: Path, review_ms: int = 60_000) -> Path:
+    """Writes package ``loanflow`` under ``root`` (flows, schemas, topology); returns its topology file."""
+    pkg = root / "loanflow"
+    (pkg / "schemas" / "common").mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "flows.py").write_text(LOAN_FLOW)
+    for name in ("Envelope.avsc", "TimerFired.avsc"):  # the engine's own records every workflow uses
+        (pkg / "schemas" / "common" / name).write_bytes((common_schemas / "common" / name).read_bytes())
+    env = {"name": "envelope", "type": "streams.common.Envelope"}
+    opt = lambda n, t: {"name": n, "type": ["null", t], "default": None}  # noqa: E731
+    timer = {"type": "record", "name": "Timer", "fields": [{"name": "name", "type": "string"},
+             {"name": "due_at", "type": "long"}, {"name": "fires_event", "type": "string"},
+             {"name": "attempt", "type": "int"}]}
+    transition = {"type": "record", "name": "Transition", "fields": [{"name": "at", "type": "long"},
+                  {"name": "from_state", "type": "string"}, {"name": "event", "type": "string"},
+                  {"name": "to_state", "type": "string"}]}
+    records = {
+        "LoanRequested": [env, {"name": "loan_id", "type": "string"}, {"name": "amount", "type": "long"}],
+        "LoanApproved": [env, {"name": "loan_id", "type": "string"}],
+        "LoanDecided": [env, {"name": "loan_id", "type": "string"}, {"name": "decision", "type": "string"}],
+        "LoanState": [{"name": "workflow", "type": "string"}, {"name": "state", "type": "string"},
+                      opt("loan_id", "string"), opt("amount", "long"),
+                      {"name": "attempts", "type": {"type": "map", "values": "int"}},
+                      {"name": "completed_steps", "type": {"type": "array", "items": "string"}},
+                      {"name": "timers", "type": {"type": "array", "items": timer}},
+                      {"name": "history", "type": {"type": "array", "items": transition}},
+                      opt("reason", "string"), {"name": "created_at", "type": "long"},
+                      {"name": "updated_at", "type": "long"}, {"name": "schema_version", "type": "int"}],
+    }
+    for name, fields in records.items():
+        (pkg / "schemas" / f"{name}.avsc").write_text(_record(name, fields))
+    (pkg / "schemas" / "subjects.yaml").write_text(
+        f"topics:\n  {prefix}.events: [loans.LoanRequested, loans.LoanApproved, streams.common.TimerFired]\n"
+        f"  {prefix}.results: [loans.LoanDecided]\n  loans-state: [loans.LoanState]\n")
+    topology = pkg / "topology.yaml"
+    topology.write_text(f"""name: {prefix}
+schemas: schemas
+topics:
+  {prefix}.events: {{partitions: 2}}
+  {prefix}.results: {{partitions: 2}}
+processors:
+  loans:
+    processor: workflow
+    inputs: [{prefix}.events]
+    outputs: [{prefix}.results, {prefix}.events]
+    options:
+      workflow: "loanflow.flows:loan"
+      params: {{prefix: {prefix}, review_ms: {review_ms}}}
+""")
+    return topology

@@ -1,4 +1,4 @@
-"""``streams schemas register|check|list|show``: put the contracts in ``schemas/`` into the registry, and gate CI.
+"""``streams schemas register|check|list|show``: put the contracts (``--dir``) into the registry, and gate CI.
 
 ``check`` exits 1 when a local schema breaks its subject's compatibility level, printing one line per breaking
 field; 2 for a usage or connection problem; 0 when every schema may be registered.
@@ -11,13 +11,13 @@ import json
 
 from streams.contracts import LEVELS, STRATEGIES, Catalogue, RegistryClient, RegistrySettings
 from streams.errors import IncompatibleSchemaError, SchemaRegistryError
-from streams.processors.avro import SCHEMAS_DIR
+from streams.processors.avro import default_schemas
 
 
 def _common(p: argparse.ArgumentParser, catalogue: bool = True) -> None:
     p.add_argument("--registry", help="schema registry URL (default: $SCHEMA_REGISTRY_URL or http://127.0.0.1:8081)")
     if catalogue:
-        p.add_argument("--dir", default=str(SCHEMAS_DIR), help="schema directory (default: the project's schemas/)")
+        p.add_argument("--dir", help="schema directory (default: the order-saga example's contracts)")
         p.add_argument("--strategy", choices=STRATEGIES, default="topic",
                        help="subject naming: topic = <topic>-value (default), record = record full name")
 
@@ -60,7 +60,7 @@ def _registered(client: RegistryClient, subject: str) -> bool:
 
 
 def register(args: argparse.Namespace) -> int:
-    subjects = Catalogue.load(args.dir).subjects(args.strategy)
+    subjects = Catalogue.load(args.dir or default_schemas()).subjects(args.strategy)
     client = _client(args)
     failed = 0
     for subject, entry in subjects.items():
@@ -93,7 +93,7 @@ def register(args: argparse.Namespace) -> int:
 
 
 def check(args: argparse.Namespace) -> int:
-    subjects = Catalogue.load(args.dir).subjects(args.strategy)
+    subjects = Catalogue.load(args.dir or default_schemas()).subjects(args.strategy)
     client = _client(args)
     failed = 0
     for subject, entry in subjects.items():

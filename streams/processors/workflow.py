@@ -14,6 +14,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from streams.contracts import Catalogue
+from streams.errors import ConfigError
 from streams.processors.avro import envelope, key_of, make_serde
 from streams.records import H_EVENT_ID, InputRecord, OutputRecord
 from streams.runtime import parking
@@ -40,12 +42,11 @@ _GENERIC = {"workflow", "state", "attempts", "completed_steps", "timers", "histo
 
 class WorkflowProcessor:
     def __init__(self, options: Mapping[str, Any], outputs: Sequence[str]) -> None:
-        name = str(options.get("workflow", "orders"))
-        self.definition = create(name, dict(options.get("params") or {}))
+        self.definition = create(str(options.get("workflow", "orders")), dict(options.get("params") or {}))
         self.input_topic: str = self.definition.input_topic
         self.serde = make_serde(options)
-        state_topic = str(options.get("state_topic", f"{name}-state"))
-        state_record = str(options.get("state_record", "streams.orders.OrderState"))
+        state_topic = str(options.get("state_topic", f"{self.definition.name}-state"))
+        state_record = str(options.get("state_record") or _state_record(self.serde.catalogue, state_topic))
         entry = self.serde.catalogue.get(self.serde.catalogue.resolve(state_record))
         fields = [f["name"] for f in json.loads(entry.text)["fields"]]
         self.data_fields = tuple(f for f in fields if f not in _GENERIC)
@@ -204,6 +205,16 @@ class WorkflowProcessor:
         event_id = timer.event_id(key)
         body = {**timer.fired_payload(), "envelope": envelope(event_id, key, TIMER_FIRED, timer.due_at, None)}
         return OutputRecord(rec.topic, rec.key, self._timer_encoder(body), rec.headers)
+
+
+def _state_record(catalogue: Catalogue, state_topic: str) -> str:
+    """The record the contracts declare for the state topic (``subjects.yaml``), so a workflow's stored state
+    is whatever its own schemas say: its data fields beside the generic ones (``_GENERIC``)."""
+    records = catalogue.topics.get(state_topic, ())
+    if len(records) != 1:
+        raise ConfigError(f"{catalogue.source}: subjects.yaml must list exactly one state record for topic "
+                          f"{state_topic!r} (have: {list(records)}), or set the processor's options.state_record")
+    return records[0]
 
 
 def factory(options: dict[str, object], outputs: Sequence[str]) -> WorkflowProcessor:
