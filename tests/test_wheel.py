@@ -14,9 +14,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from support import write_loan_project
 
 from streams.processors.avro import default_schemas
+from support import write_loan_project
 
 ROOT = Path(__file__).resolve().parents[1]
 

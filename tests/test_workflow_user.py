@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from support import WorkerProc, read_all, wait_until, write_loan_project
 
 from streams.config import KafkaSettings
 from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
@@ -17,6 +16,7 @@ from streams.kafka.admin import Admin
 from streams.processors.avro import default_schemas, envelope
 from streams.records import H_EVENT_ID
 from streams.topology import load
+from support import WorkerProc, read_all, wait_until, write_loan_project
 
 pytestmark = pytest.mark.kafka
 
