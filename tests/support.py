@@ -228,40 +228,25 @@ def _record(name: str, fields: list[dict[str, object]]) -> str:
     return orjson.dumps({"type": "record", "name": name, "namespace": "loans", "fields": fields}).decode()
 
 
-def write_loan_project(root: Path, prefix: str, common_schemas: Path, review_ms: int = 60_000) -> Path:
-    """Writes package ``loanflow`` under ``root`` (flows, schemas, topology); returns its topology file."""
+def write_loan_project(root: Path, prefix: str, review_ms: int = 60_000) -> Path:
+    """Writes package ``loanflow`` under ``root`` (flows, schemas, topology); returns its topology file. Its
+    contracts are its own events only: the engine's records (envelope, TimerFired) and its generic state record
+    come with streams."""
     pkg = root / "loanflow"
-    (pkg / "schemas" / "common").mkdir(parents=True, exist_ok=True)
+    (pkg / "schemas").mkdir(parents=True, exist_ok=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "flows.py").write_text(LOAN_FLOW)
-    for name in ("Envelope.avsc", "TimerFired.avsc"):  # the engine's own records every workflow uses
-        (pkg / "schemas" / "common" / name).write_bytes((common_schemas / "common" / name).read_bytes())
     env = {"name": "envelope", "type": "streams.common.Envelope"}
-    opt = lambda n, t: {"name": n, "type": ["null", t], "default": None}  # noqa: E731
-    timer = {"type": "record", "name": "Timer", "fields": [{"name": "name", "type": "string"},
-             {"name": "due_at", "type": "long"}, {"name": "fires_event", "type": "string"},
-             {"name": "attempt", "type": "int"}]}
-    transition = {"type": "record", "name": "Transition", "fields": [{"name": "at", "type": "long"},
-                  {"name": "from_state", "type": "string"}, {"name": "event", "type": "string"},
-                  {"name": "to_state", "type": "string"}]}
     records = {
         "LoanRequested": [env, {"name": "loan_id", "type": "string"}, {"name": "amount", "type": "long"}],
         "LoanApproved": [env, {"name": "loan_id", "type": "string"}],
         "LoanDecided": [env, {"name": "loan_id", "type": "string"}, {"name": "decision", "type": "string"}],
-        "LoanState": [{"name": "workflow", "type": "string"}, {"name": "state", "type": "string"},
-                      opt("loan_id", "string"), opt("amount", "long"),
-                      {"name": "attempts", "type": {"type": "map", "values": "int"}},
-                      {"name": "completed_steps", "type": {"type": "array", "items": "string"}},
-                      {"name": "timers", "type": {"type": "array", "items": timer}},
-                      {"name": "history", "type": {"type": "array", "items": transition}},
-                      opt("reason", "string"), {"name": "created_at", "type": "long"},
-                      {"name": "updated_at", "type": "long"}, {"name": "schema_version", "type": "int"}],
     }
     for name, fields in records.items():
         (pkg / "schemas" / f"{name}.avsc").write_text(_record(name, fields))
     (pkg / "schemas" / "subjects.yaml").write_text(
         f"topics:\n  {prefix}.events: [loans.LoanRequested, loans.LoanApproved, streams.common.TimerFired]\n"
-        f"  {prefix}.results: [loans.LoanDecided]\n  loans-state: [loans.LoanState]\n")
+        f"  {prefix}.results: [loans.LoanDecided]\n")
     topology = pkg / "topology.yaml"
     topology.write_text(f"""name: {prefix}
 schemas: schemas

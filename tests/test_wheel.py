@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from streams.processors.avro import default_schemas
 from support import write_loan_project
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +70,8 @@ def test_build_makes_an_sdist_and_a_compiled_wheel_with_the_examples(dist: Path,
     for data in ("streams/examples/orders/topology.yaml", "streams/examples/counter/topology.yaml",
                  "streams/examples/orders/schemas/subjects.yaml",
                  "streams/examples/orders/schemas/orders/state/OrderState.avsc",
-                 "streams/examples/orders/schemas/common/TimerFired.avsc", "streams/contracts/avroc.h"):
+                 "streams/contracts/common/TimerFired.avsc", "streams/contracts/common/WorkflowState.avsc",
+                 "streams/contracts/avroc.h"):
         assert data in names, f"{data} missing from the wheel"
     assert not any(n.startswith(("schemas/", "topology/", "tests/")) for n in names)
 
@@ -103,7 +103,7 @@ def test_the_installed_package_runs_compiled_from_outside_the_checkout(
 def test_a_users_workflow_is_named_by_reference_to_the_installed_cli(
         venv: Path, outside: tuple[Path, dict[str, str]]) -> None:
     cwd, env = outside
-    write_loan_project(cwd, "loans", default_schemas())
+    write_loan_project(cwd, "loans")
     env = {**env, "PYTHONPATH": str(cwd)}  # the user's own package, not the checkout
     ref = "loanflow.flows:loan"
     streams = str(venv / "streams")

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from streams.cli import main
-from streams.processors.avro import default_schemas
 from streams.workflow import create
 from support import write_loan_project
 
@@ -46,7 +45,7 @@ def test_unknown_workflow_is_one_line_on_stderr(capsys: pytest.CaptureFixture[st
 @pytest.fixture
 def loanflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A user's workflow package on the path, outside the repository."""
-    write_loan_project(tmp_path, "loans", default_schemas())
+    write_loan_project(tmp_path, "loans")
     monkeypatch.syspath_prepend(str(tmp_path))
     return "loanflow.flows:loan"
 

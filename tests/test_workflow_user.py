@@ -1,5 +1,5 @@
 """A user's own workflow, outside the repository: named by reference in a topology, with its own Avro contracts
-(the topology's ``schemas:``) and its own state record, run by a real worker against a real broker."""
+(the topology's ``schemas:``, its own events only), run by a real worker against a real broker."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import os
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from confluent_kafka import Producer
 
 from streams.config import KafkaSettings
 from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
 from streams.kafka.admin import Admin
-from streams.processors.avro import default_schemas, envelope
+from streams.processors.avro import envelope
 from streams.records import H_EVENT_ID
 from streams.topology import load
 from support import WorkerProc, read_all, wait_until, write_loan_project
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.kafka
 def test_a_topology_naming_a_users_workflow_runs_it_with_its_own_contracts(
         kafka: KafkaSettings, subprocess_env: dict[str, str], tmp_path: Path, unique: str) -> None:
     prefix = f"loans-{unique}"
-    topology = write_loan_project(tmp_path / "project", prefix, default_schemas(), review_ms=1500)
+    topology = write_loan_project(tmp_path / "project", prefix, review_ms=1500)
     topo = load(topology)
     assert topo.schemas == topology.parent / "schemas"
     assert topo.processor("loans").options["schemas"] == str(topology.parent / "schemas")
@@ -63,3 +64,6 @@ def test_a_topology_naming_a_users_workflow_runs_it_with_its_own_contracts(
             worker.stop()
         assert decided() == {"L1": "approved", "L2": "expired"}, worker.log_text()[-3000:]
         assert "Traceback" not in worker.log_text()
+        # Its contracts declare no state record, so the state was stored in the engine's generic one.
+        state = RegistryClient(registry.url).version("loans-state-value")
+        assert orjson.loads(state.schema)["name"] == "streams.common.WorkflowState"
