@@ -11,6 +11,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from streams.cli import main
 from streams.config import KafkaSettings
 from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
 from streams.kafka.admin import Admin
@@ -19,9 +20,8 @@ from streams.records import H_EVENT_ID
 from streams.topology import load
 from support import WorkerProc, read_all, wait_until, write_loan_project
 
-pytestmark = pytest.mark.kafka
 
-
+@pytest.mark.kafka
 def test_a_topology_naming_a_users_workflow_runs_it_with_its_own_contracts(
         kafka: KafkaSettings, subprocess_env: dict[str, str], tmp_path: Path, unique: str) -> None:
     prefix = f"loans-{unique}"
@@ -67,3 +67,18 @@ def test_a_topology_naming_a_users_workflow_runs_it_with_its_own_contracts(
         # Its contracts declare no state record, so the state was stored in the engine's generic one.
         state = RegistryClient(registry.url).version("loans-state-value")
         assert orjson.loads(state.schema)["name"] == "streams.common.WorkflowState"
+
+
+def test_schemas_register_takes_a_projects_contracts_from_its_topology(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    topology = write_loan_project(tmp_path, "loans")
+    with RegistryServer(port=0) as registry:
+        assert main(["schemas", "register", "--topology", str(topology), "--registry", registry.url]) == 0
+        lines = [line.split()[:2] for line in capsys.readouterr().out.splitlines()]
+        assert lines == [["ok", "loans.events-value"], ["ok", "loans.results-value"]]
+        union = orjson.loads(RegistryClient(registry.url).version("loans.events-value").schema)
+        assert [branch["name"] for branch in union] == ["loans.LoanRequested", "loans.LoanApproved",
+                                                         "streams.common.TimerFired"]
+    with pytest.raises(SystemExit) as usage:
+        main(["schemas", "check", "--topology", str(topology), "--dir", str(tmp_path)])
+    assert usage.value.code == 2 and "--dir: not allowed with argument --topology" in capsys.readouterr().err
