@@ -119,8 +119,8 @@ class WorkflowProcessor:
         try:
             text = orjson.dumps(dict(state.data)).decode()
         except TypeError as exc:
-            raise ProcessingError(f"workflow {state.workflow!r}: its data does not fit the generic JSON state record "
-                              f"({exc}); declare a state record for it in subjects.yaml") from exc
+            raise ProcessingError(f"workflow {state.workflow!r}: its data does not fit the generic JSON state "
+                                  f"record ({exc}); declare a state record for it in subjects.yaml") from exc
         rec = {**state.to_record(), "data": text, "schema_version": self.schema_version}
         raw = self._encode_state(rec)
         # Cached as load_state would give it back after a restart (JSON turns tuples into lists).
