@@ -8,13 +8,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 # Dependencies first, so editing the source does not reinstall them.
-COPY pyproject.toml setup.py README.md ./
-RUN mkdir streams && touch streams/__init__.py && STREAMS_PURE_BUILD=1 pip install . && pip uninstall -y streams \
-    && rm -rf streams build
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+    > /tmp/requirements.txt && pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
+COPY setup.py README.md ./
 COPY streams ./streams
 # A regular install, as from a wheel: the examples' topologies and contracts are package data, found wherever the
-# package lives (`--topology orders`). The slim image has no C compiler, so the hot path is the pure-Python one.
-RUN pip install --no-deps . && rm -rf streams build \
+# package lives (`--topology orders`). The slim image has no C compiler, so the hot path is the pure-Python one
+# (STREAMS_PURE_BUILD: not even an attempt; see setup.py).
+RUN STREAMS_PURE_BUILD=1 pip install --no-deps . && rm -rf streams build ./*.egg-info \
     && useradd --create-home --uid 10001 streams \
     && mkdir -p /app/.streams \
     && chown streams /app/.streams
