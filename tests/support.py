@@ -221,6 +221,10 @@ def loan(*, prefix: str = "loans", review_ms: int = 60_000):
 
 def not_a_factory(**params):
     return "a string"
+
+
+def raises(**params):
+    raise ValueError("no loans on Sundays")
 '''
 
 

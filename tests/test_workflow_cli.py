@@ -46,6 +46,7 @@ def test_unknown_workflow_is_one_line_on_stderr(capsys: pytest.CaptureFixture[st
 def loanflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A user's workflow package on the path, outside the repository."""
     write_loan_project(tmp_path, "loans")
+    (tmp_path / "loanflow" / "broken.py").write_text("1 / 0\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     return "loanflow.flows:loan"
 
@@ -69,6 +70,8 @@ def test_a_users_workflow_is_listed_drawn_and_validated_by_reference(
     ("loanflow.flows:nope", "module 'loanflow.flows' has no attribute 'nope'"),
     ("loanflow.flows:not_a_factory", "the factory returned str, not a Definition"),
     ("loanflow.flows:", "expected a built-in name (orders) or 'package.module:factory'"),
+    ("loanflow.flows:raises", "the factory raised ValueError: no loans on Sundays"),
+    ("loanflow.broken:loan", "importing 'loanflow.broken' raised ZeroDivisionError: division by zero"),
 ])
 def test_a_bad_reference_says_which_and_what_failed(loanflow: str, ref: str, why: str,
                                                     capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, cast
 
-from streams.errors import WorkflowDefinitionError
+from streams.errors import StreamsError, WorkflowDefinitionError
 from streams.workflow.definition import Definition
 
 Factory = Callable[..., Definition]
@@ -37,6 +37,9 @@ def factory(ref: str) -> Factory:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise WorkflowDefinitionError(f"workflow {ref!r}: cannot import module {module_name!r}: {exc}") from exc
+    except Exception as exc:  # the user's module itself is broken: say so in one line, as for any bad input
+        raise WorkflowDefinitionError(f"workflow {ref!r}: importing {module_name!r} raised "
+                                      f"{type(exc).__name__}: {exc}") from exc
     try:
         found = getattr(module, attr)
     except AttributeError:
@@ -54,6 +57,10 @@ def create(ref: str, params: Mapping[str, Any] | None = None) -> Definition:
         definition = build(**dict(params or {}))
     except TypeError as exc:
         raise WorkflowDefinitionError(f"workflow {ref!r}: bad parameters: {exc}") from exc
+    except StreamsError:  # a WorkflowDefinitionError listing what is wrong with the definition, typically
+        raise
+    except Exception as exc:
+        raise WorkflowDefinitionError(f"workflow {ref!r}: the factory raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(definition, Definition):
         raise WorkflowDefinitionError(f"workflow {ref!r}: the factory returned {type(definition).__name__}, "
                                       "not a Definition (build it with WorkflowBuilder(...).build())")
