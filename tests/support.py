@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -267,3 +269,36 @@ processors:
       params: {{prefix: {prefix}, review_ms: {review_ms}}}
 """)
     return topology
+
+
+def request_loans(kafka: KafkaSettings, serde: Any, prefix: str) -> None:
+    """Two loan requests; only the first is approved, so the second must expire on its review timer."""
+    from streams.processors.avro import envelope
+
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
+    now = int(time.time() * 1000)
+    for i, (record, key, fields) in enumerate([
+        ("loans.LoanRequested", "L1", {"amount": 500}),
+        ("loans.LoanApproved", "L1", {}),
+        ("loans.LoanRequested", "L2", {"amount": 900}),
+    ]):
+        event_id = f"ev-{i}"
+        body = {"loan_id": key, **fields, "envelope": envelope(event_id, key, record, now, None)}
+        producer.produce(f"{prefix}.events", serde.encode(f"{prefix}.events", record, body), key.encode(),
+                         headers=[(H_EVENT_ID, event_id.encode())])
+    assert producer.flush(30) == 0
+
+
+def loans_decided(kafka: KafkaSettings, serde: Any, prefix: str, timeout_s: float = 90) -> dict[str, str]:
+    """loan id -> decision, once both loans are decided (or what was decided when the wait timed out)."""
+    def decided() -> dict[str, str]:
+        out = {}
+        for _key, value, _headers in read_all(kafka, f"{prefix}.results", 2):
+            name, rec = serde.decode(value)
+            assert name == "loans.LoanDecided"
+            out[rec["loan_id"]] = rec["decision"]
+        return out
+
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: len(decided()) == 2, timeout_s, "both loans decided")
+    return decided()

@@ -2,7 +2,8 @@
 outside the repository and used from a directory outside it, as a user would.
 
 Cost: one build per session (~1.5 min: the isolated build environment, then mypyc and the C codec) and one
-``pip install`` into a new venv (~15 s with pip's cache; PyPI otherwise). Everything else is a few CLI calls.
+``pip install`` into a new venv (~15 s with pip's cache; PyPI otherwise). Then a few CLI calls, and one worker
+of the installed package running a user's workflow on the broker (~10 s).
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from support import write_loan_project
+from streams.config import KafkaSettings
+from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
+from streams.kafka.admin import Admin
+from streams.topology import load
+from support import loans_decided, request_loans, write_loan_project
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,3 +121,30 @@ def test_a_users_workflow_is_named_by_reference_to_the_installed_cli(
     assert bad.returncode == 2
     assert bad.stderr.strip() == ("streams: WorkflowDefinitionError: workflow 'loanflow.flows:nope': "
                                   "module 'loanflow.flows' has no attribute 'nope'")
+
+
+@pytest.mark.kafka
+def test_the_installed_worker_runs_a_users_workflow_named_in_its_topology(
+        venv: Path, outside: tuple[Path, dict[str, str]], kafka: KafkaSettings, unique: str) -> None:
+    cwd, env = outside
+    prefix = f"wheel-loans-{unique}"
+    topology = write_loan_project(cwd, prefix, review_ms=1500)
+    Admin(kafka).ensure(load(topology).all_topics())
+    with RegistryServer(port=0) as registry:
+        env = {**env, "PYTHONPATH": str(cwd), "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+               "SCHEMA_REGISTRY_URL": registry.url,
+               "KAFKA_CONSUMER_SESSION_TIMEOUT_MS": "6000"}  # Apache Kafka's default minimum
+        with open(cwd / "worker.log", "wb") as log:
+            worker = subprocess.Popen([str(venv / "streams"), "worker", "--topology", str(topology),
+                                       "--state-dir", str(cwd / "state"), "--commit-interval-ms", "50"],
+                                      cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                serde = Serde(RegistryClient(registry.url), Catalogue.load(topology.parent / "schemas"))
+                request_loans(kafka, serde, prefix)
+                decided = loans_decided(kafka, serde, prefix)
+            finally:
+                worker.terminate()
+                worker.wait(30)
+    text = (cwd / "worker.log").read_text()
+    assert decided == {"L1": "approved", "L2": "expired"}, text[-3000:]
+    assert "hot path compiled" in text and "Traceback" not in text

@@ -4,21 +4,17 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Producer
 
 from streams.cli import main
 from streams.config import KafkaSettings
 from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
 from streams.kafka.admin import Admin
-from streams.processors.avro import envelope
-from streams.records import H_EVENT_ID
 from streams.topology import load
-from support import WorkerProc, read_all, wait_until, write_loan_project
+from support import WorkerProc, loans_decided, request_loans, write_loan_project
 
 
 @pytest.mark.kafka
@@ -37,32 +33,12 @@ def test_a_topology_naming_a_users_workflow_runs_it_with_its_own_contracts(
                # Apache Kafka's default group.min.session.timeout.ms; the worker's 4 s suits the embedded broker
                "KAFKA_CONSUMER_SESSION_TIMEOUT_MS": "6000"}
         worker = WorkerProc(topology, tmp_path / "state", env, tmp_path / "worker.log")
-        producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
-        now = int(time.time() * 1000)
-        for i, (record, key, fields) in enumerate([
-            ("loans.LoanRequested", "L1", {"amount": 500}),
-            ("loans.LoanApproved", "L1", {}),
-            ("loans.LoanRequested", "L2", {"amount": 900}),  # nobody approves it: the review timer expires it
-        ]):
-            event_id = f"ev-{i}"
-            body = {"loan_id": key, **fields, "envelope": envelope(event_id, key, record, now, None)}
-            producer.produce(f"{prefix}.events", serde.encode(f"{prefix}.events", record, body), key.encode(),
-                             headers=[(H_EVENT_ID, event_id.encode())])
-        assert producer.flush(30) == 0
-
-        def decided() -> dict[str, str]:
-            out = {}
-            for _key, value, _headers in read_all(kafka, f"{prefix}.results", 2):
-                name, rec = serde.decode(value)
-                assert name == "loans.LoanDecided"
-                out[rec["loan_id"]] = rec["decision"]
-            return out
-
+        request_loans(kafka, serde, prefix)
         try:
-            wait_until(lambda: len(decided()) == 2, 90, "both loans decided")
+            decided = loans_decided(kafka, serde, prefix)
         finally:
             worker.stop()
-        assert decided() == {"L1": "approved", "L2": "expired"}, worker.log_text()[-3000:]
+        assert decided == {"L1": "approved", "L2": "expired"}, worker.log_text()[-3000:]
         assert "Traceback" not in worker.log_text()
         # Its contracts declare no state record, so the state was stored in the engine's generic one.
         state = RegistryClient(registry.url).version("loans-state-value")
