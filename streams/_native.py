@@ -5,15 +5,17 @@ mypyc turns these modules, unchanged (they are already ``mypy --strict``), into 
 steps/s in the bench's throughput phase. Nothing else changes: the same source is the pure-Python fallback.
 The same build compiles the one hand-written C module, the Avro codec (``C_MODULES``), under the same guard.
 
-Why the guard: the extension modules sit beside their sources (the repo is installed editable), and Python
-prefers an extension module to a ``.py`` file, so an edited source would silently not run. The build writes a
-manifest with the digest of every compiled source; at ``import streams`` any difference, a missing manifest or
-``STREAMS_PURE=1`` makes every listed module load from its source. All or none: compiled modules call each
-other's native classes directly, so one compiled module beside a pure one would refuse its arguments.
+Two ways to get them, one build (``setup.py``): a wheel (``python -m build``, ``pip install .``) carries them as
+ordinary extension modules, or pure Python where the build had no mypyc or C compiler; a checkout, installed
+editable, gets them in place from ``scripts/compile`` (run by ``scripts/_venv.sh``, so by both README commands)
+whenever the manifest is stale. Without mypy or a compiler that says so in one line and leaves the package pure.
 
-``scripts/compile`` (run by ``scripts/_venv.sh``, so by both README commands) compiles when the manifest is
-stale. It needs mypy (a dev dependency) and a C compiler; without them it says so in one line and leaves the
-package pure.
+Why the guard: in a checkout the extension modules sit beside their sources, and Python prefers an extension
+module to a ``.py`` file, so an edited source would silently not run. The build writes a manifest with the
+digest of every compiled source; at ``import streams`` any difference, a missing manifest or ``STREAMS_PURE=1``
+makes every listed module load from its source. All or none: compiled modules call each other's native classes
+directly, so one compiled module beside a pure one would refuse its arguments. A wheel's build writes the
+manifest of the sources it ships, so there the guard passes by construction (and still catches a hand edit).
 """
 
 from __future__ import annotations
@@ -142,17 +144,6 @@ def install_guard() -> None:
 
 _DECIDED = {"status": "pure (guard not run)"}
 
-_SETUP = """\
-from setuptools import Extension, setup
-from mypyc.build import mypycify
-
-setup(name="streams-hotpath",
-      ext_modules=mypycify({paths!r}, opt_level="3", group_name={group!r}, target_dir={c_dir!r})
-      + [Extension(m, [f for f in files if f.endswith(".c")], depends=[f for f in files if f.endswith(".h")],
-                   extra_compile_args=["-O2"]) for m, files in {c_modules!r}.items()])
-"""
-
-
 def _built_files() -> list[Path]:
     """Every extension module in the package: all are ours, including any of a module since dropped from
     MODULES (it would otherwise load against a shared library that no longer has it)."""
@@ -168,6 +159,9 @@ def clean() -> None:
 
 def build() -> str:
     """Compile the hot path; returns one line saying what happened."""
+    setup = ROOT / "setup.py"
+    if not setup.is_file():  # an installed wheel: its extensions came with it, and stay
+        return f"streams: {setup} is missing (not a checkout); the hot path stays as installed"
     clean()
     try:
         import mypyc  # noqa: F401  (only to say clearly that it is missing)
@@ -175,9 +169,6 @@ def build() -> str:
         return "streams: mypyc (part of mypy) is not installed; the hot path stays pure Python"
     want = digests()
     with tempfile.TemporaryDirectory(prefix="streams-mypyc-") as tmp:
-        setup = Path(tmp) / "setup.py"
-        paths = [str(source(m).relative_to(ROOT)) for m in MODULES]
-        setup.write_text(_SETUP.format(paths=paths, group=GROUP, c_dir=str(Path(tmp) / "c"), c_modules=C_MODULES))
         env = {**os.environ, "MYPYC_OPT_LEVEL": "3"}
         proc = subprocess.run(
             [sys.executable, str(setup), "build_ext", "--inplace",

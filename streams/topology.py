@@ -7,11 +7,13 @@ cluster, because a topic created by hand can disagree with the file.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -30,6 +32,11 @@ KEY_FORMATS = ("string", "avro", "json")
 # choose partitions themselves, by a rule of their own).
 PARTITIONERS = {"murmur2": "murmur2", "murmur2_random": "murmur2", "none": "none"}
 MISROUTED = ("reroute", "dlq")
+# The built-in example topologies by name (``--topology orders``): package data beside each example, located
+# through importlib.resources so an installed wheel finds them as a checkout does. Package names as strings:
+# the engine imports no example until one is asked for.
+EXAMPLES: Mapping[str, str] = MappingProxyType({"orders": "streams.examples.orders",
+                                                "counter": "streams.examples.counter"})
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ class Topology:
     source: str = "<memory>"
     partitioner: str = "murmur2"
     misrouted: str = "reroute"  # what a worker does with a record on the wrong partition
+    schemas: Path | None = None  # the Avro contracts (``schemas:``, relative to the file); None: the default
 
     def processor(self, name: str | None) -> ProcessorSpec:
         if name is None:
@@ -234,16 +242,44 @@ def parse(data: Any, source: str = "<memory>") -> Topology:
     misrouted = data.get("misrouted", "reroute")
     if misrouted not in MISROUTED:
         raise TopologyError(f"{source}: misrouted: expected one of {list(MISROUTED)}, got {misrouted!r}")
-    return Topology(name=name, topics=topics, processors=procs, dlq_topic=dlq, source=source,
+    schemas = _schemas(data.get("schemas"), source)
+    if schemas is not None:  # every processor's serde reads them, unless its own options name others
+        procs = {n: p if "schemas" in p.options else
+                 ProcessorSpec(p.name, p.processor, p.inputs, p.outputs, p.store, p.changelog,
+                               {**p.options, "schemas": str(schemas)}) for n, p in procs.items()}
+    return Topology(name=name, topics=topics, processors=procs, dlq_topic=dlq, source=source, schemas=schemas,
                     partitioner=PARTITIONERS[partitioner], misrouted=misrouted)
 
 
+def _schemas(value: Any, source: str) -> Path | None:
+    """The ``schemas:`` directory, relative to the topology file so a project carries its contracts beside it."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise TopologyError(f"{source}: 'schemas' must be a directory path, got {value!r}")
+    base = Path(source).parent if source != "<memory>" else Path.cwd()
+    path = (base / value).resolve()
+    if not path.is_dir():
+        raise TopologyError(f"{source}: schemas: {path} is not a directory")
+    return path
+
+
+def locate(ref: str | Path) -> Path:
+    """The file a ``--topology`` names: a path, or the name of a built-in example (when no such file exists)."""
+    path = Path(ref)
+    if isinstance(ref, str) and ref in EXAMPLES and not path.exists():
+        return Path(str(importlib.resources.files(EXAMPLES[ref]).joinpath("topology.yaml")))
+    return path
+
+
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Topology:
-    """Load a topology file, expanding ``${VAR}`` and ``${VAR:-default}`` from the environment."""
-    p = Path(path)
+    """Load a topology file (or a built-in example by name: :data:`EXAMPLES`), expanding ``${VAR}`` and
+    ``${VAR:-default}`` from the environment."""
+    p = locate(path)
     try:
         text = p.read_text()
     except OSError as exc:
-        raise TopologyError(f"cannot read topology {p}: {exc.strerror}") from exc
+        builtin = f" (nor a built-in: {', '.join(EXAMPLES)})" if p.parent == Path() else ""
+        raise TopologyError(f"cannot read topology {p}: {exc.strerror}{builtin}") from exc
     data = parse_yaml(_expand(text, os.environ if env is None else env, str(p)), str(p), TopologyError)
     return parse(data, str(p))

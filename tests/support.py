@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -50,8 +52,8 @@ _SERVICES = {"payment": ("payment-service", "payments.commands", "payments"),
 
 
 def orders_topology(partitions: int, params: Mapping[str, object], services: bool = True) -> str:
-    """The order saga's topology text (the shape of topology/orders.yaml) with a test's partition count and
-    workflow parameters, and the three reference services unless ``services`` is False."""
+    """The order saga's topology text (the shape of streams/examples/orders/topology.yaml) with a test's partition
+    count and workflow parameters, and the three reference services unless ``services`` is False."""
     topics = "".join(f"  {t}: {{partitions: {partitions}}}\n" for t in _SAGA_TOPICS)
     svc = "".join(f"  {name}: {{processor: {proc}, inputs: [{topic}], outputs: [orders.events], store: {store}}}\n"
                   for name, (proc, topic, store) in _SERVICES.items()) if services else ""
@@ -196,3 +198,107 @@ def hang_up(url: str, partial_request: bytes, times: int = 3) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()  # with linger 0 this is a reset, as when the process dies
     time.sleep(0.3)
+
+
+# A user's own workflow project, as someone who pip-installed streams would write it: a package with a factory,
+# its Avro contracts and a topology naming the workflow by reference (``loanflow.flows:loan``).
+LOAN_FLOW = '''
+from streams.workflow import WorkflowBuilder, data_fields, emit, record, set_timer
+
+
+def loan(*, prefix: str = "loans", review_ms: int = 60_000):
+    """A loan request waits for approval; without one within review_ms it expires."""
+    results = f"{prefix}.results"
+    wf = WorkflowBuilder("loans", input_topic=f"{prefix}.events", initial="new", description="loan review")
+    wf.states("new", "review")
+    wf.terminal("approved", on_enter=[emit("LoanDecided", results, data_fields("loan_id", decision="approved"))])
+    wf.terminal("expired", on_enter=[emit("LoanDecided", results, data_fields("loan_id", decision="expired"))])
+    wf.events("LoanRequested", "LoanApproved")
+    wf.on("LoanRequested", "new", "review",
+          do=[record("loan_id", "amount"), set_timer("review", review_ms, fires="ReviewExpired")])
+    wf.on("LoanApproved", "review", "approved")
+    wf.on("ReviewExpired", "review", "expired")
+    return wf.build()
+
+
+def not_a_factory(**params):
+    return "a string"
+
+
+def raises(**params):
+    raise ValueError("no loans on Sundays")
+'''
+
+
+def _record(name: str, fields: list[dict[str, object]]) -> str:
+    return orjson.dumps({"type": "record", "name": name, "namespace": "loans", "fields": fields}).decode()
+
+
+def write_loan_project(root: Path, prefix: str, review_ms: int = 60_000) -> Path:
+    """Writes package ``loanflow`` under ``root`` (flows, schemas, topology); returns its topology file. Its
+    contracts are its own events only: the engine's records (envelope, TimerFired) and its generic state record
+    come with streams."""
+    pkg = root / "loanflow"
+    (pkg / "schemas").mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "flows.py").write_text(LOAN_FLOW)
+    env = {"name": "envelope", "type": "streams.common.Envelope"}
+    records = {
+        "LoanRequested": [env, {"name": "loan_id", "type": "string"}, {"name": "amount", "type": "long"}],
+        "LoanApproved": [env, {"name": "loan_id", "type": "string"}],
+        "LoanDecided": [env, {"name": "loan_id", "type": "string"}, {"name": "decision", "type": "string"}],
+    }
+    for name, fields in records.items():
+        (pkg / "schemas" / f"{name}.avsc").write_text(_record(name, fields))
+    (pkg / "schemas" / "subjects.yaml").write_text(
+        f"topics:\n  {prefix}.events: [loans.LoanRequested, loans.LoanApproved, streams.common.TimerFired]\n"
+        f"  {prefix}.results: [loans.LoanDecided]\n")
+    topology = pkg / "topology.yaml"
+    topology.write_text(f"""name: {prefix}
+schemas: schemas
+topics:
+  {prefix}.events: {{partitions: 2}}
+  {prefix}.results: {{partitions: 2}}
+processors:
+  loans:
+    processor: workflow
+    inputs: [{prefix}.events]
+    outputs: [{prefix}.results, {prefix}.events]
+    options:
+      workflow: "loanflow.flows:loan"
+      params: {{prefix: {prefix}, review_ms: {review_ms}}}
+""")
+    return topology
+
+
+def request_loans(kafka: KafkaSettings, serde: Any, prefix: str) -> None:
+    """Two loan requests; only the first is approved, so the second must expire on its review timer."""
+    from streams.processors.avro import envelope
+
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
+    now = int(time.time() * 1000)
+    for i, (record, key, fields) in enumerate([
+        ("loans.LoanRequested", "L1", {"amount": 500}),
+        ("loans.LoanApproved", "L1", {}),
+        ("loans.LoanRequested", "L2", {"amount": 900}),
+    ]):
+        event_id = f"ev-{i}"
+        body = {"loan_id": key, **fields, "envelope": envelope(event_id, key, record, now, None)}
+        producer.produce(f"{prefix}.events", serde.encode(f"{prefix}.events", record, body), key.encode(),
+                         headers=[(H_EVENT_ID, event_id.encode())])
+    assert producer.flush(30) == 0
+
+
+def loans_decided(kafka: KafkaSettings, serde: Any, prefix: str, timeout_s: float = 90) -> dict[str, str]:
+    """loan id -> decision, once both loans are decided (or what was decided when the wait timed out)."""
+    def decided() -> dict[str, str]:
+        out = {}
+        for _key, value, _headers in read_all(kafka, f"{prefix}.results", 2):
+            name, rec = serde.decode(value)
+            assert name == "loans.LoanDecided"
+            out[rec["loan_id"]] = rec["decision"]
+        return out
+
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: len(decided()) == 2, timeout_s, "both loans decided")
+    return decided()

@@ -30,6 +30,7 @@ from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
 from streams.kafka.admin import Admin
 from streams.kafka.embedded import EmbeddedBroker
 from streams.ops.status import partition_for
+from streams.processors.avro import default_schemas
 from streams.records import H_EVENT_ID
 from streams.topology import load
 from support import orders_topology
@@ -60,7 +61,7 @@ def registry(kafka: KafkaSettings, unique: str) -> Iterator[RegistryServer]:
 def suffixed(tmp_path: Path, suffix: str) -> Catalogue:
     """The project's contracts with every topic named ``<topic>.<suffix>``: tests on one cluster share no topic."""
     d = tmp_path / "schemas"
-    shutil.copytree(ROOT / "schemas", d)
+    shutil.copytree(default_schemas(), d)
     doc = yaml.safe_load((d / "subjects.yaml").read_text())
     doc["topics"] = {f"{t}.{suffix}": names for t, names in doc["topics"].items()}
     (d / "subjects.yaml").write_text(yaml.safe_dump(doc))

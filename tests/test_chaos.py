@@ -27,6 +27,7 @@ from streams.ops.chaos_plan import (
 )
 from streams.processors.services import fate
 from streams.runtime.faults import POINTS, TIMER_POINTS
+from streams.topology import locate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -227,7 +228,7 @@ def test_redone_batch_leaves_no_orphan_timer_in_the_changelog(tmp_path: Path) ->
     from streams.topology import load
     from support import wait_drained
 
-    orders = ROOT / "topology" / "orders.yaml"
+    orders = locate("orders")
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
         kafka = KafkaSettings.from_env(broker.bootstrap, env={})
         with RegistryServer(kafka, port=0) as registry:

@@ -22,10 +22,11 @@ from streams.contracts.catalogue import Catalogue
 from streams.errors import ConfigError, TopologyError
 from streams.kafka.client import make_consumer
 from streams.kafka.embedded import free_port
-from streams.topology import load
+from streams.processors.avro import default_schemas
+from streams.topology import load, locate
 
 ROOT = Path(__file__).resolve().parents[1]
-COUNTER = str(ROOT / "topology" / "counter.yaml")
+COUNTER = str(locate("counter"))
 DOWN = "127.0.0.1:1"  # nothing listens on port 1: connections are refused at once
 
 
@@ -82,7 +83,7 @@ def test_a_malformed_topology_names_file_line_and_column(tmp_path: Path) -> None
 
 def test_a_malformed_subjects_file_names_file_line_and_column(tmp_path: Path) -> None:
     schemas = tmp_path / "schemas"
-    shutil.copytree(ROOT / "schemas", schemas)
+    shutil.copytree(default_schemas(), schemas)
     subjects = schemas / "subjects.yaml"
     subjects.write_text("topics:\n  orders.events: [OrderPlaced\n  x: - y\n")
     with pytest.raises(ConfigError) as exc:

@@ -18,10 +18,11 @@ import pytest
 from streams.config import KafkaSettings
 from streams.contracts import Catalogue, RegistryClient, RegistryServer
 from streams.kafka.embedded import free_port
+from streams.processors.avro import default_schemas
 
 pytestmark = pytest.mark.kafka
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+SCHEMAS = default_schemas()
 CATALOGUE = Catalogue.load(SCHEMAS)
 TOPIC_SUBJECTS = list(CATALOGUE.subjects("topic"))  # per topic, in file order: -value, then its records
 

@@ -8,7 +8,6 @@ import threading
 import uuid
 from collections.abc import Iterator
 from http.client import HTTPConnection
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from streams.config import KafkaSettings
 from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
 from streams.errors import ConfigError
+from streams.processors.avro import default_schemas
 from support import hang_up
 
 pytestmark = pytest.mark.kafka
@@ -180,7 +180,7 @@ def test_confluent_client_covers_every_endpoint(registry: RegistryServer) -> Non
 def test_confluent_serializer_and_deserializer_interoperate_with_our_serde(registry: RegistryServer) -> None:
     c = client(registry.url)
     ctx = SerializationContext("payments.commands", MessageField.VALUE)
-    catalogue = Catalogue.load(Path(__file__).resolve().parents[1] / "schemas")
+    catalogue = Catalogue.load(default_schemas())
     make_payment = catalogue.get("MakePayment").text
     serializer = AvroSerializer(c, make_payment)
     deserializer = AvroDeserializer(c)
@@ -427,7 +427,7 @@ def test_schema_references_work_with_confluents_client_and_serializers(registry:
     order = {"id": "o-1", "items": [{"sku": "a", "quantity": 2}]}
     latest_writer = AvroSerializer(c, None, conf={"auto.register.schemas": False, "use.latest.version": True})
     given_writer = AvroSerializer(c, with_refs, conf={"auto.register.schemas": False})
-    serde = Serde(RegistryClient(registry.url), Catalogue.load(Path(__file__).resolve().parents[1] / "schemas"))
+    serde = Serde(RegistryClient(registry.url), Catalogue.load(default_schemas()))
     for writer in (latest_writer, given_writer):
         data = writer(order, ctx)
         assert data is not None and int.from_bytes(data[1:5], "big") == order_id

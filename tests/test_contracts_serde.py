@@ -28,8 +28,9 @@ from streams.errors import (
     UnknownMagicByteError,
     UnknownSchemaError,
 )
+from streams.processors.avro import default_schemas
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+SCHEMAS = default_schemas()
 V2 = SCHEMAS / "evolution" / "OrderPlaced.v2.avsc"
 
 

@@ -13,7 +13,6 @@ import struct
 import uuid
 from collections.abc import Callable, Iterator
 from io import BytesIO
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,10 +22,11 @@ from streams.contracts import fastcodec
 from streams.contracts.avsc import without_time_types
 from streams.contracts.catalogue import Catalogue, parse
 from streams.contracts.fastcodec import compile_reader, compile_writer
+from streams.processors.avro import default_schemas
 
 Writer = Callable[[Any], bytes]
 Reader = Callable[[bytes, int], tuple[Any, int]]
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+SCHEMAS = default_schemas()
 CATALOGUE = Catalogue.load(SCHEMAS)
 V2 = Catalogue.load(SCHEMAS, overrides=[SCHEMAS / "evolution" / "OrderPlaced.v2.avsc"]).get("OrderPlaced")
 

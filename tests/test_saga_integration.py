@@ -23,7 +23,7 @@ from streams.contracts import RegistryServer, Serde
 from streams.kafka.admin import Admin
 from streams.kafka.embedded import EmbeddedBroker, free_port
 from streams.ops.loadgen import place_orders
-from streams.processors.avro import make_serde
+from streams.processors.avro import default_schemas, make_serde
 from streams.processors.services import fate
 from streams.runtime.rebuild import rebuild
 from streams.state import entity
@@ -358,7 +358,7 @@ def test_v1_and_v2_reader_workers_both_process_v1_and_v2_orders(saga: Saga) -> N
     from streams.ops.loadgen import order_placed
     from streams.processors.workflow import WorkflowProcessor
 
-    v2 = ROOT / "schemas" / "evolution" / "OrderPlaced.v2.avsc"
+    v2 = default_schemas() / "evolution" / "OrderPlaced.v2.avsc"
     # A second orchestrator group built against v2; the fixture's orchestrator is the v1 reader.
     topo = saga.tmp / "orders-v2.yaml"
     topo.write_text(TOPOLOGY.replace("name: orders", "name: ordersv2").replace(
@@ -371,7 +371,7 @@ def test_v1_and_v2_reader_workers_both_process_v1_and_v2_orders(saga: Saga) -> N
         v1_ids = [f"evo-v1-{i}" for i in range(20)]
         v2_ids = [f"evo-v2-{i}" for i in range(20)]
         place_orders(saga.kafka, saga.serde, v1_ids)  # a v1 producer
-        v2_serde = Serde(saga.serde.registry, Catalogue.load(ROOT / "schemas", overrides=[v2]))
+        v2_serde = Serde(saga.serde.registry, Catalogue.load(default_schemas(), overrides=[v2]))
         from confluent_kafka import Producer
 
         from streams.records import H_EVENT_ID

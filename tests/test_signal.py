@@ -6,7 +6,6 @@ The end-to-end path (CLI and HTTP into a running workflow on a real broker) is i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +13,9 @@ import pytest
 from streams.config import KafkaSettings
 from streams.contracts import Catalogue, RegistryClient, RegistrySettings, Serde
 from streams.ops.signal import SignalError, Signaller, parse_data
+from streams.processors.avro import default_schemas
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+SCHEMAS = default_schemas()
 
 
 @dataclass

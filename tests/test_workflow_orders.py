@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
+from streams.examples.orders.workflow import DATA_FIELDS
 from streams.workflow import Definition, Driver, Timer, command_id
-from streams.workflow.orders import DATA_FIELDS
 from test_workflow_support import (
     failed,
     labelled,

@@ -38,7 +38,7 @@ from streams.state import entity
 from streams.state.store import PartitionStore, store_path
 from streams.topology import load
 
-ORDERS = Path(__file__).resolve().parents[2] / "topology" / "orders.yaml"
+ORDERS = "orders"  # the built-in example topology (streams.topology.EXAMPLES)
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -29,7 +29,7 @@ from streams.state import entity
 from streams.state.store import PartitionStore, store_path
 from streams.topology import Topology, load
 
-TOPOLOGY = Path(__file__).resolve().parents[2] / "topology" / "counter.yaml"
+TOPOLOGY = "counter"  # the built-in example topology (streams.topology.EXAMPLES)
 
 
 def _generate(kafka: KafkaSettings, topic: str, n: int, keys: int, poison: int) -> dict[str, tuple[int, int]]:

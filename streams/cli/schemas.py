@@ -1,4 +1,4 @@
-"""``streams schemas register|check|list|show``: put the contracts in ``schemas/`` into the registry, and gate CI.
+"""``streams schemas register|check|list|show``: put the contracts (``--dir``) into the registry, and gate CI.
 
 ``check`` exits 1 when a local schema breaks its subject's compatibility level, printing one line per breaking
 field; 2 for a usage or connection problem; 0 when every schema may be registered.
@@ -11,13 +11,16 @@ import json
 
 from streams.contracts import LEVELS, STRATEGIES, Catalogue, RegistryClient, RegistrySettings
 from streams.errors import IncompatibleSchemaError, SchemaRegistryError
-from streams.processors.avro import SCHEMAS_DIR
+from streams.processors.avro import default_schemas
+from streams.topology import load
 
 
 def _common(p: argparse.ArgumentParser, catalogue: bool = True) -> None:
     p.add_argument("--registry", help="schema registry URL (default: $SCHEMA_REGISTRY_URL or http://127.0.0.1:8081)")
     if catalogue:
-        p.add_argument("--dir", default=str(SCHEMAS_DIR), help="schema directory (default: the project's schemas/)")
+        where = p.add_mutually_exclusive_group()
+        where.add_argument("--dir", help="schema directory (default: the order-saga example's contracts)")
+        where.add_argument("--topology", help="the contracts a topology names (its schemas: key), e.g. a project's")
         p.add_argument("--strategy", choices=STRATEGIES, default="topic",
                        help="subject naming: topic (default) = <topic>-value, and for a topic carrying several "
                             "record types <topic>-<record full name> plus their union as <topic>-value; "
@@ -47,6 +50,12 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.set_defaults(func=show)
 
 
+def _catalogue(args: argparse.Namespace) -> Catalogue:
+    if args.topology:
+        return Catalogue.load(load(args.topology).schemas or default_schemas())
+    return Catalogue.load(args.dir or default_schemas())
+
+
 def _client(args: argparse.Namespace) -> RegistryClient:
     return RegistryClient(RegistrySettings.from_env(args.registry))
 
@@ -62,7 +71,7 @@ def _registered(client: RegistryClient, subject: str) -> bool:
 
 
 def register(args: argparse.Namespace) -> int:
-    subjects = Catalogue.load(args.dir).subjects(args.strategy)
+    subjects = _catalogue(args).subjects(args.strategy)
     client = _client(args)
     failed = 0
     for subject, entry in subjects.items():
@@ -95,7 +104,7 @@ def register(args: argparse.Namespace) -> int:
 
 
 def check(args: argparse.Namespace) -> int:
-    subjects = Catalogue.load(args.dir).subjects(args.strategy)
+    subjects = _catalogue(args).subjects(args.strategy)
     client = _client(args)
     failed = 0
     for subject, entry in subjects.items():

@@ -22,19 +22,18 @@ from streams.runtime.faults import Faults
 from streams.runtime.worker import Worker, WorkerSpec
 from streams.topology import ProcessorSpec, TopicSpec, Topology, load
 
-ORDERS = Path(__file__).resolve().parents[2] / "topology" / "orders.yaml"
 SERVICES = ("payment", "inventory", "shipping")
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("worker", help="run one stream worker (a consumer-group member)")
-    p.add_argument("--topology", required=True, help="topology YAML file")
+    p.add_argument("--topology", required=True, help="topology YAML file, or a built-in example: orders, counter")
     p.add_argument("--processor", help="which processor of the topology (default: the only one)")
     _worker_args(p)
     p.set_defaults(func=run, options={})
     s = sub.add_parser("service", help="run a reference service (payment, inventory, shipping)")
     s.add_argument("kind", choices=SERVICES)
-    s.add_argument("--topology", default=str(ORDERS), help="topology YAML file (default: topology/orders.yaml)")
+    s.add_argument("--topology", default="orders", help="topology YAML file or built-in example (default: orders)")
     s.add_argument("--latency-ms", type=float, default=0.0, help="simulated work per command")
     s.add_argument("--transient-rate", type=float, default=0.0, help="share of attempts failing TRANSIENT")
     s.add_argument("--permanent-rate", type=float, default=0.0, help="share of orders failing PERMANENT")

@@ -1,4 +1,4 @@
-"""Contracts: Avro schemas from ``schemas/``, the Confluent wire format, a registry client and a registry server.
+"""Contracts: Avro schemas from a schema directory, the Confluent wire format, a registry client and a registry server.
 
 Runtime use::
 
@@ -14,7 +14,8 @@ raises EncodeError for a record that does not fit its schema. Create encoders at
 (or, with ``auto_register=False``, looks up) the schema, so an incompatible contract fails the deployment with
 IncompatibleSchemaError instead of the first record.
 
-Contract conventions (``schemas/``):
+Contract conventions (a schema directory: a topology's ``schemas:``; the engine's own records, the envelope,
+TimerFired and the generic WorkflowState, are in ``streams/contracts/common/`` and part of every catalogue):
 
 - every event and command carries the common envelope as a nested record, field ``envelope`` of type
   ``streams.common.Envelope`` (id, entity_key, type, schema_version, occurred_at, correlation_id, causation_id);
@@ -23,7 +24,7 @@ Contract conventions (``schemas/``):
   ints unless ``Serde(..., logical_types=True)``;
 - evolve by adding fields with defaults; FULL(_TRANSITIVE) keeps old and new readers and writers interchangeable,
   which is what rolling upgrades of workers and services need (``streams schemas register --compatibility FULL``);
-- ``schemas/subjects.yaml`` declares which records travel on which topic; ``schemas/evolution/`` holds candidate
+- ``subjects.yaml`` declares which records travel on which topic; ``evolution/`` holds candidate
   future versions, never live.
 
 Embedding the registry::

@@ -9,6 +9,7 @@ future versions and never live; load them explicitly with ``overrides``.
 
 from __future__ import annotations
 
+import importlib.resources
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,10 @@ from streams.contracts.avsc import (
 from streams.errors import ConfigError
 
 SUBJECTS_FILE = "subjects.yaml"
+# The records the engine itself writes (the envelope, TimerFired, the generic WorkflowState), shipped beside this
+# module and part of every catalogue, so a project's schema directory holds only its own contracts. A directory
+# may still carry copies: an identical definition is not a conflict.
+COMMON_DIR = Path(str(importlib.resources.files("streams.contracts").joinpath("common")))
 STRATEGIES = ("topic", "record")
 
 
@@ -82,15 +87,16 @@ class Catalogue:
 
     @classmethod
     def load(cls, directory: str | Path, overrides: Iterable[str | Path] = ()) -> Catalogue:
-        """Every ``*.avsc`` under ``directory`` (but not under ``evolution/``), then ``overrides``, whose named
-        types replace the live ones of the same name (how a test or a CI check tries a future version)."""
+        """The engine's own records (:data:`COMMON_DIR`), every ``*.avsc`` under ``directory`` (but not under
+        ``evolution/``), then ``overrides``, whose named types replace the live ones of the same name (how a test
+        or a CI check tries a future version)."""
         root = Path(directory)
         if not root.is_dir():
             raise ConfigError(f"schema directory {root} does not exist")
         files = sorted(p for p in root.rglob("*.avsc") if "evolution" not in p.relative_to(root).parts)
         if not files:
             raise ConfigError(f"no .avsc files under {root}")
-        defs = _definitions(files, replace=False)
+        defs = _definitions([*sorted(COMMON_DIR.glob("*.avsc")), *files], replace=False)
         defs.update(_definitions([Path(p) for p in overrides], replace=True))
         topics: dict[str, list[str]] = {}
         messages: list[str] | None = None

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from streams.config import KafkaSettings
 from streams.contracts import RegistryServer, Serde
+from streams.examples.orders.workflow import INVENTORY, PAYMENTS, RESULTS, SHIPPING
 from streams.kafka.admin import Admin
 from streams.ops import bench_data as data
 from streams.ops.bench_floor import run_floor
@@ -51,6 +52,7 @@ from streams.ops.bench_infra import (
     log_ends,
     start_broker,
     wait_for,
+    with_package_path,
 )
 from streams.ops.bench_latency import Completions, diagnose, percentile
 from streams.ops.bench_model import BenchConfig, BenchResult
@@ -61,9 +63,7 @@ from streams.runtime import gcpolicy
 from streams.runtime.rebuild import rebuild
 from streams.state import entity
 from streams.topology import TopicSpec, Topology, load
-from streams.workflow.orders import INVENTORY, PAYMENTS, RESULTS, SHIPPING
 
-ORDERS_TOPOLOGY = Path(__file__).resolve().parents[2] / "topology" / "orders.yaml"
 SAGA_TOPICS = (ORDERS_TOPIC, RESULTS, PAYMENTS, INVENTORY, SHIPPING)
 SERVICES = {"payment": PAYMENTS, "inventory": INVENTORY, "shipping": SHIPPING}
 
@@ -107,9 +107,7 @@ class Bench:
         self.run_id = uuid.uuid4().hex[:6]
         self.workdir = Path(tempfile.mkdtemp(prefix="streams-bench-"))
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMS_FAULT")}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
-                                                          env.get("PYTHONPATH")]))
-        self.children = Children(self.workdir, env)
+        self.children = Children(self.workdir, with_package_path(env))
         self._created: list[str] = []
         self._external = KafkaSettings.from_env(config.bootstrap) if config.bootstrap else None
         self.registry_url = ""
@@ -162,7 +160,9 @@ class Bench:
         else:
             kafka, broker = start_broker(self.children, f"broker-{name}")
         ns = f"bench-{self.run_id}-{name}"
-        text = ORDERS_TOPOLOGY.read_text()
+        example = load("orders", {})
+        text = Path(example.source).read_text()
+        text = re.sub(r"(?m)^schemas:.*$", f"schemas: {example.schemas}", text)  # the copy lives elsewhere
         text = re.sub(r"(?m)^name:.*$", f"name: {ns}", text)
         text = re.sub(r"(?m)^dlq_topic:.*$", f"dlq_topic: {ns}.dlq", text)
         text = re.sub(r"partitions:\s*\d+", f"partitions: {self.cfg.partitions}", text)

@@ -94,6 +94,13 @@ class Child:
         self._log.close()
 
 
+def with_package_path(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` whose PYTHONPATH finds this very ``streams`` package first: children run ``python -m streams``
+    from a scratch directory, where an uninstalled checkout would not be found (installed: harmless)."""
+    here = str(Path(__file__).resolve().parents[2])  # the directory ``streams`` was imported from
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))}
+
+
 class Children:
     """Every child the bench starts; :meth:`close` stops those still running, whatever happened before."""
 

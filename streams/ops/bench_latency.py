@@ -13,10 +13,10 @@ from confluent_kafka import TopicPartition
 
 from streams.config import KafkaSettings
 from streams.contracts import Serde
+from streams.examples.orders.workflow import RESULTS
 from streams.kafka.client import make_consumer
 from streams.ops.bench_infra import Offsets, log_ends
 from streams.ops.loadgen import ORDERS_TOPIC
-from streams.workflow.orders import RESULTS
 
 
 class Completions(threading.Thread):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from streams.processors.services import fate
 
-# The saga's declared retry policy (streams.workflow.orders: PAYMENT_RETRY, STEP_RETRY), stated again here
+# The saga's declared retry policy (streams.examples.orders.workflow: PAYMENT_RETRY, STEP_RETRY), stated again here
 # as the contract under test, not imported from the engine.
 PAYMENT_ATTEMPTS = 3
 STEP_ATTEMPTS = 5

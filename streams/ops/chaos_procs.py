@@ -8,7 +8,6 @@ armed fault point, which one lost its partitions after a pause.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -18,12 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streams.ops.bench_infra import popen_tied
+from streams.ops.bench_infra import popen_tied, with_package_path
 from streams.ops.chaos_oracle import Rates
 from streams.ops.chaos_plan import ORCHESTRATORS
 
-ROOT = Path(__file__).resolve().parents[2]
-ORDERS = ROOT / "topology" / "orders.yaml"
+ORDERS = "orders"  # the built-in example topology (streams.topology.EXAMPLES)
 _MARK = "=== chaos: start "
 
 
@@ -47,7 +45,7 @@ class Fleet:
     def __init__(self, tmp: Path, env: Mapping[str, str], rates: Rates, commit_interval_ms: int = 50) -> None:
         self.tmp = tmp
         self.env = {k: v for k, v in env.items() if k not in ("STREAMS_FAULT_POINT", "STREAMS_FAULT_AFTER")}
-        self.env["PYTHONPATH"] = str(ROOT) + os.pathsep + self.env.get("PYTHONPATH", "")
+        self.env = with_package_path(self.env)
         self.rates = rates
         self.commit_interval_ms = commit_interval_ms
         self.procs: dict[str, Proc] = {}

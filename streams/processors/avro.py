@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -9,15 +10,24 @@ from typing import Any
 from streams.contracts import Catalogue, RegistryClient, RegistrySettings, Serde
 from streams.records import InputRecord
 
-SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+# The order-saga example's contracts (package data), the default for a topology that names none.
+EXAMPLE_SCHEMAS = ("streams.examples.orders", "schemas")
+
+
+def default_schemas() -> Path:
+    """The example's schema directory, wherever the package is installed (found by name, imported on use)."""
+    package, name = EXAMPLE_SCHEMAS
+    return Path(str(importlib.resources.files(package).joinpath(name)))
 
 
 def make_serde(options: Mapping[str, Any]) -> Serde:
-    """A serde for the schemas directory in ``options`` (default: the project's ``schemas/``) and the registry
+    """A serde for the schemas directory in ``options`` (the topology's ``schemas:``; default: the order-saga
+    example's, :func:`default_schemas`) and the registry
     in ``SCHEMA_REGISTRY_URL``; subject strategy from ``options['subject_strategy']`` (default topic).
     ``options['schema_overrides']`` lists ``.avsc`` files that replace the live schema of the same name: how a
     worker built against a newer (or older) contract reads and writes during a rolling upgrade."""
-    catalogue = Catalogue.load(options.get("schemas", SCHEMAS_DIR), overrides=options.get("schema_overrides") or ())
+    catalogue = Catalogue.load(options.get("schemas") or default_schemas(),
+                               overrides=options.get("schema_overrides") or ())
     registry = RegistryClient(RegistrySettings.from_env(options.get("registry")))
     return Serde(registry, catalogue, strategy=str(options.get("subject_strategy", "topic")))
 

@@ -14,6 +14,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
+
+from streams.contracts import Catalogue
+from streams.errors import ConfigError, ProcessingError
 from streams.processors.avro import envelope, envelope_id, key_of, make_serde
 from streams.records import H_EVENT_ID, InputRecord, OutputRecord
 from streams.runtime import parking
@@ -36,19 +40,23 @@ TIMER_FIRED = "streams.common.TimerFired"
 _DEFERRED = b"\xffstreams-timer\x00"
 _GENERIC = {"workflow", "state", "attempts", "completed_steps", "timers", "history", "reason", "created_at",
             "updated_at", "schema_version"}
+# The state record for contracts that declare none of their own: the entity's data as one JSON document.
+GENERIC_STATE = "streams.common.WorkflowState"
 
 
 class WorkflowProcessor:
     def __init__(self, options: Mapping[str, Any], outputs: Sequence[str]) -> None:
-        name = str(options.get("workflow", "orders"))
-        self.definition = create(name, dict(options.get("params") or {}))
+        self.definition = create(str(options.get("workflow", "orders")), dict(options.get("params") or {}))
         self.input_topic: str = self.definition.input_topic
         self.serde = make_serde(options)
-        state_topic = str(options.get("state_topic", f"{name}-state"))
-        state_record = str(options.get("state_record", "streams.orders.OrderState"))
+        state_topic = str(options.get("state_topic", f"{self.definition.name}-state"))
+        state_record = str(options.get("state_record") or _state_record(self.serde.catalogue, state_topic))
         entry = self.serde.catalogue.get(self.serde.catalogue.resolve(state_record))
         fields = [f["name"] for f in json.loads(entry.text)["fields"]]
-        self.data_fields = tuple(f for f in fields if f not in _GENERIC)
+        # A record with a ``data`` field keeps the entity's data as JSON (GENERIC_STATE); any other stores each
+        # data field as a typed field of its own.
+        self._json_data = "data" in fields
+        self.data_fields = tuple(f for f in fields if f not in _GENERIC and f != "data")
         self.schema_version = 1
         self._encode_state = self.serde.encoder(state_topic, state_record)
         self._timer_encoder = self.serde.encoder(self.input_topic, TIMER_FIRED)
@@ -89,6 +97,8 @@ class WorkflowProcessor:
         return st
 
     def dump_state(self, state: WorkflowState) -> bytes:
+        if self._json_data:
+            return self._dump_json_state(state)
         data = state.data
         stored = {f: data.get(f) for f in self.data_fields}  # exactly what load_state gives back
         # Built here rather than from state.to_record(), whose copies (for callers that keep the dict) and
@@ -114,6 +124,18 @@ class WorkflowProcessor:
         self._cache_state(raw, state)
         return raw
 
+    def _dump_json_state(self, state: WorkflowState) -> bytes:
+        try:
+            text = orjson.dumps(dict(state.data)).decode()
+        except TypeError as exc:
+            raise ProcessingError(f"workflow {state.workflow!r}: its data does not fit the generic JSON state "
+                                  f"record ({exc}); declare a state record for it in subjects.yaml") from exc
+        rec = {**state.to_record(), "data": text, "schema_version": self.schema_version}
+        raw = self._encode_state(rec)
+        # Cached as load_state would give it back after a restart (JSON turns tuples into lists).
+        self._cache_state(raw, WorkflowState.from_record({**rec, "data": orjson.loads(text)}))
+        return raw
+
     # The decoded-state cache. An entity's next event usually comes long after its last one (the services
     # answer in between), so its state is read back from RocksDB as bytes; decoding them again (fastavro,
     # ~25 us for a 350-byte order) was the largest single cost of a step. The cache is keyed by the encoded
@@ -135,6 +157,9 @@ class WorkflowProcessor:
 
     def _decode_state(self, raw: bytes) -> WorkflowState:
         _name, rec = self.serde.decode(raw)
+        if self._json_data:
+            rec["data"] = orjson.loads(rec["data"])
+            return WorkflowState.from_record(rec)
         rec["data"] = {f: rec.pop(f) for f in self.data_fields if f in rec}
         return WorkflowState.from_record(rec)
 
@@ -213,6 +238,18 @@ class WorkflowProcessor:
         event_id = timer.event_id(key)
         body = {**timer.fired_payload(), "envelope": envelope(event_id, key, TIMER_FIRED, timer.due_at, None)}
         return OutputRecord(rec.topic, rec.key, self._timer_encoder(body), rec.headers)
+
+
+def _state_record(catalogue: Catalogue, state_topic: str) -> str:
+    """The record the contracts declare for the state topic (``subjects.yaml``): its data fields beside the
+    generic ones (``_GENERIC``); none declared, :data:`GENERIC_STATE`."""
+    records = catalogue.topics.get(state_topic, ())
+    if not records:
+        return GENERIC_STATE
+    if len(records) != 1:
+        raise ConfigError(f"{catalogue.source}: subjects.yaml lists several records for the state topic "
+                          f"{state_topic!r} ({', '.join(records)}); list one, or set options.state_record")
+    return records[0]
 
 
 def factory(options: dict[str, object], outputs: Sequence[str]) -> WorkflowProcessor:

@@ -36,14 +36,14 @@ from streams.workflow.model import (
     output_id,
     timer_records,
 )
-from streams.workflow.registry import WORKFLOWS, create, names
+from streams.workflow.registry import ALIASES, create, factory, names
 from streams.workflow.retry import NO_RETRY, RetryPolicy
 from streams.workflow.step import step
 
 __all__ = [
+    "ALIASES",
     "NO_RETRY",
     "TIMER_FIRED",
-    "WORKFLOWS",
     "CommandSpec",
     "Definition",
     "Driver",
@@ -64,6 +64,7 @@ __all__ = [
     "data_fields",
     "emit",
     "event_from_record",
+    "factory",
     "fail",
     "guard",
     "history_records",
