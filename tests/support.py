@@ -131,12 +131,15 @@ def wait_drained(kafka: KafkaSettings, group: str, topic: str, partitions: int, 
     wait_until(drained, timeout_s, f"group {group} to commit the log end of {topic}")
 
 
-def read_all(kafka: KafkaSettings, topic: str, partitions: int) -> list[tuple[bytes | None, bytes | None,
-                                                                             list[tuple[str, bytes]]]]:
+Row = tuple[int, int, bytes, bytes | None, list[tuple[str, bytes]]]  # partition, offset, key, value, headers
+
+
+def read_rows(kafka: KafkaSettings, topic: str, partitions: int) -> list[Row]:
+    """Every record of ``topic`` up to its current end, with its partition and offset."""
     ends = end_offsets(kafka, topic, partitions)
     c = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": "read-all-probe",
                   "enable.auto.commit": False})
-    out = []
+    rows: list[Row] = []
     try:
         c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
         pos = dict.fromkeys(range(partitions), 0)
@@ -144,11 +147,17 @@ def read_all(kafka: KafkaSettings, topic: str, partitions: int) -> list[tuple[by
         while any(pos[p] < ends[p] for p in pos) and time.monotonic() < deadline:
             for m in c.consume(10000, 0.5):
                 if m.error() is None:
-                    out.append((m.key(), m.value(), m.headers() or []))
+                    rows.append((m.partition(), m.offset(), m.key() or b"", m.value(), m.headers() or []))
                     pos[m.partition()] = m.offset() + 1
-        return out
+        return rows
     finally:
         c.close()
+
+
+def read_all(kafka: KafkaSettings, topic: str, partitions: int) -> list[tuple[bytes | None, bytes | None,
+                                                                             list[tuple[str, bytes]]]]:
+    """Every record of ``topic`` as (key, value, headers); a record without a key reads as key None."""
+    return [(key or None, value, headers) for _p, _o, key, value, headers in read_rows(kafka, topic, partitions)]
 
 
 LIVE: list[WorkerProc] = []  # killed after each test by conftest, so a failing test leaves no workers behind

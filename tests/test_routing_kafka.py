@@ -8,14 +8,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from streams.config import KafkaSettings, WorkerSettings
 from streams.kafka.admin import Admin
@@ -25,33 +24,10 @@ from streams.processors.counter import CounterProcessor
 from streams.records import H_DLQ_MESSAGE, H_DLQ_REASON, H_EVENT_ID, InputRecord, header
 from streams.runtime.worker import Worker, WorkerSpec
 from streams.topology import TopicSpec, load
-from support import WorkerProc, end_offsets, read_all, wait_drained, wait_until
+from support import WorkerProc, read_all, read_rows, wait_drained, wait_until
 from test_routing import avro_key
 
 pytestmark = pytest.mark.kafka
-Row = tuple[int, int, bytes, bytes | None, list[tuple[str, bytes]]]  # partition, offset, key, value, headers
-
-
-def read_rows(kafka: KafkaSettings, topic: str, partitions: int) -> list[Row]:
-    """Every record of ``topic`` with its partition and offset."""
-    ends = end_offsets(kafka, topic, partitions)
-    c = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": "routing-probe",
-                  "enable.auto.commit": False})
-    rows: list[Row] = []
-    try:
-        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-        pos = dict.fromkeys(range(partitions), 0)
-        deadline = time.monotonic() + 60
-        while any(pos[p] < ends[p] for p in pos) and time.monotonic() < deadline:
-            for m in c.consume(10000, 0.5):
-                if m.error() is None:
-                    rows.append((m.partition(), m.offset(), m.key() or b"", m.value(), m.headers() or []))
-                    pos[m.partition()] = m.offset() + 1
-        return rows
-    finally:
-        c.close()
-
-
 def topology(tmp: Path, name: str, kafka: KafkaSettings, partitions: int = 4, key_format: str = "string",
              extra: str = "") -> Path:
     path = tmp / f"{name}.yaml"
