@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams.config import FAST_GROUP_DEFAULTS, KafkaSettings
+from streams.config import KafkaSettings
 from streams.records import H_EVENT_ID
 
 
@@ -101,7 +101,7 @@ def end_offsets(kafka: KafkaSettings, topic: str, partitions: int) -> dict[int, 
 
 
 def committed(kafka: KafkaSettings, group: str, topic: str, partitions: int) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": group, **FAST_GROUP_DEFAULTS})
+    c = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": group, **kafka.consumer_defaults()})
     try:
         tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
         return {tp.partition: tp.offset for tp in tps}

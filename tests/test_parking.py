@@ -142,12 +142,12 @@ class Orchestrator:
 def orch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestrator]:
     tmp = tmp_path_factory.mktemp("parking")
     with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
-        kafka = KafkaSettings.from_env(broker.bootstrap)
+        kafka = broker.settings()
         with RegistryServer(kafka, port=0) as registry:
             topo = tmp / "orders.yaml"
             topo.write_text(TOPOLOGY)
             Admin(kafka).ensure(load(topo).all_topics())
-            env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "SCHEMA_REGISTRY_URL": registry.url,
+            env = {**os.environ, **kafka.child_env(), "SCHEMA_REGISTRY_URL": registry.url,
                    "PYTHONPATH": str(ROOT)}
             os.environ["SCHEMA_REGISTRY_URL"] = registry.url
             o = Orchestrator(kafka, make_serde({}), env, tmp, topo)

@@ -103,12 +103,12 @@ def saga(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Saga]:
     """A broker and registry of its own: the saga's topic names are fixed by the workflow definition."""
     tmp = tmp_path_factory.mktemp("saga")
     with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
-        kafka = KafkaSettings.from_env(broker.bootstrap)
+        kafka = broker.settings()
         with RegistryServer(kafka, port=0) as registry:
             topo = tmp / "orders.yaml"
             topo.write_text(TOPOLOGY)
             Admin(kafka).ensure(load(topo).all_topics())
-            env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "SCHEMA_REGISTRY_URL": registry.url,
+            env = {**os.environ, **kafka.child_env(), "SCHEMA_REGISTRY_URL": registry.url,
                    "PYTHONPATH": str(ROOT)}
             os.environ["SCHEMA_REGISTRY_URL"] = registry.url
             saga = Saga(kafka, make_serde({}), env, topo, tmp)
