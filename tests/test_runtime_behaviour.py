@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from streams.config import KafkaSettings, WorkerSettings
 from streams.kafka.admin import Admin
 from streams.kafka.client import make_consumer, make_producer, resume
-from streams.kafka.embedded import EmbeddedBroker, free_port
+from streams.kafka.embedded import free_port
 from streams.processors import resolve
 from streams.records import (
     H_DLQ_ATTEMPTS,
@@ -31,7 +31,16 @@ from streams.records import (
 )
 from streams.runtime.worker import Worker, WorkerSpec
 from streams.topology import TopicSpec, load
-from support import WorkerProc, committed, counter_topology, produce_counts, read_all, wait_drained, wait_until
+from support import (
+    WorkerProc,
+    committed,
+    counter_topology,
+    private_broker,
+    produce_counts,
+    read_all,
+    wait_drained,
+    wait_until,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -120,8 +129,7 @@ def test_worker_waits_for_an_unreachable_broker_then_works(tmp_path: Path, subpr
     try:
         wait_until(lambda: "unavailable" in w.log_text(), 60, "a clear retry line while Kafka is down")
         assert w.proc.poll() is None, "the worker must not exit while the broker is down"
-        with EmbeddedBroker(port=port) as broker:
-            kafka = broker.settings()
+        with private_broker(tmp_path, port) as kafka:
             wait_until(lambda: "processing" in w.log_text(), 60, "the worker to start once Kafka is up")
             expected = produce_counts(kafka, f"down{unique}.in", 500, 20)
             wait_drained(kafka, f"down{unique}-counter", f"down{unique}.in", 2, 60)
