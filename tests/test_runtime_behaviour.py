@@ -59,6 +59,7 @@ def start_worker(kafka: KafkaSettings, topo_path: Path, state_dir: Path, **overr
     return worker, t, logs
 
 
+@pytest.mark.tansu
 def test_poison_records_go_to_the_dlq_with_origin_and_the_partition_moves_on(
         kafka: KafkaSettings, tmp_path: Path, unique: str) -> None:
     name = f"dlq{unique}"
@@ -405,6 +406,7 @@ def test_a_record_of_a_partition_no_longer_assigned_is_left_to_its_new_owner(
     assert any(f"not rewinding {name}.in[1], no longer assigned" in line for line in logs), logs
 
 
+@pytest.mark.tansu
 def test_a_partition_resumed_after_its_restore_is_fetched_at_once(kafka: KafkaSettings, unique: str) -> None:
     """The worker pauses its partitions in the assignment callback and resumes each once restored. Resumed the
     plain way, librdkafka fetched it only on its broker thread's next idle tick, 0.9-1 s later: a second of
