@@ -81,6 +81,16 @@ def test_missing_java_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in res.stderr
 
 
+def test_an_empty_cache_without_maven_says_what_to_install(tmp_path: Path) -> None:
+    env_path = _bin_with(tmp_path, "java")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": env_path, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    res = subprocess.run([sys.executable, "-m", "streams", "kafka", "start", "--dir", str(tmp_path / "c")],
+                         env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "not cached in" in res.stderr and "mvn is not on PATH" in res.stderr
+    assert "apt-get install maven" in res.stderr
+
+
 def test_bad_arguments_and_an_empty_dir_are_one_line(tmp_path: Path) -> None:
     for args in (["start", "--nodes", "2"], ["start", "--port", "70000"], ["start", "--port", "x"]):
         res = _streams([*args, "--dir", str(tmp_path / "c")])

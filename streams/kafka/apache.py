@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -390,10 +390,3 @@ def _is_node(pid: int, node_dir: Path) -> bool:
     except OSError:
         return False
     return str(node_dir / "server.properties").encode() in cmdline
-
-
-@contextlib.contextmanager
-def running_kafka(nodes: int = 1, overrides: Mapping[str, str] | None = None) -> Iterator[ApacheKafka]:
-    """A throwaway cluster for the duration of the block (tests)."""
-    with ApacheKafka(nodes=nodes, overrides=overrides) as cluster:
-        yield cluster
