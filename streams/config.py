@@ -17,18 +17,26 @@ import yaml
 
 from streams.errors import ConfigError
 
-# Why these consumer defaults: on the embedded broker a group join takes ~23 s with librdkafka's default
-# session timeout and ~3.6 s with 6 s / 500 ms; on real Kafka they are still sane for a stream worker.
-# The session timeout is also how long a SIGKILLed worker's partitions stay unprocessed: the bench's failover
-# measured 10.9-11.4 s with 6 s, 6.9-7.6 s with 4 s / 400 ms and 6.9 s with 3 s / 300 ms. 4 s keeps the target
-# (<= 10 s) with room, and still allows 10 missed heartbeats: heartbeats come from librdkafka's own thread,
-# not from the Python loop, so a busy worker does not miss them; only a starved machine would.
-# `range` assignment keeps co-partitioned inputs (same partition index of every input topic) on one member,
-# which per-partition state stores need; round-robin would split them.
-FAST_GROUP_DEFAULTS: Mapping[str, object] = {
-    "session.timeout.ms": 4000,
-    "heartbeat.interval.ms": 400,
-    "partition.assignment.strategy": "range",
+# The broker kinds whose quirks the engine knows: "kafka" (Apache Kafka or any faithful implementation: the
+# default) and "tansu" (the embedded broker, set when we start it or with STREAMS_BROKER=tansu).
+BROKER_KINDS = ("kafka", "tansu")
+
+# Consumer defaults chosen per broker kind (why each, in a line):
+# - session.timeout.ms is how long a SIGKILLed worker's partitions stay unprocessed. Stock Kafka refuses a
+#   JoinGroup under its group.min.session.timeout.ms (6 s), so 6 s is the fastest failover a stock cluster
+#   accepts; Tansu has no such floor and 4 s / 400 ms measured failovers of 6.9-7.6 s against 10.9-11.4 s with
+#   6 s there (its JoinGroup alone takes ~2 s). Heartbeats every tenth of the session: librdkafka's own
+#   thread sends them, not the Python loop, so a busy worker does not miss them.
+# - fetch.wait.max.ms: real Kafka answers a waiting fetch as soon as data arrives, so the wait only bounds
+#   how long a fetch in flight delays a seek or resume (100 ms); Tansu answers only when the wait ends, so
+#   every saga hop waited for it (10 ms there measured p50 154 -> 81 ms at 200 orders/s).
+# - `range` assignment keeps co-partitioned inputs (same partition index of every input topic) on one
+#   member, which per-partition state stores need; round-robin would split them.
+_CONSUMER_DEFAULTS: Mapping[str, Mapping[str, object]] = {
+    "kafka": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 600, "fetch.wait.max.ms": 100,
+              "partition.assignment.strategy": "range"},
+    "tansu": {"session.timeout.ms": 4000, "heartbeat.interval.ms": 400, "fetch.wait.max.ms": 10,
+              "partition.assignment.strategy": "range"},
 }
 
 # Settings that name credentials; their values never reach logs or error messages.
@@ -124,12 +132,31 @@ def parse_yaml(text: str, source: str, error: type[ConfigError] = ConfigError) -
 
 @dataclass(frozen=True)
 class KafkaSettings:
-    """How to reach Kafka: bootstrap servers plus pass-through client properties (security etc.)."""
+    """How to reach Kafka: bootstrap servers plus pass-through client properties (security etc.), and which
+    kind of broker it is (one of BROKER_KINDS), the one place that decides the broker-specific settings."""
 
     bootstrap_servers: str
     client: Mapping[str, object] = field(default_factory=dict)
     consumer: Mapping[str, object] = field(default_factory=dict)
     producer: Mapping[str, object] = field(default_factory=dict)
+    broker: str = "kafka"
+
+    def __post_init__(self) -> None:
+        if self.broker not in BROKER_KINDS:
+            raise ConfigError(f"STREAMS_BROKER must be one of {', '.join(BROKER_KINDS)}, got {self.broker!r}")
+
+    @property
+    def tansu(self) -> bool:
+        """The embedded broker, whose quirks need workarounds no real Kafka does (see docs/kafka.md)."""
+        return self.broker == "tansu"
+
+    def child_env(self) -> dict[str, str]:
+        """The environment that makes a `streams` subprocess reach this broker and know its kind."""
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers, "STREAMS_BROKER": self.broker}
+
+    def consumer_defaults(self) -> dict[str, object]:
+        """The group and fetch settings chosen for this kind of broker (before the user's own)."""
+        return dict(_CONSUMER_DEFAULTS[self.broker])
 
     def common(self) -> dict[str, object]:
         # Every client is built from this, so every client's librdkafka log goes through the rate limit below.
@@ -140,7 +167,8 @@ class KafkaSettings:
         return {k: ("***" if k in SECRET_KEYS else v) for k, v in self.common().items() if k != "logger"}
 
     @classmethod
-    def from_env(cls, bootstrap: str | None = None, env: Mapping[str, str] | None = None) -> KafkaSettings:
+    def from_env(cls, bootstrap: str | None = None, env: Mapping[str, str] | None = None,
+                 broker: str | None = None) -> KafkaSettings:
         env = os.environ if env is None else env
         servers = bootstrap or env.get("KAFKA_BOOTSTRAP_SERVERS")
         if not servers:
@@ -150,13 +178,14 @@ class KafkaSettings:
         consumer: dict[str, object] = {"max.poll.interval.ms": poll} if poll else {}
         producer: dict[str, object] = {}
         # Any librdkafka property, per client kind, the way Confluent's images spell it:
-        # KAFKA_CONSUMER_FETCH_WAIT_MAX_MS=25 -> fetch.wait.max.ms. Our tuned defaults are measured on the
-        # embedded broker; a real cluster (or another trade-off of latency against broker load) may want others.
+        # KAFKA_CONSUMER_FETCH_WAIT_MAX_MS=25 -> fetch.wait.max.ms. They win over the defaults chosen per
+        # broker kind, for another trade-off of latency against broker load.
         for var, value in env.items():
             for prefix, target in (("KAFKA_CONSUMER_", consumer), ("KAFKA_PRODUCER_", producer)):
                 if var.startswith(prefix) and len(var) > len(prefix) and value != "":
                     target[var[len(prefix):].lower().replace("_", ".")] = value
-        return cls(bootstrap_servers=servers, client=client, consumer=consumer, producer=producer)
+        kind = broker or env.get("STREAMS_BROKER") or "kafka"
+        return cls(bootstrap_servers=servers, client=client, consumer=consumer, producer=producer, broker=kind)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""Shared fixtures: a real Kafka-protocol broker for the session (embedded Tansu, or $KAFKA_BOOTSTRAP_SERVERS)."""
+"""Shared fixtures: a broker for the session.
+
+Which one: $KAFKA_BOOTSTRAP_SERVERS when set (its kind from $STREAMS_BROKER, default real Kafka); else
+$STREAMS_TEST_BROKER: ``kafka`` (the default: a real Apache Kafka single node started for the session),
+``kafka3`` (three nodes) or ``tansu`` (the embedded broker).
+"""
 
 from __future__ import annotations
 
@@ -10,19 +15,27 @@ from pathlib import Path
 import pytest
 
 from streams.config import KafkaSettings
+from streams.kafka.apache import ApacheKafka
 from streams.kafka.embedded import EmbeddedBroker
 
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaSettings]:
-    """Kafka settings for the whole session; the embedded broker unless KAFKA_BOOTSTRAP_SERVERS is set."""
+    """Kafka settings for the whole session (see the module docstring for which broker)."""
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
         yield KafkaSettings.from_env(external)
         return
-    log = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with EmbeddedBroker(log_path=log) as broker:
-        yield KafkaSettings.from_env(broker.bootstrap)
+    kind = os.environ.get("STREAMS_TEST_BROKER", "kafka")
+    if kind == "tansu":
+        log = tmp_path_factory.mktemp("broker") / "tansu.log"
+        with EmbeddedBroker(log_path=log) as broker:
+            yield broker.settings(env={})
+        return
+    if kind not in ("kafka", "kafka3"):
+        raise pytest.UsageError(f"STREAMS_TEST_BROKER must be kafka, kafka3 or tansu, got {kind!r}")
+    with ApacheKafka(tmp_path_factory.mktemp("kafka"), nodes=3 if kind == "kafka3" else 1) as cluster:
+        yield KafkaSettings.from_env(cluster.bootstrap, env={})
 
 
 @pytest.fixture
@@ -35,7 +48,7 @@ def unique() -> str:
 def subprocess_env(kafka: KafkaSettings) -> dict[str, str]:
     """Environment for `streams` subprocesses: same broker, this checkout's package first on the path."""
     env = dict(os.environ)
-    env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
+    env.update(kafka.child_env())
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("STREAMS_FAULT_POINT", None)

@@ -10,15 +10,30 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams.config import FAST_GROUP_DEFAULTS, KafkaSettings
+from streams.config import KafkaSettings
 from streams.records import H_EVENT_ID
+
+
+@contextlib.contextmanager
+def private_broker(tmp: Path, port: int | None = None) -> Iterator[KafkaSettings]:
+    """A broker of the test's own (its topic names are fixed, or it must be down first): the session's kind,
+    a real Kafka node unless the session runs on the embedded broker (STREAMS_TEST_BROKER=tansu)."""
+    from streams.kafka.apache import ApacheKafka
+    from streams.kafka.embedded import EmbeddedBroker
+
+    if os.environ.get("STREAMS_TEST_BROKER") == "tansu":
+        with EmbeddedBroker(port=port, log_path=tmp / "broker.log") as broker:
+            yield broker.settings(env={})
+    else:
+        with ApacheKafka(tmp / "kafka", port=port) as cluster:
+            yield KafkaSettings.from_env(cluster.bootstrap, env={})
 
 
 def counter_topology(tmp: Path, name: str, partitions: int = 4, options: str = "",
@@ -103,7 +118,7 @@ def end_offsets(kafka: KafkaSettings, topic: str, partitions: int) -> dict[int, 
 
 
 def committed(kafka: KafkaSettings, group: str, topic: str, partitions: int) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": group, **FAST_GROUP_DEFAULTS})
+    c = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": group, **kafka.consumer_defaults()})
     try:
         tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
         return {tp.partition: tp.offset for tp in tps}

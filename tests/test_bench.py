@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from streams.config import KafkaSettings
 from streams.errors import ConfigError
 from streams.kafka.admin import Admin
 from streams.kafka.embedded import EmbeddedBroker
@@ -57,7 +56,7 @@ def test_quick_bench_prints_one_well_formed_json_object(tmp_path: Path) -> None:
 @pytest.mark.kafka
 def test_an_external_cluster_holding_the_saga_topics_is_refused(tmp_path: Path) -> None:
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
-        kafka = KafkaSettings.from_env(broker.bootstrap, env={})
+        kafka = broker.settings(env={})
         Admin(kafka).ensure([TopicSpec("orders.events", 4)])
         bench = Bench(BenchConfig(orders=10, restore_entities=10, bootstrap=broker.bootstrap), lambda _m: None)
         with pytest.raises(BenchError, match=r"orders\.events already exist"):

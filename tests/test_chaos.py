@@ -216,7 +216,6 @@ def test_redone_batch_leaves_no_orphan_timer_in_the_changelog(tmp_path: Path) ->
     restarted worker skips the uncommitted changelog records, redoes the OrderPlaced a moment later and so sets
     the payment timer at another due time. A store rebuilt from the changelog afterwards must hold the same
     timers as the live one."""
-    from streams.config import KafkaSettings
     from streams.contracts import RegistryServer
     from streams.kafka.admin import Admin
     from streams.kafka.embedded import EmbeddedBroker
@@ -230,9 +229,9 @@ def test_redone_batch_leaves_no_orphan_timer_in_the_changelog(tmp_path: Path) ->
 
     orders = locate("orders")
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
-        kafka = KafkaSettings.from_env(broker.bootstrap, env={})
+        kafka = broker.settings(env={})
         with RegistryServer(kafka, port=0) as registry:
-            env = {**_env(), "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "SCHEMA_REGISTRY_URL": registry.url,
+            env = {**_env(), **kafka.child_env(), "SCHEMA_REGISTRY_URL": registry.url,
                    "PAYMENT_TIMEOUT_MS": "600000"}
             Admin(kafka).ensure(load(orders, env).all_topics())
             state = tmp_path / "orchestrator"

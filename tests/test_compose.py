@@ -126,6 +126,22 @@ def test_three_kraft_brokers_share_one_controller_quorum(services: dict[str, dic
     assert ids == {1, 2, 3}
 
 
+def test_kafka_is_the_tested_version_and_topics_are_replicated_to_every_broker(
+        services: dict[str, dict[str, Any]]) -> None:
+    from streams.kafka.apache import KAFKA_VERSION
+
+    brokers = _brokers(services)
+    assert {str(s["image"]) for s in brokers.values()} == {f"apache/kafka:{KAFKA_VERSION}"}
+    for name, svc in _streams_services(services):
+        env = _env(svc)
+        assert env["STREAMS_BROKER"] == "kafka", name  # not Tansu's workarounds
+        assert int(env["STREAMS_REPLICATION"]) == len(brokers), name
+    topo = load(ROOT / "topology" / "orders.yaml", _env(services["orchestrator"]))
+    assert {t.replication for t in topo.all_topics()} == {len(brokers)}
+    for svc in brokers.values():
+        assert int(_env(svc)["KAFKA_MIN_INSYNC_REPLICAS"]) == len(brokers) - 1
+
+
 def test_streams_services_point_at_the_compose_kafka_and_registry(services: dict[str, dict[str, Any]]) -> None:
     brokers = _brokers(services)
     internal = {f"{s.get('hostname', n)}:{_env(s)['KAFKA_LISTENERS'].split('INTERNAL://:')[1].split(',')[0]}"

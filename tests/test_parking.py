@@ -24,7 +24,7 @@ from confluent_kafka import Producer
 from streams.config import KafkaSettings
 from streams.contracts import RegistryServer, Serde
 from streams.kafka.admin import Admin
-from streams.kafka.embedded import EmbeddedBroker, free_port
+from streams.kafka.embedded import free_port
 from streams.ops.loadgen import place_orders
 from streams.processors.avro import envelope, make_serde
 from streams.records import H_DLQ_REASON, H_EVENT_ID, H_PARKED_OFFSET, H_PARKED_UNTIL, InputRecord, header
@@ -32,7 +32,7 @@ from streams.runtime import parking
 from streams.state import timers
 from streams.topology import load
 from streams.workflow import Driver, create
-from support import committed, end_offsets, orders_topology, read_all, wait_until
+from support import committed, end_offsets, orders_topology, private_broker, read_all, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PARK_MS = 25_000  # long enough to outlast a crash and restart; the expiry test's reply is sent first
@@ -141,25 +141,23 @@ class Orchestrator:
 @pytest.fixture(scope="module")
 def orch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestrator]:
     tmp = tmp_path_factory.mktemp("parking")
-    with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
-        kafka = KafkaSettings.from_env(broker.bootstrap)
-        with RegistryServer(kafka, port=0) as registry:
-            topo = tmp / "orders.yaml"
-            topo.write_text(TOPOLOGY)
-            Admin(kafka).ensure(load(topo).all_topics())
-            env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "SCHEMA_REGISTRY_URL": registry.url,
-                   "PYTHONPATH": str(ROOT)}
-            os.environ["SCHEMA_REGISTRY_URL"] = registry.url
-            o = Orchestrator(kafka, make_serde({}), env, tmp, topo)
-            o.start("state-1")
-            o.reply("PaymentCompleted", "ghost", payment_id="pay-ghost", amount_cents=100)  # expires last
-            try:
-                yield o
-            finally:
-                os.environ.pop("SCHEMA_REGISTRY_URL", None)
-                if o.proc is not None and o.proc.poll() is None:
-                    o.proc.terminate()
-                    o.proc.wait(30)
+    with private_broker(tmp) as kafka, RegistryServer(kafka, port=0) as registry:
+        topo = tmp / "orders.yaml"
+        topo.write_text(TOPOLOGY)
+        Admin(kafka).ensure(load(topo).all_topics())
+        env = {**os.environ, **kafka.child_env(), "SCHEMA_REGISTRY_URL": registry.url,
+               "PYTHONPATH": str(ROOT)}
+        os.environ["SCHEMA_REGISTRY_URL"] = registry.url
+        o = Orchestrator(kafka, make_serde({}), env, tmp, topo)
+        o.start("state-1")
+        o.reply("PaymentCompleted", "ghost", payment_id="pay-ghost", amount_cents=100)  # expires last
+        try:
+            yield o
+        finally:
+            os.environ.pop("SCHEMA_REGISTRY_URL", None)
+            if o.proc is not None and o.proc.poll() is None:
+                o.proc.terminate()
+                o.proc.wait(30)
 
 
 def _placed(o: Orchestrator, order: str) -> None:

@@ -79,6 +79,7 @@ def live_hashes(dirs: list[Path], kafka: KafkaSettings, name: str, parts: int = 
     return out
 
 
+@pytest.mark.tansu
 def test_sigkill_mid_run_loses_nothing(kafka: KafkaSettings, tmp_path: Path, subprocess_env: dict[str, str],
                                        unique: str) -> None:
     name = f"kill{unique}"
@@ -175,6 +176,7 @@ def test_crash_at_every_commit_step_recovers(kafka: KafkaSettings, tmp_path: Pat
         assert live_hashes([tmp_path / name], kafka, name) == hashes, point
 
 
+@pytest.mark.tansu
 def test_redelivered_input_is_applied_once(kafka: KafkaSettings, tmp_path: Path,
                                            subprocess_env: dict[str, str], unique: str) -> None:
     name = f"dedupe{unique}"

@@ -21,7 +21,7 @@ import pytest
 from streams.config import KafkaSettings
 from streams.contracts import RegistryServer, Serde
 from streams.kafka.admin import Admin
-from streams.kafka.embedded import EmbeddedBroker, free_port
+from streams.kafka.embedded import free_port
 from streams.ops.loadgen import place_orders
 from streams.processors.avro import default_schemas, make_serde
 from streams.processors.services import fate
@@ -29,7 +29,7 @@ from streams.runtime.rebuild import rebuild
 from streams.state import entity
 from streams.state.store import PartitionStore, store_path
 from streams.topology import load
-from support import orders_topology, read_all, wait_until
+from support import orders_topology, private_broker, read_all, wait_until
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,31 +102,29 @@ class Saga:
 def saga(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Saga]:
     """A broker and registry of its own: the saga's topic names are fixed by the workflow definition."""
     tmp = tmp_path_factory.mktemp("saga")
-    with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
-        kafka = KafkaSettings.from_env(broker.bootstrap)
-        with RegistryServer(kafka, port=0) as registry:
-            topo = tmp / "orders.yaml"
-            topo.write_text(TOPOLOGY)
-            Admin(kafka).ensure(load(topo).all_topics())
-            env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "SCHEMA_REGISTRY_URL": registry.url,
-                   "PYTHONPATH": str(ROOT)}
-            os.environ["SCHEMA_REGISTRY_URL"] = registry.url
-            saga = Saga(kafka, make_serde({}), env, topo, tmp)
-            seed = ["--seed", str(SEED)]
-            saga.start("payment", ["service", "payment", *seed, "--transient-rate", str(PAYMENT_TRANSIENT),
-                                   "--permanent-rate", str(PAYMENT_PERMANENT), "--no-answer-customer-prefix",
-                                   "blackhole"])
-            saga.start("inventory", ["service", "inventory", *seed, "--shortage-rate", str(SHORTAGE)])
-            saga.start("shipping", ["service", "shipping", *seed])
-            saga.start_orchestrator()
-            try:
-                yield saga
-            finally:
-                os.environ.pop("SCHEMA_REGISTRY_URL", None)
-                for p in saga.procs.values():
-                    p.terminate()
-                for p in saga.procs.values():
-                    p.wait(30)
+    with private_broker(tmp) as kafka, RegistryServer(kafka, port=0) as registry:
+        topo = tmp / "orders.yaml"
+        topo.write_text(TOPOLOGY)
+        Admin(kafka).ensure(load(topo).all_topics())
+        env = {**os.environ, **kafka.child_env(), "SCHEMA_REGISTRY_URL": registry.url,
+               "PYTHONPATH": str(ROOT)}
+        os.environ["SCHEMA_REGISTRY_URL"] = registry.url
+        saga = Saga(kafka, make_serde({}), env, topo, tmp)
+        seed = ["--seed", str(SEED)]
+        saga.start("payment", ["service", "payment", *seed, "--transient-rate", str(PAYMENT_TRANSIENT),
+                               "--permanent-rate", str(PAYMENT_PERMANENT), "--no-answer-customer-prefix",
+                               "blackhole"])
+        saga.start("inventory", ["service", "inventory", *seed, "--shortage-rate", str(SHORTAGE)])
+        saga.start("shipping", ["service", "shipping", *seed])
+        saga.start_orchestrator()
+        try:
+            yield saga
+        finally:
+            os.environ.pop("SCHEMA_REGISTRY_URL", None)
+            for p in saga.procs.values():
+                p.terminate()
+            for p in saga.procs.values():
+                p.wait(30)
 
 
 def _matches(expected: tuple[str, str | None], actual: tuple[str, str | None]) -> bool:

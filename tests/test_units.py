@@ -257,3 +257,20 @@ def test_a_written_out_init_sets_every_field_in_order_with_the_dataclass_default
     for f in fields[len(required):]:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         assert getattr(bare, f.name) == default, f"{cls.__name__}.{f.name}: __init__ default differs"
+
+
+def test_consumer_defaults_are_chosen_per_broker_kind() -> None:
+    from streams.kafka.client import consumer_config
+
+    real = KafkaSettings.from_env(env={"KAFKA_BOOTSTRAP_SERVERS": "b:9"})
+    tansu = KafkaSettings.from_env(env={"KAFKA_BOOTSTRAP_SERVERS": "b:9", "STREAMS_BROKER": "tansu"})
+    assert real.broker == "kafka" and not real.tansu and tansu.tansu
+    # Stock Kafka refuses a JoinGroup under group.min.session.timeout.ms (6000 by default).
+    assert int(str(consumer_config(real, "g")["session.timeout.ms"])) >= 6000
+    assert consumer_config(tansu, "g")["fetch.wait.max.ms"] == 10  # Tansu answers a waiting fetch only at its end
+    assert consumer_config(real, "g")["fetch.wait.max.ms"] != 10
+    over = KafkaSettings.from_env(env={"KAFKA_BOOTSTRAP_SERVERS": "b:9", "KAFKA_CONSUMER_SESSION_TIMEOUT_MS": "3000"})
+    assert consumer_config(over, "g")["session.timeout.ms"] == "3000"  # the user's choice wins
+    assert tansu.child_env() == {"KAFKA_BOOTSTRAP_SERVERS": "b:9", "STREAMS_BROKER": "tansu"}
+    with pytest.raises(ConfigError, match="STREAMS_BROKER must be one of kafka, tansu, got 'redpanda'"):
+        KafkaSettings.from_env(env={"KAFKA_BOOTSTRAP_SERVERS": "b:9", "STREAMS_BROKER": "redpanda"})

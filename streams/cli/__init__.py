@@ -18,6 +18,7 @@ from streams.errors import StreamsError
 # Subcommand modules, in help order. Each defines add(subparsers) and sets `func` on its parser.
 COMMANDS = [
     "streams.cli.broker",
+    "streams.cli.kafka",
     "streams.cli.topics",
     "streams.cli.registry",
     "streams.cli.schemas",

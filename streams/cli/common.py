@@ -71,7 +71,7 @@ def kafka_or_embedded(args: argparse.Namespace, quiet: bool = False, service: bo
     with EmbeddedBroker() as broker:
         if not quiet:
             print(f"streams: started embedded broker on {broker.bootstrap} (memory-only)", file=sys.stderr)
-        yield KafkaSettings.from_env(broker.bootstrap)
+        yield broker.settings()
 
 
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}

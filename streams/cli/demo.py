@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         log("demo: using the Kafka in KAFKA_BOOTSTRAP_SERVERS; the saga's topic names are fixed (orders.*)")
     with kafka_or_embedded(args) as kafka, _registry(kafka) as url, \
             tempfile.TemporaryDirectory(prefix="streams-demo-") as tmp:
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "SCHEMA_REGISTRY_URL": url,
+        env = {**os.environ, **kafka.child_env(), "SCHEMA_REGISTRY_URL": url,
                "PAYMENT_TIMEOUT_MS": str(args.payment_timeout_ms)}
         os.environ["SCHEMA_REGISTRY_URL"] = url
         topo = load(ORDERS, env)

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     with kafka_or_embedded(args) as kafka, tempfile.TemporaryDirectory(prefix="streams-demo-") as tmp:
         Admin(kafka).ensure(topo.all_topics())
         parts = topo.topics[proc.inputs[0]].partitions
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "STREAMS_NS": ns}
+        env = {**os.environ, **kafka.child_env(), "STREAMS_NS": ns}
         workers = []
         for i in range(args.workers):
             logf = open(Path(tmp) / f"worker{i}.log", "wb")  # noqa: SIM115

@@ -13,16 +13,18 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
+from streams.config import KafkaSettings
 from streams.errors import ConfigError, KafkaUnavailableError
 
 # Runs in the child before it becomes the broker: ask Linux to SIGKILL it when its parent dies (PR_SET_PDEATHSIG
 # survives exec), so a SIGKILLed test run or demo leaves no broker behind. A separate interpreter rather than
 # Popen(preexec_fn=...), which is unsafe in a process with threads. The signal follows the *thread* that
 # started the broker, so start it from a thread that lives as long as the broker should.
-_ORPHAN_GUARD = """
+ORPHAN_GUARD = """
 import ctypes, os, signal, sys
 try:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
@@ -60,6 +62,10 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def settings(self, env: Mapping[str, str] | None = None) -> KafkaSettings:
+        """Client settings for this broker, marked as Tansu so its workarounds apply (and only here)."""
+        return KafkaSettings.from_env(self.bootstrap, env, broker="tansu")
+
     @property
     def pid(self) -> int:
         if self._proc is None:
@@ -73,7 +79,7 @@ class EmbeddedBroker:
             "--storage-engine", "memory://tansu/",
         ]
         if sys.platform.startswith("linux"):
-            cmd = [sys.executable, "-c", _ORPHAN_GUARD, str(os.getpid()), *cmd]
+            cmd = [sys.executable, "-c", ORPHAN_GUARD, str(os.getpid()), *cmd]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

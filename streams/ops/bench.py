@@ -171,7 +171,7 @@ class Bench:
         topo = load(path, {})
         created, _ = Admin(kafka).ensure(topo.all_topics())
         self._created += created if self._external is not None else []
-        env = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "SCHEMA_REGISTRY_URL": self.registry_url}
+        env = {**kafka.child_env(), "SCHEMA_REGISTRY_URL": self.registry_url}
         self.log(f"bench: phase {name} on {kafka.bootstrap_servers}")
         try:
             yield _Phase(name, kafka, topo, path, env, broker)

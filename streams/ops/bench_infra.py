@@ -23,7 +23,7 @@ from typing import IO
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from streams.config import FAST_GROUP_DEFAULTS, KafkaSettings
+from streams.config import KafkaSettings
 from streams.errors import KafkaUnavailableError, StreamsError
 from streams.kafka.embedded import broker_binary, free_port
 
@@ -151,7 +151,7 @@ def start_broker(children: Children, name: str, timeout_s: float = 15.0) -> tupl
         if not child.alive():
             raise KafkaUnavailableError(f"embedded broker exited early: {child.tail()}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return KafkaSettings.from_env(f"127.0.0.1:{port}", env={}), child
+            return KafkaSettings.from_env(f"127.0.0.1:{port}", env={}, broker="tansu"), child
         time.sleep(0.02)
     raise KafkaUnavailableError(f"embedded broker did not listen on port {port} within {timeout_s}s")
 
@@ -178,8 +178,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def _probe(kafka: KafkaSettings, group: str | None = None, conf: Mapping[str, object] | None = None) -> Consumer:
-    return Consumer({**kafka.common(), **FAST_GROUP_DEFAULTS, "group.id": group or f"bench-probe-{uuid.uuid4().hex}",
-                     "enable.auto.commit": False, "fetch.wait.max.ms": 10, **(conf or {})})
+    return Consumer({**kafka.common(), **kafka.consumer_defaults(), "fetch.wait.max.ms": 10,
+                     "group.id": group or f"bench-probe-{uuid.uuid4().hex}", "enable.auto.commit": False,
+                     **(conf or {})})
 
 
 def log_ends(kafka: KafkaSettings, topic: str, partitions: int, timeout_s: float = 60.0) -> dict[int, int]:

@@ -97,10 +97,10 @@ class ChaosRun:
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
         with EmbeddedBroker(log_path=self.tmp / "broker.log") as broker:
-            kafka = KafkaSettings.from_env(broker.bootstrap, env={})
+            kafka = broker.settings(env={})
             self.log(f"chaos: embedded broker on {broker.bootstrap} (pid {broker.pid}), work dir {self.tmp}")
             with RegistryServer(kafka, port=0, topic="_streams_schemas") as registry:
-                env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+                env = {**os.environ, **kafka.child_env(),
                        "SCHEMA_REGISTRY_URL": registry.url,
                        "PAYMENT_TIMEOUT_MS": str(self.profile.payment_timeout_ms),
                        "REPLY_TIMEOUT_MS": str(self.profile.reply_timeout_ms),
