@@ -1,0 +1,221 @@
+"""exactly_once on real Apache Kafka: outputs, changelog and input offsets commit in one transaction, so a
+read_committed reader sees every output once, through crashes and a frozen zombie's late writes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from streams.config import KafkaSettings, WorkerSettings
+from streams.errors import ConfigError, KafkaUnavailableError, ProducerFencedError, TransactionAbortedError
+from streams.kafka.transactions import Transactions, check_guarantee
+from streams.topology import parse
+from support import WorkerProc, counter_topology, produce_counts, wait_drained, wait_until
+
+PARTS = 4
+EOS = ["--processing-guarantee", "exactly_once"]
+
+
+@pytest.fixture
+def eos_kafka(kafka: KafkaSettings) -> KafkaSettings:
+    """The broker, unless it is the embedded Tansu, which cannot do transactions (so nothing here can run)."""
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        pytest.skip("exactly_once needs Apache Kafka transactions; the embedded Tansu broker cannot do them "
+                    "correctly: run with KAFKA_BOOTSTRAP_SERVERS pointing at Apache Kafka")
+    return kafka
+
+
+@pytest.fixture
+def eos_env(subprocess_env: dict[str, str]) -> dict[str, str]:
+    """Workers' environment. Apache Kafka refuses sessions under its group.min.session.timeout.ms (6 s by
+    default), below the 4 s our consumers ask for."""
+    return {"KAFKA_CONSUMER_SESSION_TIMEOUT_MS": "6000", **subprocess_env}
+
+
+def read_outputs(kafka: KafkaSettings, topic: str, isolation: str = "read_committed") -> list[dict[str, object]]:
+    """Every record of ``topic`` up to its end as ``isolation`` sees it (read_committed: the last stable
+    offset, past which an open transaction's records wait)."""
+    c = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": f"eos-read-{uuid.uuid4().hex}",
+                  "enable.partition.eof": True, "enable.auto.commit": False, "isolation.level": isolation})
+    out: list[dict[str, object]] = []
+    try:
+        c.assign([TopicPartition(topic, p, 0) for p in range(PARTS)])
+        done: set[int] = set()
+        deadline = time.monotonic() + 60
+        while len(done) < PARTS and time.monotonic() < deadline:
+            for m in c.consume(10000, 0.5):
+                err = m.error()
+                if err is None:
+                    out.append(orjson.loads(m.value()))
+                    done.discard(m.partition())
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    done.add(m.partition())
+        assert len(done) == PARTS, f"no end seen for some partitions of {topic}"
+        return out
+    finally:
+        c.close()
+
+
+def assert_exactly_once(outputs: list[dict[str, object]], expected: dict[str, tuple[int, int]]) -> None:
+    """One output per input event, and each key's outputs count 1..n once each with the right final total:
+    the live state behind them was never behind, ahead or doubled."""
+    dupes = [e for e, n in Counter(o["event_id"] for o in outputs).items() if n > 1]
+    assert not dupes, f"{len(dupes)} event(s) output more than once, e.g. {dupes[:3]}"
+    assert len(outputs) == sum(c for c, _t in expected.values())
+    by_key: dict[str, list[tuple[int, int]]] = {}
+    for o in outputs:
+        by_key.setdefault(str(o["key"]), []).append((int(str(o["count"])), int(str(o["total"]))))
+    for key, (count, total) in expected.items():
+        seen = sorted(by_key.get(key, []))
+        assert [c for c, _t in seen] == list(range(1, count + 1)), f"{key}: counts {[c for c, _t in seen]}"
+        assert seen[-1][1] == total, f"{key}: final total {seen[-1][1]} != {total}"
+
+
+def test_exactly_once_outputs_each_record_once_and_commits_offsets(
+        eos_kafka: KafkaSettings, tmp_path: Path, eos_env: dict[str, str], unique: str) -> None:
+    name = f"eos{unique}"
+    topo = counter_topology(tmp_path, name, PARTS, kafka=eos_kafka)
+    expected = produce_counts(eos_kafka, f"{name}.in", 2_000, 100)
+    w = WorkerProc(topo, tmp_path / "w", eos_env, tmp_path / "w.log", EOS)
+    wait_drained(eos_kafka, f"{name}-counter", f"{name}.in", PARTS, 90)  # the offsets committed
+    assert w.stop() == 0
+    outputs = read_outputs(eos_kafka, f"{name}.out")
+    assert_exactly_once(outputs, expected)
+    # Written in transactions: each committed transaction left a marker, so the log is longer than its records.
+    c = Consumer({"bootstrap.servers": eos_kafka.bootstrap_servers, "group.id": f"eos-wm-{unique}"})
+    try:
+        ends = sum(c.get_watermark_offsets(TopicPartition(f"{name}.out", p), timeout=10)[1] for p in range(PARTS))
+    finally:
+        c.close()
+    assert ends > len(outputs)
+
+
+@pytest.mark.parametrize("point", ["after_changelog_produced", "after_offsets_sent", "after_txn_commit"])
+def test_a_crash_inside_the_transaction_leaves_nothing_visible_and_the_restart_redoes_it(
+        eos_kafka: KafkaSettings, tmp_path: Path, eos_env: dict[str, str], unique: str, point: str) -> None:
+    name = f"eoscrash{unique}"
+    topo = counter_topology(tmp_path, name, PARTS, kafka=eos_kafka)
+    expected = produce_counts(eos_kafka, f"{name}.in", 2_000, 100)
+    w = WorkerProc(topo, tmp_path / "w", eos_env, tmp_path / "w.log", [*EOS, "--max-batch", "200"],
+                   fault=(point, 3))
+    assert w.proc.wait(90) == -signal.SIGKILL
+    assert f"fault point {point} reached" in w.log_text()
+    # The same instance (state directory) again: its init_transactions aborts what the crash left open.
+    w = WorkerProc(topo, tmp_path / "w", eos_env, tmp_path / "w2.log", EOS)
+    wait_drained(eos_kafka, f"{name}-counter", f"{name}.in", PARTS, 90)
+    assert w.stop() == 0
+    outputs = read_outputs(eos_kafka, f"{name}.out")
+    assert_exactly_once(outputs, expected)
+    everything = read_outputs(eos_kafka, f"{name}.out", "read_uncommitted")
+    if point == "after_txn_commit":
+        assert len(everything) == len(outputs)  # committed before the crash: nothing was redone
+    else:
+        assert len(everything) > len(outputs), "the crashed batch's records are in the log, aborted"
+
+
+@pytest.mark.parametrize("fencing", ["transaction", "off"])
+def test_a_thawed_zombies_writes_are_fenced_by_its_transaction(
+        eos_kafka: KafkaSettings, tmp_path: Path, eos_env: dict[str, str], unique: str,
+        fencing: str) -> None:
+    """A worker frozen (SIGSTOP) mid-batch past its session loses its partitions; the other worker redoes the
+    batch. Thawed, the zombie goes on to commit. The freeze guard of at-least-once (which alone would already
+    stop it) is off in both cases, so what is shown is the transaction's fence: its offsets carry the old group
+    generation, the broker refuses them and the whole transaction aborts. With the offsets outside the
+    transaction ("off"), nothing fences the zombie and its outputs appear a second time."""
+    name = f"eosfreeze{unique}"
+    topo = counter_topology(tmp_path, name, PARTS, kafka=eos_kafka)
+    # The freeze must end before the coordinator's own timeout would abort the zombie's transaction.
+    env = {**eos_env, "STREAMS_FAULT_ACTION": "stop", "STREAMS_TEST_FENCING": fencing,
+           "KAFKA_PRODUCER_TRANSACTION_TIMEOUT_MS": "120000"}
+    zombie = WorkerProc(topo, tmp_path / "a", env, tmp_path / "a.log", [*EOS, "--max-batch", "200"],
+                        fault=("after_outputs_produced", 3))
+    expected = produce_counts(eos_kafka, f"{name}.in", 2_000, 100)
+    wait_until(lambda: "fault point after_outputs_produced reached" in zombie.log_text(), 60, "the freeze")
+    other = WorkerProc(topo, tmp_path / "b", eos_env, tmp_path / "b.log", EOS)
+    wait_drained(eos_kafka, f"{name}-counter", f"{name}.in", PARTS, 90)  # the other worker redid everything
+    zombie.proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: zombie.log_text().count("worker: assigned partitions") >= 2, 60, "the zombie's rejoin")
+    wait_drained(eos_kafka, f"{name}-counter", f"{name}.in", PARTS, 90)
+    assert other.stop() == 0
+    assert zombie.stop() == 0
+    outputs = read_outputs(eos_kafka, f"{name}.out")
+    if fencing == "transaction":
+        assert "transaction aborted" in zombie.log_text()
+        assert_exactly_once(outputs, expected)
+    else:
+        dupes = [e for e, n in Counter(o["event_id"] for o in outputs).items() if n > 1]
+        assert dupes, "without the fence the zombie's batch is committed a second time"
+        assert {str(o["event_id"]) for o in outputs} == {f"ev-{i}" for i in range(2_000)}
+
+
+# -- configuration and error mapping (no broker) ------------------------------------------------------------
+
+def test_exactly_once_is_refused_on_the_embedded_broker_and_bad_values_are_named() -> None:
+    check_guarantee("exactly_once", embedded_broker=False)
+    check_guarantee("at_least_once", embedded_broker=True)
+    with pytest.raises(ConfigError, match="embedded Tansu"):
+        check_guarantee("exactly_once", embedded_broker=True)
+    with pytest.raises(ConfigError, match="processing_guarantee"):
+        WorkerSettings(group="g", state_dir=Path("x"), processing_guarantee="exactly-once")
+    with pytest.raises(ConfigError, match=r"processors\.c\.processing_guarantee.*'twice'"):
+        parse({"name": "t", "topics": {"a": {}}, "processors": {
+            "c": {"processor": "counter", "inputs": ["a"], "processing_guarantee": "twice"}}}, "t.yaml")
+    spec = parse({"name": "t", "topics": {"a": {}}, "processors": {
+        "c": {"processor": "counter", "inputs": ["a"], "processing_guarantee": "exactly_once"}}}, "t.yaml")
+    assert spec.processors["c"].processing_guarantee == "exactly_once"
+
+
+def test_the_worker_cli_refuses_exactly_once_without_a_real_broker(tmp_path: Path) -> None:
+    topo = counter_topology(tmp_path, "eoscli")
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    for extra, needle in ((EOS, "exactly_once needs Apache Kafka"),
+                          (["--processing-guarantee", "twice"], "invalid choice")):
+        r = subprocess.run([sys.executable, "-m", "streams", "worker", "--topology", str(topo), *extra],
+                           env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, r.stderr
+        assert needle in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+class _Producer:
+    """Raises the given error from every transactional call: the mapping under test is pure."""
+
+    def __init__(self, err: KafkaError, times: int = 1) -> None:
+        self.err, self.times, self.calls = err, times, 0
+
+    def _maybe_raise(self, *_a: object) -> None:
+        self.calls += 1
+        if self.calls <= self.times:
+            raise KafkaException(self.err)
+
+    init_transactions = begin_transaction = commit_transaction = abort_transaction = _maybe_raise
+
+
+def test_transaction_errors_map_to_typed_errors() -> None:
+    logs: list[str] = []
+    fatal = _Producer(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+    t = Transactions(fatal, logs.append)  # type: ignore[arg-type]
+    with pytest.raises(ProducerFencedError, match="commit_transaction"):
+        t.commit()
+    with pytest.raises(ProducerFencedError, match="fenced earlier"):
+        t.begin()  # a fenced producer is never used again
+    abortable = _Producer(KafkaError(KafkaError.ILLEGAL_GENERATION, "old generation", txn_requires_abort=True))
+    with pytest.raises(TransactionAbortedError, match="ILLEGAL_GENERATION"):
+        Transactions(abortable, logs.append).commit()  # type: ignore[arg-type]
+    flaky = _Producer(KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE, "moving", retriable=True), times=2)
+    Transactions(flaky, logs.append).commit()  # type: ignore[arg-type]
+    assert flaky.calls == 3 and len(logs) == 2
+    down = _Producer(KafkaError(KafkaError._TRANSPORT, "down", retriable=True), times=99)
+    with pytest.raises(KafkaUnavailableError):
+        Transactions(down, logs.append).commit(should_give_up=lambda: True)  # type: ignore[arg-type]
