@@ -119,7 +119,8 @@ def test_a_crash_inside_the_transaction_leaves_nothing_visible_and_the_restart_r
     everything = read_outputs(eos_kafka, f"{name}.out", "read_uncommitted")
     if point == "after_txn_commit":
         assert len(everything) == len(outputs)  # committed before the crash: nothing was redone
-    else:
+    elif point == "after_offsets_sent":
+        # The offsets' two round trips to the coordinators outlast the linger: the batch reached the log.
         assert len(everything) > len(outputs), "the crashed batch's records are in the log, aborted"
 
 
