@@ -124,15 +124,15 @@ def test_a_crash_inside_the_transaction_leaves_nothing_visible_and_the_restart_r
         assert len(everything) > len(outputs), "the crashed batch's records are in the log, aborted"
 
 
-@pytest.mark.parametrize("fencing", ["transaction", "off"])
+@pytest.mark.parametrize("fencing", ["", "transaction", "off"])
 def test_a_thawed_zombies_writes_are_fenced_by_its_transaction(
         eos_kafka: KafkaSettings, tmp_path: Path, eos_env: dict[str, str], unique: str,
         fencing: str) -> None:
     """A worker frozen (SIGSTOP) mid-batch past its session loses its partitions; the other worker redoes the
-    batch. Thawed, the zombie goes on to commit. The freeze guard of at-least-once (which alone would already
-    stop it) is off in both cases, so what is shown is the transaction's fence: its offsets carry the old group
-    generation, the broker refuses them and the whole transaction aborts. With the offsets outside the
-    transaction ("off"), nothing fences the zombie and its outputs appear a second time."""
+    batch. Thawed, the zombie goes on to commit. By default ("") the freeze guard of at-least-once stops it
+    first and aborts the transaction. With that guard off ("transaction") the transaction's own fence shows:
+    its offsets carry the old group generation, the broker refuses them and the whole transaction aborts.
+    With the offsets outside the transaction too ("off"), nothing fences the zombie: its outputs appear twice."""
     name = f"eosfreeze{unique}"
     topo = counter_topology(tmp_path, name, PARTS, kafka=eos_kafka)
     # The freeze must end before the coordinator's own timeout would abort the zombie's transaction.
@@ -151,7 +151,10 @@ def test_a_thawed_zombies_writes_are_fenced_by_its_transaction(
     assert zombie.stop() == 0
     outputs = read_outputs(eos_kafka, f"{name}.out")
     if fencing == "transaction":
-        assert "transaction aborted" in zombie.log_text()
+        assert "transaction aborted: send_offsets_to_transaction" in zombie.log_text()
+        assert_exactly_once(outputs, expected)
+    elif not fencing:
+        assert "transaction aborted: the process was frozen longer than its group session" in zombie.log_text()
         assert_exactly_once(outputs, expected)
     else:
         dupes = [e for e, n in Counter(o["event_id"] for o in outputs).items() if n > 1]
