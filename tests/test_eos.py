@@ -7,19 +7,24 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streams.config import KafkaSettings, WorkerSettings
 from streams.errors import ConfigError, KafkaUnavailableError, ProducerFencedError, TransactionAbortedError
 from streams.kafka.transactions import Transactions, check_guarantee
-from streams.topology import parse
+from streams.records import H_EVENT_ID, InputRecord, OutputRecord
+from streams.runtime.processor import UNCHANGED, Step, TimerChange
+from streams.runtime.worker import Worker, WorkerSpec
+from streams.topology import load, parse
 from support import WorkerProc, counter_topology, produce_counts, wait_drained, wait_until
 
 PARTS = 4
@@ -162,6 +167,65 @@ def test_a_thawed_zombies_writes_are_fenced_by_its_transaction(
         assert {str(o["event_id"]) for o in outputs} == {f"ev-{i}" for i in range(2_000)}
 
 
+class _Alarm:
+    """Arms a timer on an entity's first event; the timer's record, back on the input, causes the output. So
+    each output needs a transaction that held nothing but a fired timer to commit."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+
+    def decode(self, record: InputRecord) -> dict[str, object]:
+        return dict(orjson.loads(record.value or b"{}"))
+
+    def load_state(self, raw: bytes) -> str:
+        return str(orjson.loads(raw))
+
+    def dump_state(self, state: str) -> bytes:
+        return orjson.dumps(state)
+
+    def process(self, state: str | None, event: dict[str, object], record: InputRecord,
+                now_ms: int) -> Step[str]:
+        if "due" in event:
+            body = orjson.dumps({"key": record.key.decode(), "event_id": record.event_id})
+            return Step("done", (OutputRecord(self.out, record.key, body),),
+                        (TimerChange("alarm", int(str(event["due"])), None),))
+        if state is not None:
+            return Step(UNCHANGED)
+        due = now_ms + 300
+        fire = OutputRecord(record.topic, record.key, orjson.dumps({"due": due}),
+                            ((H_EVENT_ID, b"alarm-" + record.key),))
+        return Step("armed", (), (TimerChange("alarm", due, fire),))
+
+
+def test_a_transaction_holding_only_fired_timers_is_committed(
+        eos_kafka: KafkaSettings, tmp_path: Path, unique: str) -> None:
+    name = f"eostimer{unique}"
+    topo = load(counter_topology(tmp_path, name, PARTS, kafka=eos_kafka))
+    proc = topo.processor(None)
+    kafka = replace(eos_kafka, consumer={"session.timeout.ms": 6000, **eos_kafka.consumer})
+    settings = WorkerSettings(group=f"{name}-alarm", state_dir=tmp_path / "w", commit_interval_ms=50,
+                              processing_guarantee="exactly_once")
+    logs: list[str] = []
+    worker = Worker(WorkerSpec(proc.name, proc.inputs, proc.changelog, proc.store, topo.dlq_topic),
+                    _Alarm(f"{name}.out"), kafka, settings, logs.append)  # type: ignore[arg-type]
+    t = threading.Thread(target=worker.run, daemon=True)
+    t.start()
+    try:
+        keys = [f"a{i}" for i in range(40)]
+        p = Producer({"bootstrap.servers": kafka.bootstrap_servers, "partitioner": "murmur2_random"})
+        for k in keys:
+            p.produce(f"{name}.in", b"{}", k.encode(), headers=[(H_EVENT_ID, f"arm-{k}".encode())])
+        assert p.flush(10) == 0
+        wait_until(lambda: len(read_outputs(kafka, f"{name}.out")) >= len(keys), 60, "every alarm's output")
+    finally:
+        worker.stop()
+        t.join(30)
+    outputs = read_outputs(kafka, f"{name}.out")
+    assert sorted(str(o["key"]) for o in outputs) == sorted(keys)
+    assert {str(o["event_id"]) for o in outputs} == {f"alarm-{k}" for k in keys}
+    assert worker.stats.timers_fired >= len(keys)
+
+
 # -- configuration and error mapping (no broker) ------------------------------------------------------------
 
 def test_exactly_once_is_refused_on_the_embedded_broker_and_bad_values_are_named() -> None:
@@ -209,17 +273,17 @@ class _Producer:
 def test_transaction_errors_map_to_typed_errors() -> None:
     logs: list[str] = []
     fatal = _Producer(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
-    t = Transactions(fatal, logs.append)  # type: ignore[arg-type]
+    t = Transactions(fatal, logs.append)
     with pytest.raises(ProducerFencedError, match="commit_transaction"):
         t.commit()
     with pytest.raises(ProducerFencedError, match="fenced earlier"):
         t.begin()  # a fenced producer is never used again
     abortable = _Producer(KafkaError(KafkaError.ILLEGAL_GENERATION, "old generation", txn_requires_abort=True))
     with pytest.raises(TransactionAbortedError, match="ILLEGAL_GENERATION"):
-        Transactions(abortable, logs.append).commit()  # type: ignore[arg-type]
+        Transactions(abortable, logs.append).commit()
     flaky = _Producer(KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE, "moving", retriable=True), times=2)
-    Transactions(flaky, logs.append).commit()  # type: ignore[arg-type]
+    Transactions(flaky, logs.append).commit()
     assert flaky.calls == 3 and len(logs) == 2
     down = _Producer(KafkaError(KafkaError._TRANSPORT, "down", retriable=True), times=99)
     with pytest.raises(KafkaUnavailableError):
-        Transactions(down, logs.append).commit(should_give_up=lambda: True)  # type: ignore[arg-type]
+        Transactions(down, logs.append).commit(should_give_up=lambda: True)

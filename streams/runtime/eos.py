@@ -31,7 +31,8 @@ def producer_overrides(kafka: KafkaSettings, settings: WorkerSettings) -> dict[s
     # The state directory tells two instances on one host apart (the instance id defaults to the host name)
     # and stays the same across an instance's restarts, as its stores do.
     where = blake2b(str(settings.state_dir.resolve()).encode(), digest_size=4).hexdigest()
-    out: dict[str, object] = {"transactional.id": transactional_id(settings.group, f"{settings.instance_id}-{where}")}
+    instance = f"{settings.instance_id}-{where}" if settings.instance_id else where
+    out: dict[str, object] = {"transactional.id": transactional_id(settings.group, instance)}
     if "transaction.timeout.ms" not in kafka.producer:
         out["transaction.timeout.ms"] = TRANSACTION_TIMEOUT_MS
     return out

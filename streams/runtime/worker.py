@@ -233,7 +233,8 @@ class Worker:
         if msgs:
             self.metrics.batch.labels(self.settings.group).observe(time.perf_counter() - started)
         b = self._batch
-        if b and (b.records >= self.settings.max_batch
+        # exactly_once: a transaction holding only fired timers must be committed too, or none is seen.
+        if (b or pending(self._ctx)) and (b.records >= self.settings.max_batch
                   or (time.monotonic() - b.started) * 1000 >= self.settings.commit_interval_ms):
             self._commit()
 
@@ -259,7 +260,10 @@ class Worker:
         self._freeze.stop()
         for p in list(self._stores):
             self._stores.pop(p).close()
-        self._producer.flush(10)
+        try:
+            self._producer.flush(10)
+        except KafkaException as exc:  # a fenced transactional producer: it has nothing left to deliver
+            self.log(f"worker: flushing producer: {exc}")
 
     # -- commit ------------------------------------------------------------------------------------------
 
