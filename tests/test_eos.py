@@ -269,6 +269,9 @@ class _Producer:
 
     init_transactions = begin_transaction = commit_transaction = abort_transaction = _maybe_raise
 
+    def flush(self, _timeout: float) -> int:
+        return 0
+
 
 def test_transaction_errors_map_to_typed_errors() -> None:
     logs: list[str] = []

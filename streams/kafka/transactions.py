@@ -69,7 +69,14 @@ class Transactions:
                        should_give_up)
 
     def abort(self) -> None:
-        """Abort the open transaction: none of its records ever becomes visible to read_committed readers."""
+        """Abort the open transaction: none of its records ever becomes visible to read_committed readers.
+
+        It first lets what was produced be sent (bounded): librdkafka (2.16) otherwise may end a transaction
+        whose partitions the coordinator has not registered yet (refused with CONCURRENT_TRANSACTIONS while the
+        previous transaction's markers are written, retried a little later), the coordinator answers
+        INVALID_TXN_STATE, and that error is fatal. Seen when a worker thawed right after a commit."""
+        if not self.fenced:
+            self.producer.flush(min(self.timeout_s, 5.0))
         self._retrying(lambda: self.producer.abort_transaction(self.timeout_s), "abort_transaction")
 
     def _retrying(self, fn: Callable[[], object], what: str,
