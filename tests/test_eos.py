@@ -155,11 +155,41 @@ def test_a_thawed_zombies_writes_are_fenced_by_its_transaction(
     assert other.stop() == 0
     assert zombie.stop() == 0
     outputs = read_outputs(eos_kafka, f"{name}.out")
+    check_zombie(fencing, zombie.log_text(), outputs, expected)
+
+
+def test_a_zombie_frozen_past_its_transaction_timeout_recovers_without_writing(
+        eos_kafka: KafkaSettings, tmp_path: Path, eos_env: dict[str, str], unique: str) -> None:
+    """Frozen longer than transaction.timeout.ms: the coordinator aborted the zombie's transaction, and its
+    records timed out (librdkafka bounds message.timeout.ms by the transaction timeout). With the freeze guard
+    off, the transaction is in an abortable error state when the zombie thaws: it refuses the changelog records
+    and the offsets, the worker aborts and goes on (it rejoins rather than ends), and nothing is written twice."""
+    name = f"eosexpired{unique}"
+    topo = counter_topology(tmp_path, name, PARTS, kafka=eos_kafka)
+    env = {**eos_env, "STREAMS_FAULT_ACTION": "stop", "STREAMS_TEST_FENCING": "transaction",
+           "KAFKA_PRODUCER_TRANSACTION_TIMEOUT_MS": "3000"}
+    zombie = WorkerProc(topo, tmp_path / "a", env, tmp_path / "a.log", [*EOS, "--max-batch", "200"],
+                        fault=("after_outputs_produced", 3))
+    expected = produce_counts(eos_kafka, f"{name}.in", 2_000, 100)
+    wait_until(lambda: "fault point after_outputs_produced reached" in zombie.log_text(), 60, "the freeze")
+    other = WorkerProc(topo, tmp_path / "b", eos_env, tmp_path / "b.log", EOS)
+    wait_drained(eos_kafka, f"{name}-counter", f"{name}.in", PARTS, 90)
+    zombie.proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: zombie.log_text().count("worker: assigned partitions") >= 2, 60, "the zombie's rejoin")
+    wait_drained(eos_kafka, f"{name}-counter", f"{name}.in", PARTS, 90)
+    assert other.stop() == 0
+    assert zombie.stop() == 0
+    assert "transaction aborted" in zombie.log_text()
+    assert_exactly_once(read_outputs(eos_kafka, f"{name}.out"), expected)
+
+
+def check_zombie(fencing: str, log: str, outputs: list[dict[str, object]],
+                 expected: dict[str, tuple[int, int]]) -> None:
     if fencing == "transaction":
-        assert "transaction aborted: send_offsets_to_transaction" in zombie.log_text()
+        assert "transaction aborted: send_offsets_to_transaction" in log
         assert_exactly_once(outputs, expected)
     elif not fencing:
-        assert "transaction aborted: the process was frozen longer than its group session" in zombie.log_text()
+        assert "transaction aborted: the process was frozen longer than its group session" in log
         assert_exactly_once(outputs, expected)
     else:
         dupes = [e for e, n in Counter(o["event_id"] for o in outputs).items() if n > 1]

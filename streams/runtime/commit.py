@@ -289,6 +289,13 @@ def _produce(
             return
         except BufferError:
             producer.poll(0.05)
+        except KafkaException as exc:
+            # exactly_once: a transaction in an abortable error state (e.g. the coordinator aborted it on
+            # timeout) refuses records until it is aborted. It can only abort now, at the latest when the
+            # commit is refused, and then its batch is redone: this record is not lost.
+            if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() == KafkaError._STATE:
+                return
+            raise
 
 
 produce = _produce
