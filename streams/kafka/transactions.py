@@ -57,11 +57,12 @@ class Transactions:
     def begin(self) -> None:
         self._call(self.producer.begin_transaction, "begin_transaction")
 
-    def send_offsets(self, offsets: list[TopicPartition], group_metadata: object) -> None:
+    def send_offsets(self, offsets: list[TopicPartition], group_metadata: object,
+                     should_give_up: Callable[[], bool] = lambda: False) -> None:
         """Add the consumed offsets to the transaction; the broker refuses them when ``group_metadata`` is of
         an old generation (the partitions moved on): that is the zombie fence."""
-        self._call(lambda: self.producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout_s),
-                   "send_offsets_to_transaction")
+        self._retrying(lambda: self.producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout_s),
+                       "send_offsets_to_transaction", should_give_up)
 
     def commit(self, should_give_up: Callable[[], bool] = lambda: False) -> None:
         """Flush and commit; retriable failures are retried (commit_transaction is idempotent)."""

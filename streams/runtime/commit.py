@@ -219,7 +219,7 @@ def commit_exactly_once(ctx: CommitContext, batch: Batch) -> bool:
         ctx.faults.hit("after_changelog_produced")
         tps = [TopicPartition(t, p, o) for p, offs in batch.offsets.items() for t, o in offs.items()]
         if tps and ctx.offsets_in_txn:
-            txn.send_offsets(tps, ctx.group_metadata)
+            txn.send_offsets(tps, ctx.group_metadata, ctx.should_give_up)
         ctx.faults.hit("after_offsets_sent")
         _unless_frozen(ctx)
         txn.commit(ctx.should_give_up)
@@ -227,7 +227,7 @@ def commit_exactly_once(ctx: CommitContext, batch: Batch) -> bool:
         abort_open(ctx)
         raise AbandonedError(f"transaction aborted: {exc}") from exc
     ctx.faults.hit("after_txn_commit")
-    ctx.tracker.failed.clear()  # a failed delivery would have failed the commit: these were sent again
+    ctx.tracker.failed.clear()  # none of this transaction's (its commit would have failed): an earlier abort's
     write_local(ctx, batch)
     ctx.faults.hit("after_store_write")
     ok = True
