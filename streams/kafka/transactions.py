@@ -4,7 +4,8 @@ librdkafka sorts every transaction error three ways, and so do we: *retriable* (
 the coordinator moved), *abortable* (``txn_requires_abort()``: this transaction is lost, e.g. the group moved
 on and refused our offsets with an old generation; abort and redo the batch) and *fatal* (``fatal()``: this
 producer is fenced for good, e.g. a newer incarnation with the same ``transactional.id`` called
-``init_transactions``; only a new process may go on).
+``init_transactions``, or the coordinator aborted a transaction left open past ``transaction.timeout.ms`` and
+bumped the producer's epoch; the worker ends and a restart goes on).
 """
 
 from __future__ import annotations
@@ -14,17 +15,15 @@ from collections.abc import Callable
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from streams.config import AT_LEAST_ONCE, EXACTLY_ONCE, GUARANTEES
+from streams.config import EXACTLY_ONCE, GUARANTEES
 from streams.errors import ConfigError, KafkaUnavailableError, ProducerFencedError, TransactionAbortedError
 from streams.kafka.client import translate
-
-__all__ = ["AT_LEAST_ONCE", "EXACTLY_ONCE", "Transactions", "check_guarantee", "transactional_id"]
 
 
 def check_guarantee(guarantee: str, embedded_broker: bool, where: str = "processing_guarantee") -> None:
     """Refuse ``exactly_once`` where transactions cannot work; ``embedded_broker``: the broker is Tansu (the
-    embedded one), which accepts transactional requests but does not hide aborted records from read_committed
-    readers, so exactly-once would silently be at-most-something."""
+    embedded one), which accepts transactional requests but shows aborted records to read_committed readers:
+    every aborted batch's outputs would be read, then read again when the batch is redone."""
     if guarantee not in GUARANTEES:
         raise ConfigError(f"{where}: expected one of {', '.join(GUARANTEES)}, got {guarantee!r}")
     if guarantee == EXACTLY_ONCE and embedded_broker:
