@@ -39,6 +39,12 @@ _CONSUMER_DEFAULTS: Mapping[str, Mapping[str, object]] = {
               "partition.assignment.strategy": "range"},
 }
 
+# Processing guarantees. at_least_once: deterministic ids and per-entity dedupe make redelivery harmless (any
+# Kafka-protocol broker). exactly_once: outputs, changelog and input offsets commit in one Kafka transaction.
+AT_LEAST_ONCE = "at_least_once"
+EXACTLY_ONCE = "exactly_once"
+GUARANTEES = (AT_LEAST_ONCE, EXACTLY_ONCE)
+
 # Settings that name credentials; their values never reach logs or error messages.
 SECRET_KEYS = frozenset(
     {"sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret"}
@@ -215,6 +221,7 @@ class WorkerSettings:
     instance_id: str = ""
     # How often due timers are looked for; a timer fires at most this late (plus one commit interval).
     timer_check_ms: int = 100
+    processing_guarantee: str = AT_LEAST_ONCE
 
     def __post_init__(self) -> None:
         if self.commit_interval_ms <= 0:
@@ -225,5 +232,8 @@ class WorkerSettings:
             raise ConfigError(f"max_in_flight must be >= 2, got {self.max_in_flight}")
         if not 1 <= self.dedupe_window <= 255:
             raise ConfigError(f"dedupe_window must be within 1..255, got {self.dedupe_window}")
+        if self.processing_guarantee not in GUARANTEES:
+            raise ConfigError(f"processing_guarantee must be one of {', '.join(GUARANTEES)}, "
+                              f"got {self.processing_guarantee!r}")
         if self.handler_attempts < 1:
             raise ConfigError(f"handler_attempts must be >= 1, got {self.handler_attempts}")

@@ -47,6 +47,20 @@ class DeliveryError(KafkaUnavailableError):
     reason = "delivery_failed"
 
 
+class TransactionAbortedError(KafkaOperationError):
+    """The broker made a transaction abort (e.g. it refused the batch's offsets: the group moved on). None of
+    its records becomes visible; the batch is processed again by whoever owns its partitions now."""
+
+    reason = "transaction_aborted"
+
+
+class ProducerFencedError(KafkaOperationError):
+    """A transactional producer is fenced for good (a newer incarnation took its transactional.id, or its
+    transaction timed out): the process must not write again and ends."""
+
+    reason = "producer_fenced"
+
+
 class StateStoreError(StreamsError):
     """The local RocksDB store cannot be opened, read or written."""
 

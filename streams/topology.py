@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from streams.config import parse_yaml
+from streams.config import GUARANTEES, parse_yaml
 from streams.errors import TopologyError
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -65,6 +65,7 @@ class ProcessorSpec:
     store: str
     changelog: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    processing_guarantee: str | None = None  # None: the worker's flag decides (default at_least_once)
 
 
 @dataclass(frozen=True)
@@ -232,7 +233,12 @@ def parse(data: Any, source: str = "<memory>") -> Topology:
         options = spec.get("options") or {}
         if not isinstance(options, dict):
             raise TopologyError(f"{where}.options: expected a mapping")
-        procs[pname] = ProcessorSpec(pname, spec["processor"], inputs, outputs, store, changelog, options)
+        guarantee = spec.get("processing_guarantee")
+        if guarantee is not None and guarantee not in GUARANTEES:
+            raise TopologyError(f"{where}.processing_guarantee: expected one of {', '.join(GUARANTEES)}, "
+                                f"got {guarantee!r}")
+        procs[pname] = ProcessorSpec(pname, spec["processor"], inputs, outputs, store, changelog, options,
+                                     guarantee)
     dlq = data.get("dlq_topic", f"{name}.dlq")
     if not isinstance(dlq, str) or not _NAME.match(dlq):
         raise TopologyError(f"{source}: invalid dlq_topic {dlq!r}")

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from streams import _native
 from streams.cli.common import add_kafka_args, kafka_or_embedded, log, number
-from streams.config import KafkaSettings, WorkerSettings
+from streams.config import GUARANTEES, KafkaSettings, WorkerSettings
 from streams.errors import ConfigError, KafkaUnavailableError
 from streams.kafka.admin import Admin, check_reachable
+from streams.kafka.transactions import check_guarantee
 from streams.ops.signal import Signaller, signal_target
 from streams.ops.status import Endpoints, StatusServer
 from streams.processors import resolve
@@ -78,6 +79,9 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
                    help="bearer token for the HTTP endpoints (default: $STREAMS_HTTP_TOKEN)")
     p.add_argument("--http-advertised-url", help="URL other workers forward status queries to "
                    "(default: http://<host>:<port>)")
+    p.add_argument("--processing-guarantee", choices=GUARANTEES,
+                   help="at_least_once (default; any broker) or exactly_once (Kafka transactions; real Kafka "
+                   "only); overrides the topology's processing_guarantee")
     p.add_argument("--no-create-topics", action="store_true", help="fail instead of creating missing topics")
     add_kafka_args(p)
 
@@ -105,10 +109,16 @@ def run(args: argparse.Namespace) -> int:
     proc = topo.processor(args.processor)
     group = args.group or topo.default_group(proc)
     state_dir = Path(args.state_dir) if args.state_dir else Path(".streams/state") / group / args.instance_id
+    guarantee = args.processing_guarantee or proc.processing_guarantee or WorkerSettings.processing_guarantee
+    # Checked before anything starts: with no bootstrap the embedded broker would be started, which is Tansu.
+    embedded = (not (getattr(args, "bootstrap", None) or os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+                or os.environ.get("STREAMS_BROKER") == "tansu")
+    check_guarantee(guarantee, embedded, "--processing-guarantee" if args.processing_guarantee
+                    else f"{args.topology}: processors.{proc.name}.processing_guarantee")
     settings = WorkerSettings(
         group=group, state_dir=state_dir, commit_interval_ms=args.commit_interval_ms,
         max_batch=args.max_batch, max_in_flight=args.max_in_flight, instance_id=args.instance_id,
-        dedupe_window=args.dedupe_window,
+        dedupe_window=args.dedupe_window, processing_guarantee=guarantee,
     )
     processor = resolve(proc.processor, {**proc.options, **args.options}, proc.outputs)
     endpoints_topic = f"{group}.endpoints"

@@ -1,6 +1,6 @@
 """The commit protocol: the only code that decides when an input offset may be committed.
 
-Invariant 1 of DESIGN.md, in four numbered steps. ``commit()`` runs them in order; a crash between any two
+Invariant 1 of docs/design.md, in four numbered steps. ``commit()`` runs them in order; a crash between any two
 (fault points, see :mod:`streams.runtime.faults`) recovers to the same final state:
 
 1. **Produce the changelog.** One record per entity the batch changed (the last value wins; its envelope names
@@ -14,6 +14,22 @@ Invariant 1 of DESIGN.md, in four numbered steps. ``commit()`` runs them in orde
 Crash after 1 or 2: nothing local or committed moved; the batch is processed again and produces the same ids;
 restore skips changelog records whose source offset was never committed. Crash after 3: local state is ahead
 of the committed offsets but everything it covers is durable, so the worker resumes from its local offsets.
+
+With ``processing_guarantee: exactly_once`` (real Kafka only) a transaction is always open; outputs, dead
+letters and fired timers go into it as they are produced, and ``commit_exactly_once()`` runs:
+
+E1. **Produce the changelog** into the open transaction, as in step 1.
+E2. **Add the input offsets** to it (``send_offsets_to_transaction`` with the group generation seen at the last
+    assignment). A zombie, whose partitions the group gave away, is refused here and its transaction aborts.
+E3. **Commit the transaction**: outputs, changelog and offsets become visible to read_committed readers
+    together, or (abort) never.
+E4. **Write local state** as in step 3, only now: an aborted batch never reaches RocksDB, so nothing local
+    has to be undone; the partitions are rewound and their batch processed again.
+E5. **Begin the next transaction.**
+
+Crash before E3: the coordinator aborts the transaction (at once when the same instance restarts and calls
+``init_transactions``, else after ``transaction.timeout.ms``); nothing is visible and the batch is redone. Crash
+after E3: the committed offsets are ahead of the store; the restore replays the committed changelog up to them.
 """
 
 from __future__ import annotations
@@ -24,7 +40,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from streams.errors import DeliveryError
+from streams.errors import DeliveryError, TransactionAbortedError
+from streams.kafka.transactions import Transactions
 from streams.runtime.faults import Faults
 from streams.state.store import PartitionStore
 
@@ -93,6 +110,13 @@ class CommitContext:
     # Whether the process was frozen (SIGSTOP, a VM pause) longer than the group session since the batch
     # began: the group has then most likely given its partitions to another member.
     frozen: Callable[[], bool] = lambda: False
+    # exactly_once only: the open transaction, the consumer's group metadata at the last assignment, and the
+    # producer's acknowledged count when the transaction began (to tell whether it holds records).
+    txn: Transactions | None = None
+    group_metadata: object | None = None
+    txn_acked: int = 0
+    # Test-only (see streams.runtime.eos): False commits the offsets outside the transaction, unfenced.
+    offsets_in_txn: bool = True
 
 
 class AbandonedError(Exception):
@@ -168,6 +192,8 @@ def commit_offsets(ctx: CommitContext, batch: Batch) -> bool:
 def commit(ctx: CommitContext, batch: Batch) -> bool:
     """Run steps 1–4 for ``batch``. Returns whether Kafka accepted the offsets; raises AbandonedError, before
     step 3, when ``ctx.frozen()`` says the process may no longer own the batch's partitions."""
+    if ctx.txn is not None:
+        return commit_exactly_once(ctx, batch)
     ctx.faults.hit("after_outputs_produced")
     _unless_frozen(ctx)  # before step 1 too: a thawed worker's changelog records would land after the new owner's
     produce_changelog(ctx, batch)
@@ -180,6 +206,59 @@ def commit(ctx: CommitContext, batch: Batch) -> bool:
     ok = commit_offsets(ctx, batch)
     ctx.faults.hit("after_offset_commit")
     return ok
+
+
+def commit_exactly_once(ctx: CommitContext, batch: Batch) -> bool:
+    """Steps E1–E5. Raises AbandonedError, after aborting, when the batch must be processed again."""
+    txn = ctx.txn
+    assert txn is not None
+    ctx.faults.hit("after_outputs_produced")
+    try:
+        _unless_frozen(ctx)
+        produce_changelog(ctx, batch)
+        ctx.faults.hit("after_changelog_produced")
+        tps = [TopicPartition(t, p, o) for p, offs in batch.offsets.items() for t, o in offs.items()]
+        if tps and ctx.offsets_in_txn:
+            txn.send_offsets(tps, ctx.group_metadata, ctx.should_give_up)
+        ctx.faults.hit("after_offsets_sent")
+        _unless_frozen(ctx)
+        txn.commit(ctx.should_give_up)
+    except (AbandonedError, TransactionAbortedError) as exc:
+        abort_open(ctx)
+        raise AbandonedError(f"transaction aborted: {exc}") from exc
+    ctx.faults.hit("after_txn_commit")
+    ctx.tracker.failed.clear()  # none of this transaction's (its commit would have failed): an earlier abort's
+    write_local(ctx, batch)
+    ctx.faults.hit("after_store_write")
+    ok = True
+    if tps and not ctx.offsets_in_txn:
+        ok = commit_offsets(ctx, batch)
+    begin(ctx)
+    return ok
+
+
+def begin(ctx: CommitContext) -> None:
+    """Step E5 (and the first transaction)."""
+    assert ctx.txn is not None
+    ctx.txn.begin()
+    ctx.txn_acked = ctx.tracker.acked
+
+
+def abort_open(ctx: CommitContext) -> None:
+    """Abort the open transaction and begin the next: the batch's records never become visible, and the
+    changelog positions they were acknowledged at must not reach a store."""
+    assert ctx.txn is not None
+    ctx.txn.abort()
+    ctx.tracker.failed.clear()
+    ctx.tracker.changelog_end.clear()
+    begin(ctx)
+
+
+def pending(ctx: CommitContext) -> bool:
+    """Whether the open transaction holds records though the batch may be empty (fired timers): it must
+    still be committed, or readers never see them."""
+    return ctx.txn is not None and not ctx.txn.fenced and (
+        len(ctx.producer) > 0 or ctx.tracker.acked != ctx.txn_acked or bool(ctx.tracker.failed))
 
 
 def _unless_frozen(ctx: CommitContext) -> None:
@@ -210,6 +289,13 @@ def _produce(
             return
         except BufferError:
             producer.poll(0.05)
+        except KafkaException as exc:
+            # exactly_once: a transaction in an abortable error state (e.g. the coordinator aborted it on
+            # timeout) refuses records until it is aborted. It can only abort now, at the latest when the
+            # commit is refused, and then its batch is redone: this record is not lost.
+            if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() == KafkaError._STATE:
+                return
+            raise
 
 
 produce = _produce

@@ -21,17 +21,20 @@ COMMIT_POINTS = (
     "after_store_write",
     "after_offset_commit",
 )
+# exactly_once's steps (see streams.runtime.commit): the offsets are in the open transaction; it is committed.
+EOS_POINTS = ("after_offsets_sent", "after_txn_commit")
 # Timer firing: a due timer's record produced and flushed, before the step that clears it has run.
 TIMER_POINTS = ("after_timer_fired",)
-POINTS = COMMIT_POINTS + TIMER_POINTS
+POINTS = COMMIT_POINTS + TIMER_POINTS  # the at-least-once run's points, which `streams chaos` must all reach
+_KNOWN = POINTS + EOS_POINTS
 
 
 class Faults:
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         env = os.environ if env is None else env
         self.point = env.get("STREAMS_FAULT_POINT") or None
-        if self.point is not None and self.point not in POINTS:
-            raise ValueError(f"STREAMS_FAULT_POINT={self.point!r} is not one of {', '.join(POINTS)}")
+        if self.point is not None and self.point not in _KNOWN:
+            raise ValueError(f"STREAMS_FAULT_POINT={self.point!r} is not one of {', '.join(_KNOWN)}")
         self._left = int(env.get("STREAMS_FAULT_AFTER", "1"))
         # kill (default): SIGKILL, a crash. stop: SIGSTOP, a freeze that someone else ends with SIGCONT.
         self.action = env.get("STREAMS_FAULT_ACTION", "kill")

@@ -24,14 +24,16 @@ from streams.config import KafkaSettings, WorkerSettings
 from streams.errors import HopLimitError, MisroutedError, ProcessingError, RecordError, StreamsError
 from streams.kafka.client import consumer_config, make_consumer, make_producer, resume, translate
 from streams.records import H_EVENT_ID, H_HOPS, H_TRACEPARENT, InputRecord, OutputRecord, header
-from streams.runtime import dlq, ingest, observe, otel, parking, tracing
+from streams.runtime import dlq, eos, ingest, observe, otel, parking, tracing
 from streams.runtime.commit import (
     AbandonedError,
     Batch,
     CommitContext,
     DeliveryTracker,
+    abort_open,
     commit,
     commit_offsets,
+    pending,
     produce,
 )
 from streams.runtime.due import DueTimers
@@ -107,7 +109,8 @@ class Worker:
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._tracker = DeliveryTracker(spec.changelog)
-        self._producer = make_producer(kafka, {"on_delivery": self._tracker}, logger=log)
+        self._producer = make_producer(
+            kafka, {"on_delivery": self._tracker, **eos.producer_overrides(kafka, settings)}, logger=log)
         self._consumer: Consumer = make_consumer(kafka, settings.group, logger=log)
         self._restorer = Restorer(kafka, settings.group, spec.changelog, settings.restore_batch, log)
         self._stores: dict[int, PartitionStore] = {}
@@ -121,6 +124,7 @@ class Worker:
             self._producer, self._consumer, self._tracker, self._stores, faults or Faults(), log,
             should_give_up=self._stop.is_set, frozen=lambda: self._freeze.frozen_since(self._freezes),
         )
+        eos.attach(self._ctx, settings)
         self._tags = {t: entity.topic_tag(t) for t in spec.inputs}
         self.metrics = Metrics(settings.group)
         self._census = Census(observe.bind(processor, self.metrics), self.metrics)
@@ -239,7 +243,8 @@ class Worker:
         if msgs:
             self.metrics.batch.labels(self.settings.group).observe(time.perf_counter() - started)
         b = self._batch
-        if b and (b.records >= self.settings.max_batch
+        # exactly_once: a transaction holding only fired timers must be committed too, or none is seen.
+        if (b or pending(self._ctx)) and (b.records >= self.settings.max_batch
                   or (time.monotonic() - b.started) * 1000 >= self.settings.commit_interval_ms):
             self._commit()
 
@@ -265,20 +270,24 @@ class Worker:
         self._freeze.stop()
         for p in list(self._stores):
             self._stores.pop(p).close()
-        self._producer.flush(10)
+        try:
+            self._producer.flush(10)
+        except KafkaException as exc:  # a fenced transactional producer: it has nothing left to deliver
+            self.log(f"worker: flushing producer: {exc}")
 
     # -- commit ------------------------------------------------------------------------------------------
 
     def _commit(self, rewind: bool = True) -> None:
         batch, self._batch = self._batch, Batch()
-        if not batch:
+        if not batch and not pending(self._ctx):
             self._freezes = self._freeze.freezes
             return
         started = time.perf_counter()
         try:
             ok = commit(self._ctx, batch)
         except AbandonedError as exc:
-            parts = set(batch.offsets)
+            # exactly_once: the abort also took timers fired for partitions without input in the batch.
+            parts = set(batch.offsets) | (self._active if self._ctx.txn is not None else set())
             self.log(f"worker: {exc}; partitions {sorted(parts)} are read again from what is durable")
             self.stats.failed_commits += 1
             if rewind:
@@ -348,6 +357,8 @@ class Worker:
         consumer.assign(positions)
         if positions:
             consumer.pause(positions)
+        if self._ctx.txn is not None:  # the generation a zombie's offsets will carry, and be refused for
+            self._ctx.group_metadata = consumer.consumer_group_metadata()
 
     def _activate(self, p: int, orphans: dict[bytes, tuple[int, int]] | None = None) -> None:
         store = self._stores.get(p)
@@ -430,6 +441,11 @@ class Worker:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         parts = {tp.partition for tp in partitions}
+        if self._ctx.txn is not None and (self._batch or pending(self._ctx)):
+            # The open transaction holds the lost partitions' outputs too: abort it, redo the partitions kept.
+            abort_open(self._ctx)
+            keep, self._batch = (set(self._batch.offsets) | self._active) - parts, Batch()
+            self._rewind(keep)
         self._batch.drop(parts)  # not ours any more: committing would race the new owner
         if not self._batch:  # nothing from before a freeze is left: what follows is a new batch
             self._freezes = self._freeze.freezes

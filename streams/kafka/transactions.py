@@ -1,0 +1,113 @@
+"""The transactional producer's calls, with confluent-kafka's transaction errors translated into ours.
+
+librdkafka sorts every transaction error three ways, and so do we: *retriable* (the call may be repeated, e.g.
+the coordinator moved), *abortable* (``txn_requires_abort()``: this transaction is lost, e.g. the group moved
+on and refused our offsets with an old generation; abort and redo the batch) and *fatal* (``fatal()``: this
+producer is fenced for good, e.g. a newer incarnation with the same ``transactional.id`` called
+``init_transactions``, or the coordinator aborted a transaction left open past ``transaction.timeout.ms`` and
+bumped the producer's epoch; the worker ends and a restart goes on).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+
+from streams.config import EXACTLY_ONCE, GUARANTEES
+from streams.errors import ConfigError, KafkaUnavailableError, ProducerFencedError, TransactionAbortedError
+from streams.kafka.client import translate
+
+
+def check_guarantee(guarantee: str, embedded_broker: bool, where: str = "processing_guarantee") -> None:
+    """Refuse ``exactly_once`` where transactions cannot work; ``embedded_broker``: the broker is Tansu (the
+    embedded one), which accepts transactional requests but shows aborted records to read_committed readers:
+    every aborted batch's outputs would be read, then read again when the batch is redone."""
+    if guarantee not in GUARANTEES:
+        raise ConfigError(f"{where}: expected one of {', '.join(GUARANTEES)}, got {guarantee!r}")
+    if guarantee == EXACTLY_ONCE and embedded_broker:
+        raise ConfigError(f"{where}: exactly_once needs Apache Kafka transactions; the embedded Tansu broker "
+                          "cannot do them correctly (set KAFKA_BOOTSTRAP_SERVERS, or use at_least_once)")
+
+
+def transactional_id(group: str, instance_id: str) -> str:
+    """Stable per worker instance: a restarted instance's ``init_transactions`` aborts what its previous
+    incarnation left open at once (read_committed readers would otherwise wait out the transaction timeout),
+    and fences that incarnation if it is still alive. A zombie whose partitions went to *another* instance is
+    fenced by the group generation its offsets carry (KIP-447), so one producer per process is enough."""
+    return f"{group}.{instance_id}" if instance_id else group
+
+
+class Transactions:
+    """One transactional producer's lifecycle; every failure leaves as a StreamsError subclass."""
+
+    def __init__(self, producer: Producer, log: Callable[[str], None], timeout_s: float = 30.0) -> None:
+        self.producer = producer
+        self.log = log
+        self.timeout_s = timeout_s
+        self.fenced = False
+
+    def init(self, should_give_up: Callable[[], bool] = lambda: False) -> None:
+        """Register with the coordinator (aborting what this transactional.id left open), waiting while it is
+        unreachable."""
+        self._retrying(lambda: self.producer.init_transactions(self.timeout_s), "init_transactions", should_give_up)
+
+    def begin(self) -> None:
+        self._call(self.producer.begin_transaction, "begin_transaction")
+
+    def send_offsets(self, offsets: list[TopicPartition], group_metadata: object,
+                     should_give_up: Callable[[], bool] = lambda: False) -> None:
+        """Add the consumed offsets to the transaction; the broker refuses them when ``group_metadata`` is of
+        an old generation (the partitions moved on): that is the zombie fence."""
+        self._retrying(lambda: self.producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout_s),
+                       "send_offsets_to_transaction", should_give_up)
+
+    def commit(self, should_give_up: Callable[[], bool] = lambda: False) -> None:
+        """Flush and commit; retriable failures are retried (commit_transaction is idempotent)."""
+        self._retrying(lambda: self.producer.commit_transaction(self.timeout_s), "commit_transaction",
+                       should_give_up)
+
+    def abort(self) -> None:
+        """Abort the open transaction: none of its records ever becomes visible to read_committed readers.
+
+        It first lets what was produced be sent (bounded): librdkafka (2.16) otherwise may end a transaction
+        whose partitions the coordinator has not registered yet (refused with CONCURRENT_TRANSACTIONS while the
+        previous transaction's markers are written, retried a little later), the coordinator answers
+        INVALID_TXN_STATE, and that error is fatal. Seen when a worker thawed right after a commit."""
+        if not self.fenced:
+            self.producer.flush(min(self.timeout_s, 5.0))
+        self._retrying(lambda: self.producer.abort_transaction(self.timeout_s), "abort_transaction")
+
+    def _retrying(self, fn: Callable[[], object], what: str,
+                  should_give_up: Callable[[], bool] = lambda: False) -> None:
+        delay = 0.2
+        while True:
+            try:
+                self._call(fn, what)
+                return
+            except KafkaUnavailableError as exc:
+                if should_give_up():
+                    raise
+                self.log(f"transaction: {exc}; retrying in {delay:.1f}s")
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _call(self, fn: Callable[[], object], what: str) -> None:
+        if self.fenced:
+            raise ProducerFencedError(f"{what}: this producer was fenced earlier; the worker must restart")
+        try:
+            fn()
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not isinstance(err, KafkaError):
+                raise translate(exc, what) from exc
+            text = f"{what}: {err.str()} ({err.name()})"
+            if err.fatal():
+                self.fenced = True
+                raise ProducerFencedError(text) from exc
+            if err.txn_requires_abort():
+                raise TransactionAbortedError(text) from exc
+            if err.retriable() or err.code() == KafkaError._TIMED_OUT:
+                raise KafkaUnavailableError(text) from exc
+            raise translate(exc, what) from exc
