@@ -36,6 +36,27 @@ def private_broker(tmp: Path, port: int | None = None) -> Iterator[KafkaSettings
             yield KafkaSettings.from_env(cluster.bootstrap, env={})
 
 
+@contextlib.contextmanager
+def saga_cluster(tmp: Path, topology: str) -> Iterator[tuple[KafkaSettings, str, Path, dict[str, str]]]:
+    """A private broker and schema registry for the order saga, whose topic names its workflow fixes, with its
+    topics created: yields (kafka, registry URL, topology file, environment for `streams` subprocesses)."""
+    from streams.contracts import RegistryServer
+    from streams.kafka.admin import Admin
+    from streams.topology import load
+
+    with private_broker(tmp) as kafka, RegistryServer(kafka, port=0) as registry:
+        topo = tmp / "orders.yaml"
+        topo.write_text(topology)
+        Admin(kafka).ensure(load(topo).all_topics())
+        env = {**os.environ, **kafka.child_env(), "SCHEMA_REGISTRY_URL": registry.url,
+               "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        os.environ["SCHEMA_REGISTRY_URL"] = registry.url  # for this process's own serdes
+        try:
+            yield kafka, registry.url, topo, env
+        finally:
+            os.environ.pop("SCHEMA_REGISTRY_URL", None)
+
+
 def counter_topology(tmp: Path, name: str, partitions: int = 4, options: str = "",
                      kafka: KafkaSettings | None = None) -> Path:
     """A counter topology file; with `kafka`, its topics are created too (before any producer auto-creates)."""

@@ -27,13 +27,10 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from streams.config import KafkaSettings
 from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
-from streams.kafka.admin import Admin
-from streams.kafka.embedded import EmbeddedBroker
 from streams.ops.status import partition_for
 from streams.processors.avro import default_schemas
 from streams.records import H_EVENT_ID
-from streams.topology import load
-from support import orders_topology
+from support import orders_topology, saga_cluster
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[1]
@@ -278,44 +275,38 @@ def test_the_adoption_examples_produce_and_consume_beside_the_engine(
 def test_an_adopted_payment_service_takes_part_in_the_saga(tmp_path: Path) -> None:
     """The examples beside the real engine: the orchestrator and the reference inventory and shipping services run,
     the adopter's service places an order and answers payments. The saga's topic names are fixed by its workflow
-    definition, so it gets a broker of its own (as tests/test_saga_integration.py does)."""
-    with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker:
-        kafka = KafkaSettings.from_env(broker.bootstrap)
-        with RegistryServer(kafka) as registry:
-            topology = tmp_path / "orders.yaml"
-            topology.write_text(orders_topology(PARTITIONS, {"payment_timeout_ms": 120_000}))
-            Admin(kafka).ensure(load(topology).all_topics())
-            env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "SCHEMA_REGISTRY_URL": registry.url,
-                   "PYTHONPATH": str(ROOT)}
-            procs: list[subprocess.Popen[bytes]] = []
-            for name, args in (("orchestrator", ["worker", "--processor", "orchestrator"]),
-                               ("inventory", ["service", "inventory"]), ("shipping", ["service", "shipping"])):
-                with open(tmp_path / f"{name}.log", "ab") as log:
-                    procs.append(subprocess.Popen(
-                        [sys.executable, "-m", "streams", *args, "--topology", str(topology),
-                         "--state-dir", str(tmp_path / name), "--commit-interval-ms", "50"],
-                        env=env, stdout=log, stderr=subprocess.STDOUT))
-            try:
-                # the orchestrator declares its input topic's records at startup (what `streams schemas register`
-                # does in a deployment); a producer that starts earlier finds no topic contract to be filed by
-                client = RegistryClient(registry.url)
-                deadline = time.monotonic() + 60
-                while "orders.events-value" not in client.subjects() and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                where = ["--bootstrap", broker.bootstrap, "--registry", registry.url]
-                placed = run_example("adopt_producer", *where, "--order", "o-2")
-                assert placed.returncode == 0, placed.stdout + placed.stderr
-                consumed = run_example("adopt_consumer", *where, "--group", "adopted-payments",
-                                       "--topic", "payments.commands", "--topic", "orders.results", "--reply",
-                                       "--max", "2", "--timeout", "120", *group_settings(), timeout=240)
-                logs = "".join((tmp_path / f"{n}.log").read_text(errors="replace")[-2000:]
-                               for n in ("orchestrator", "inventory", "shipping"))
-                assert consumed.returncode == 0, consumed.stdout + consumed.stderr + logs
-            finally:
-                for proc in procs:
-                    proc.terminate()
-                for proc in procs:
-                    proc.wait(30)
+    definition, so it gets a broker of its own (support.saga_cluster, as tests/test_saga_integration.py)."""
+    with saga_cluster(tmp_path, orders_topology(PARTITIONS, {"payment_timeout_ms": 120_000})) as (
+            kafka, registry_url, topology, env):
+        procs: list[subprocess.Popen[bytes]] = []
+        for name, args in (("orchestrator", ["worker", "--processor", "orchestrator"]),
+                           ("inventory", ["service", "inventory"]), ("shipping", ["service", "shipping"])):
+            with open(tmp_path / f"{name}.log", "ab") as log:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "streams", *args, "--topology", str(topology),
+                     "--state-dir", str(tmp_path / name), "--commit-interval-ms", "50"],
+                    env=env, stdout=log, stderr=subprocess.STDOUT))
+        try:
+            # the orchestrator declares its input topic's records at startup (what `streams schemas register`
+            # does in a deployment); a producer that starts earlier finds no topic contract to be filed by
+            client = RegistryClient(registry_url)
+            deadline = time.monotonic() + 60
+            while "orders.events-value" not in client.subjects() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            where = ["--bootstrap", kafka.bootstrap_servers, "--registry", registry_url]
+            placed = run_example("adopt_producer", *where, "--order", "o-2")
+            assert placed.returncode == 0, placed.stdout + placed.stderr
+            consumed = run_example("adopt_consumer", *where, "--group", "adopted-payments",
+                                   "--topic", "payments.commands", "--topic", "orders.results", "--reply",
+                                   "--max", "2", "--timeout", "120", *group_settings(), timeout=240)
+            logs = "".join((tmp_path / f"{n}.log").read_text(errors="replace")[-2000:]
+                           for n in ("orchestrator", "inventory", "shipping"))
+            assert consumed.returncode == 0, consumed.stdout + consumed.stderr + logs
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(30)
     lines = [json.loads(line) for line in consumed.stdout.splitlines()]
     assert [(d["topic"], d["type"], d["key"]) for d in lines] == [
         ("payments.commands", "MakePayment", "o-2"), ("orders.results", "OrderCompleted", "o-2")]

@@ -7,7 +7,6 @@ writes the replies itself (no services), so it controls their order exactly.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,17 +21,15 @@ import pytest
 from confluent_kafka import Producer
 
 from streams.config import KafkaSettings
-from streams.contracts import RegistryServer, Serde
-from streams.kafka.admin import Admin
+from streams.contracts import Serde
 from streams.kafka.embedded import free_port
 from streams.ops.loadgen import place_orders
 from streams.processors.avro import envelope, make_serde
 from streams.records import H_DLQ_REASON, H_EVENT_ID, H_PARKED_OFFSET, H_PARKED_UNTIL, InputRecord, header
 from streams.runtime import parking
 from streams.state import timers
-from streams.topology import load
 from streams.workflow import Driver, create
-from support import committed, end_offsets, orders_topology, private_broker, read_all, wait_until
+from support import committed, end_offsets, orders_topology, read_all, saga_cluster, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PARK_MS = 25_000  # long enough to outlast a crash and restart; the expiry test's reply is sent first
@@ -141,20 +138,13 @@ class Orchestrator:
 @pytest.fixture(scope="module")
 def orch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestrator]:
     tmp = tmp_path_factory.mktemp("parking")
-    with private_broker(tmp) as kafka, RegistryServer(kafka, port=0) as registry:
-        topo = tmp / "orders.yaml"
-        topo.write_text(TOPOLOGY)
-        Admin(kafka).ensure(load(topo).all_topics())
-        env = {**os.environ, **kafka.child_env(), "SCHEMA_REGISTRY_URL": registry.url,
-               "PYTHONPATH": str(ROOT)}
-        os.environ["SCHEMA_REGISTRY_URL"] = registry.url
+    with saga_cluster(tmp, TOPOLOGY) as (kafka, _registry, topo, env):
         o = Orchestrator(kafka, make_serde({}), env, tmp, topo)
         o.start("state-1")
         o.reply("PaymentCompleted", "ghost", payment_id="pay-ghost", amount_cents=100)  # expires last
         try:
             yield o
         finally:
-            os.environ.pop("SCHEMA_REGISTRY_URL", None)
             if o.proc is not None and o.proc.poll() is None:
                 o.proc.terminate()
                 o.proc.wait(30)

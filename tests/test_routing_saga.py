@@ -10,7 +10,6 @@ workflow definition, so it cannot share a broker with other tests.
 
 from __future__ import annotations
 
-import os
 import time
 import urllib.request
 from collections import Counter
@@ -20,17 +19,12 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from streams.config import KafkaSettings
-from streams.contracts import RegistryServer
-from streams.kafka.admin import Admin
-from streams.kafka.embedded import EmbeddedBroker
 from streams.kafka.partition import crc32_partition_of, partition_of
 from streams.ops.loadgen import order_placed
 from streams.processors.avro import make_serde
 from streams.records import H_DLQ_MESSAGE, H_DLQ_REASON, header
-from streams.topology import load
-from support import read_all, wait_until
-from test_saga_integration import ROOT, SEED, TOPOLOGY, Saga, _matches, oracle
+from support import read_all, saga_cluster, wait_until
+from test_saga_integration import SEED, TOPOLOGY, Saga, _matches, oracle
 
 pytestmark = pytest.mark.kafka
 
@@ -39,30 +33,21 @@ pytestmark = pytest.mark.kafka
 def adopted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Saga, int]]:
     """The saga (orchestrator with /metrics, three services) on a broker and registry of its own."""
     tmp = tmp_path_factory.mktemp("adopt")
-    with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
-        kafka = KafkaSettings.from_env(broker.bootstrap)
-        with RegistryServer(kafka, port=0) as registry:
-            topo = tmp / "orders.yaml"
-            topo.write_text(TOPOLOGY)
-            Admin(kafka).ensure(load(topo).all_topics())
-            env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "SCHEMA_REGISTRY_URL": registry.url,
-                   "PYTHONPATH": str(ROOT)}
-            os.environ["SCHEMA_REGISTRY_URL"] = registry.url
-            saga = Saga(kafka, make_serde({}), env, topo, tmp)
-            seed = ["--seed", str(SEED)]
-            saga.start("payment", ["service", "payment", *seed, "--transient-rate", "0.10",
-                                   "--permanent-rate", "0.03"])
-            saga.start("inventory", ["service", "inventory", *seed, "--shortage-rate", "0.05"])
-            saga.start("shipping", ["service", "shipping", *seed])
-            port = saga.start_orchestrator()
-            try:
-                yield saga, port
-            finally:
-                os.environ.pop("SCHEMA_REGISTRY_URL", None)
-                for p in saga.procs.values():
-                    p.terminate()
-                for p in saga.procs.values():
-                    p.wait(30)
+    with saga_cluster(tmp, TOPOLOGY) as (kafka, _registry, topo, env):
+        saga = Saga(kafka, make_serde({}), env, topo, tmp)
+        seed = ["--seed", str(SEED)]
+        saga.start("payment", ["service", "payment", *seed, "--transient-rate", "0.10",
+                               "--permanent-rate", "0.03"])
+        saga.start("inventory", ["service", "inventory", *seed, "--shortage-rate", "0.05"])
+        saga.start("shipping", ["service", "shipping", *seed])
+        port = saga.start_orchestrator()
+        try:
+            yield saga, port
+        finally:
+            for p in saga.procs.values():
+                p.terminate()
+            for p in saga.procs.values():
+                p.wait(30)
 
 
 def legacy_producer(saga: Saga) -> Producer:

@@ -6,7 +6,6 @@ the services' own ledgers show each effect applied exactly once.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -19,8 +18,7 @@ import orjson
 import pytest
 
 from streams.config import KafkaSettings
-from streams.contracts import RegistryServer, Serde
-from streams.kafka.admin import Admin
+from streams.contracts import Serde
 from streams.kafka.embedded import free_port
 from streams.ops.loadgen import place_orders
 from streams.processors.avro import default_schemas, make_serde
@@ -28,8 +26,7 @@ from streams.processors.services import fate
 from streams.runtime.rebuild import rebuild
 from streams.state import entity
 from streams.state.store import PartitionStore, store_path
-from streams.topology import load
-from support import orders_topology, private_broker, read_all, wait_until
+from support import orders_topology, read_all, saga_cluster, wait_until
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,13 +99,7 @@ class Saga:
 def saga(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Saga]:
     """A broker and registry of its own: the saga's topic names are fixed by the workflow definition."""
     tmp = tmp_path_factory.mktemp("saga")
-    with private_broker(tmp) as kafka, RegistryServer(kafka, port=0) as registry:
-        topo = tmp / "orders.yaml"
-        topo.write_text(TOPOLOGY)
-        Admin(kafka).ensure(load(topo).all_topics())
-        env = {**os.environ, **kafka.child_env(), "SCHEMA_REGISTRY_URL": registry.url,
-               "PYTHONPATH": str(ROOT)}
-        os.environ["SCHEMA_REGISTRY_URL"] = registry.url
+    with saga_cluster(tmp, TOPOLOGY) as (kafka, _registry, topo, env):
         saga = Saga(kafka, make_serde({}), env, topo, tmp)
         seed = ["--seed", str(SEED)]
         saga.start("payment", ["service", "payment", *seed, "--transient-rate", str(PAYMENT_TRANSIENT),
@@ -120,7 +111,6 @@ def saga(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Saga]:
         try:
             yield saga
         finally:
-            os.environ.pop("SCHEMA_REGISTRY_URL", None)
             for p in saga.procs.values():
                 p.terminate()
             for p in saga.procs.values():
