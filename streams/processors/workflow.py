@@ -118,10 +118,11 @@ class WorkflowProcessor:
             "updated_at": state.updated_at,
             "schema_version": self.schema_version,
         }
-        if stored != data:
+        padded = stored != data  # fields not recorded yet are stored as null; any other difference is refused
+        if padded:
             self._refuse_undeclared(state, stored)
         raw = self._encode_state(rec)
-        if stored != data:
+        if padded:
             state = WorkflowState(state.workflow, state.state, stored, state.attempts, state.completed_steps,
                                   state.timers, state.history, state.reason, state.created_at, state.updated_at)
         self._cache_state(raw, state)
