@@ -5,6 +5,7 @@ definitions that record or send what their contracts cannot hold, restores older
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,15 +16,18 @@ from confluent_kafka import Producer
 from streams import Field, WorkflowBuilder, data_fields, emit, record
 from streams.cli import main
 from streams.config import KafkaSettings
-from streams.contracts import RegistryServer
+from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
 from streams.errors import WorkflowDefinitionError
 from streams.kafka.admin import Admin
+from streams.kafka.client import read_to_end
+from streams.processors.avro import envelope
 from streams.processors.workflow import WorkflowProcessor
-from streams.records import InputRecord
+from streams.records import H_EVENT_ID, InputRecord
 from streams.state import entity
 from streams.topology import load
 from streams.workflow import Event, WorkflowState, step
 from streams.workflow.fields import avro_type
+from support import WorkerProc
 
 FLOWS = '''
 from streams import Field, WorkflowBuilder, data_fields, emit, issue, record, record_with
@@ -232,7 +236,6 @@ def test_the_orders_example_reads_states_stored_with_its_former_hand_written_rec
         proc = WorkflowProcessor({"workflow": "orders", "registry": server.url}, [])
         former = json.loads((Path(__file__).parent / "golden" / "OrderState.v1.avsc").read_text())
         raw = entity.decode(data.state_templates(proc, "p" * 12, 3)[4]).state or b""
-        from streams.contracts import Catalogue, RegistryClient, Serde
         from streams.processors.avro import default_schemas
 
         cat = Catalogue.load(default_schemas()).with_record(former, "orders-state-v1")
@@ -278,3 +281,35 @@ def test_validate_reports_in_flight_entities_in_a_state_version_2_removed(
         assert "ticket: fits the contracts of processor 'tickets' (state record streams.workflows.TicketState, " \
                "version 2)" in out
         assert "ticket: 1 in-flight entities are in state 'review', which version 2 no longer has: T2" in out
+
+
+@pytest.mark.kafka
+def test_a_worker_stops_on_a_payload_bug_instead_of_dead_lettering(
+        kafka: KafkaSettings, subprocess_env: dict[str, str], tmp_path: Path, unique: str) -> None:
+    prefix = f"tkbug-{unique}"
+    topology = write_project(tmp_path, prefix)
+    topology.write_text(topology.read_text().replace("version: 1}", "version: 1, bug: function}")
+                        + f"dlq_topic: {prefix}.dlq\n")
+    spec = load(topology)
+    Admin(kafka).ensure(spec.all_topics())
+    with RegistryServer(port=0) as server:
+        serde = Serde(RegistryClient(server.url), Catalogue.load(spec.schemas or tmp_path))
+        body = {"ticket_id": "T1", "seats": 2, "envelope": envelope("ev-1", "T1", "tickets.Requested", 1, None)}
+        producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
+        producer.produce(f"{prefix}.events", serde.encode(f"{prefix}.events", "tickets.Requested", body), b"T1",
+                         headers=[(H_EVENT_ID, b"ev-1")])
+        assert producer.flush(10) == 0
+        env = {**subprocess_env, "SCHEMA_REGISTRY_URL": server.url,
+               "PYTHONPATH": str(tmp_path) + os.pathsep + subprocess_env["PYTHONPATH"],
+               "KAFKA_CONSUMER_SESSION_TIMEOUT_MS": "6000"}
+        worker = WorkerProc(topology, tmp_path / "state", env, tmp_path / "worker.log")
+        try:
+            rc = worker.proc.wait(90)
+        finally:
+            worker.kill()
+        log = worker.log_text()
+        assert rc == 2, log[-3000:]
+        assert ("streams: WorkflowDefinitionError: workflow 'ticket': in state 'new' on Requested, the payload of "
+                "Hold misses required field(s) 'seats' of its record") in log, log[-3000:]
+        assert "Traceback" not in log
+        assert [m for m in read_to_end(kafka, f"{prefix}.dlq", 10)] == []  # nothing was dead-lettered

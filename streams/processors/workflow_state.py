@@ -120,9 +120,8 @@ def check_payloads(definition: Definition, catalogue: Catalogue) -> dict[str, fr
     return record -> required fields for the payloads only a run can check (functions)."""
     problems, dynamic = payload_problems(definition, lambda record: required_fields(catalogue, record))
     if problems:
-        raise WorkflowDefinitionError(
-            f"workflow {definition.name!r} does not fit its contracts:\n  - " + "\n  - ".join(problems),
-            tuple(problems))
+        raise WorkflowDefinitionError(  # one line: what a worker refusing to start prints
+            f"workflow {definition.name!r} does not fit its contracts: " + "; ".join(problems), tuple(problems))
     return dynamic
 
 
