@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from streams import Field, WorkflowBuilder, data_fields, emit, record
+from streams import Field, WorkflowBuilder, data_fields, emit, record, record_with
 from streams.cli import main
 from streams.config import KafkaSettings
 from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
@@ -25,8 +25,8 @@ from streams.processors.workflow import WorkflowProcessor
 from streams.records import H_EVENT_ID, InputRecord
 from streams.state import entity
 from streams.topology import load
-from streams.workflow import Event, WorkflowState, step
-from streams.workflow.fields import avro_type
+from streams.workflow import Driver, Event, WorkflowState, step
+from streams.workflow.fields import avro_type, state_record
 from support import WorkerProc
 
 FLOWS = '''
@@ -41,6 +41,9 @@ def ticket(version=1, prefix="tk", bug=""):
         wf.on("Held", "holding", "review", when=lambda ctx: ctx.data["seats"] > 4, label="big")
         wf.on("Flagged", "holding", "review")
         wf.on("Cleared", "review", "booked")
+    elif version == 0:  # declares nothing: its contracts may name a state record
+        wf.states("new", "holding")
+        wf.events("Requested", "Held")
     else:
         wf.data(ticket_id=str, seats=int, note=Field(str, default="none"))
         if bug != "lost":
@@ -163,6 +166,24 @@ def test_type_declarations_map_to_avro_and_bad_ones_are_named() -> None:
     assert {p.split(":")[0] for p in exc.value.problems} == {"data field 'state'", "data field 'when'"}
 
 
+def test_the_driver_refuses_a_field_a_record_with_function_records_undeclared() -> None:
+    wf = WorkflowBuilder("small", input_topic="s.events", initial="new")
+    wf.data(id=str, amount=int)
+    wf.states("new")
+    wf.terminal("done")
+    wf.events("Go")
+    wf.on("Go", "new", "done", when=lambda ctx: ctx.payload.get("odd", False), label="odd",
+          do=[record_with(lambda ctx: {"bonus": 1})])
+    wf.on("Go", "new", "done", do=[record("id", "amount")])
+    d = Driver(wf.build())
+    d.send("Go", "k1", {"id": "k1", "amount": 3})
+    assert d.state("k1") is not None and dict(d.state("k1").data) == {"id": "k1", "amount": 3}  # type: ignore[union-attr]
+    with pytest.raises(WorkflowDefinitionError, match=r"the transition new --Go--> done recorded data field\(s\) "
+                                                      r"'bonus' that its state record streams.workflows.SmallState"):
+        d.send("Go", "k2", {"id": "k2", "amount": 3, "odd": True})
+    assert d.state("k2") is None
+
+
 def test_a_record_without_declared_fields_keeps_working_undeclared() -> None:
     wf = WorkflowBuilder("free", input_topic="f.events", initial="new")
     wf.states("new")
@@ -204,6 +225,23 @@ def test_a_recorded_field_the_state_record_lacks_stops_the_worker_and_is_never_d
 
 
 # --- versions -----------------------------------------------------------------------------------------------
+
+
+def test_a_hand_written_state_record_lacking_a_recorded_field_stops_the_worker(
+        project: Path, registry: str) -> None:
+    """The former silent drop: a field recorded but missing from the record named in subjects.yaml."""
+    schemas = project.parent / "schemas"
+    record = state_record("tickets.TicketState", "ticket", 1, {"ticket_id": {"name": "ticket_id", "type": "string"}})
+    (schemas / "TicketState.avsc").write_text(json.dumps(record))
+    (schemas / "subjects.yaml").write_text((schemas / "subjects.yaml").read_text()
+                                           + "  ticket-state: [tickets.TicketState]\n")
+    proc = processor(project, registry, version=0)
+    assert proc.state_record == "tickets.TicketState" and proc.data_fields == ("ticket_id",)
+    held = run(proc, None, "Requested", {"seats": 2})
+    assert held is not None and dict(held.data) == {"ticket_id": "T1", "seats": 2}
+    with pytest.raises(WorkflowDefinitionError, match=r"new --Requested--> holding recorded data field\(s\) 'seats' "
+                                                      r"that its state record tickets.TicketState does not have"):
+        proc.dump_state(held)
 
 
 def test_a_state_stored_by_version_1_restores_under_version_2(project: Path, registry: str) -> None:

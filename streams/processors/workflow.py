@@ -32,6 +32,7 @@ from streams.workflow import (
     step,
     timer_records,
 )
+from streams.workflow.fields import check_recorded
 
 H_COMMAND_ID = "streams-command-id"
 TIMER_FIRED = "streams.common.TimerFired"
@@ -120,27 +121,17 @@ class WorkflowProcessor:
         }
         padded = stored != data  # fields not recorded yet are stored as null; any other difference is refused
         if padded:
-            self._refuse_undeclared(state, stored)
+            # A field recorded (by a ``record_with`` function: ``record`` is checked at build) that the state
+            # record cannot hold is a bug of the definition, not of the input: raised here, outside the
+            # runtime's per-record error handling, it stops the worker before anything of the step is staged,
+            # rather than being dropped or dead-lettering every entity that takes the transition.
+            check_recorded(state, stored, self.state_record)
         raw = self._encode_state(rec)
         if padded:
             state = WorkflowState(state.workflow, state.state, stored, state.attempts, state.completed_steps,
                                   state.timers, state.history, state.reason, state.created_at, state.updated_at)
         self._cache_state(raw, state)
         return raw
-
-    def _refuse_undeclared(self, state: WorkflowState, stored: Mapping[str, Any]) -> None:
-        """A field recorded (by a ``record_with`` function: ``record`` is checked at build) that the state record
-        cannot hold is a bug of the definition, not of the input: raised here, outside the runtime's per-record
-        error handling, it stops the worker with this message before anything of the step is staged, rather than
-        being dropped or dead-lettering every entity that takes the transition."""
-        extra = [k for k in state.data if k not in stored]
-        if not extra:
-            return
-        last = state.history[-1] if state.history else None
-        where = f"the transition {last.from_state} --{last.event}--> {last.to_state}" if last else "a transition"
-        raise WorkflowDefinitionError(
-            f"workflow {state.workflow!r}: {where} recorded data field(s) {', '.join(map(repr, extra))} that its "
-            f"state record {self.state_record} does not have; declare them (wf.data) or do not record them")
 
     def _dump_json_state(self, state: WorkflowState) -> bytes:
         try:

@@ -17,9 +17,14 @@ from __future__ import annotations
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from streams.errors import WorkflowDefinitionError
+
+if TYPE_CHECKING:
+    from streams.workflow.model import WorkflowState
 
 Json = Any  # an Avro type as parsed JSON
 
@@ -135,3 +140,16 @@ def state_record(name: str, workflow: str, version: int, data: Mapping[str, Json
             {"name": "schema_version", "type": "int", "default": 1},
         ],
     }
+
+
+def check_recorded(state: WorkflowState, fields: Collection[str], holder: str) -> None:
+    """Raise when ``state`` holds data fields outside ``fields`` (what ``holder``, its state record, can store):
+    a ``record_with`` function recorded them, so only a run shows it. Named by the transition that did it."""
+    extra = [k for k in state.data if k not in fields]
+    if not extra:
+        return
+    last = state.history[-1] if state.history else None
+    where = f"the transition {last.from_state} --{last.event}--> {last.to_state}" if last else "a transition"
+    raise WorkflowDefinitionError(
+        f"workflow {state.workflow!r}: {where} recorded data field(s) {', '.join(map(repr, extra))} that its "
+        f"state record {holder} does not have; declare them (wf.data) or do not record them")

@@ -6,7 +6,7 @@ Every problem is collected (not just the first) and names the state, event, time
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -245,14 +245,14 @@ def _replies(d: Draft) -> tuple[dict[str, Reply], list[str]]:
     return replies, out
 
 
-def _sites(d: Draft) -> Iterator[tuple[str, Action]]:
+def _sites(rules: Iterable[Rule], on_enter: Iterable[tuple[str, tuple[Action, ...]]]) -> Iterator[tuple[str, Action]]:
     """Every action with where it runs, as a problem names it."""
-    for r in d.rules:
+    for r in rules:
         for a in r.actions:
             yield f"transition {r.source} --{r.event}--> {r.target}", a
-    for st in d.states.values():
-        for a in st.on_enter:
-            yield f"entering state {st.name!r}", a
+    for state, actions in on_enter:
+        for a in actions:
+            yield f"entering state {state!r}", a
 
 
 def _data(d: Draft) -> list[str]:
@@ -265,7 +265,7 @@ def _data(d: Draft) -> list[str]:
     for name in sorted(d.dropped & set(d.data)):
         out.append(f"data field {name!r} is both declared and dropped")
     declared = d.data
-    for where, a in _sites(d):
+    for where, a in _sites(d.rules, ((st.name, st.on_enter) for st in d.states.values())):
         if isinstance(a, Record):
             out += [f"{where}: record({', '.join(map(repr, a.fields))}) records data field {f!r}, which is not "
                     "declared in data(...)" for f in a.fields if f not in declared]
@@ -302,7 +302,7 @@ def payload_problems(
                         for f in fields if f not in have)
 
     issuers: dict[str, str] = {}
-    for where, a in _sites_of(definition):
+    for where, a in _sites(definition.rules, definition.on_enter.items()):
         if isinstance(a, Issue):
             issuers.setdefault(a.command, where)
         elif isinstance(a, Emit):
@@ -313,15 +313,6 @@ def payload_problems(
         where = f"command {name!r} issued by {issuers.get(name, 'a retry')}"
         check(name, spec.payload, where, frozenset(("attempt",)))
     return sorted(set(problems), key=problems.index), dynamic
-
-
-def _sites_of(definition: Definition) -> Iterator[tuple[str, Action]]:
-    for r in definition.rules:
-        for a in r.actions:
-            yield f"transition {r.source} --{r.event}--> {r.target}", a
-    for name, actions in definition.on_enter.items():
-        for a in actions:
-            yield f"entering state {name!r}", a
 
 
 def compile_draft(d: Draft) -> Definition:
