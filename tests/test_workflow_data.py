@@ -351,3 +351,16 @@ def test_a_worker_stops_on_a_payload_bug_instead_of_dead_lettering(
                 "Hold misses required field(s) 'seats' of its record") in log, log[-3000:]
         assert "Traceback" not in log
         assert [m for m in read_to_end(kafka, f"{prefix}.dlq", 10)] == []  # nothing was dead-lettered
+
+
+def test_validate_checks_a_topologys_contracts_without_a_broker(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    assert main(["workflow", "validate", "orders", "--topology", "orders"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:] == ["orders: fits the contracts of processor 'orchestrator' (state record "
+                       "streams.orders.OrderState, version 1)",
+                       "orders: stored states not checked (no --bootstrap or KAFKA_BOOTSTRAP_SERVERS)"]
+    assert main(["workflow", "validate", "orders", "--topology", "orders", "--processor", "payment"]) == 2
+    assert capsys.readouterr().err == ("streams: ConfigError: --processor payment: it runs 'payment-service', "
+                                       "not a workflow\n")

@@ -19,6 +19,7 @@ from streams.config import KafkaSettings
 from streams.contracts import Catalogue, RegistryClient, RegistrySettings, Serde
 from streams.errors import ConfigError
 from streams.kafka.client import read_to_end
+from streams.processors.avro import default_schemas
 from streams.processors.workflow_state import census, check_payloads, state_contract
 from streams.topology import ProcessorSpec, load
 from streams.workflow import Definition, create, names
@@ -77,7 +78,7 @@ def validate(args: argparse.Namespace) -> int:
     definition = create(args.name, {**dict(proc.options.get("params") or {}), **params})
     s = definition.summary()
     print(f"{args.name}: valid ({s['states']} states, {len(s['terminal'])} terminal, input {s['input_topic']})")
-    files = Catalogue.load(str(proc.options["schemas"]))
+    files = Catalogue.load(proc.options.get("schemas") or default_schemas())
     state_topic = str(proc.options.get("state_topic", f"{definition.name}-state"))
     contract = state_contract(definition, files, state_topic, proc.options.get("state_record"))
     check_payloads(definition, contract.catalogue)
@@ -89,7 +90,10 @@ def validate(args: argparse.Namespace) -> int:
 def _processor(args: argparse.Namespace) -> ProcessorSpec:
     topo = load(args.topology)
     if args.processor is not None:
-        return topo.processor(args.processor)
+        proc = topo.processor(args.processor)
+        if proc.processor != "workflow":
+            raise ConfigError(f"--processor {args.processor}: it runs {proc.processor!r}, not a workflow")
+        return proc
     runs = [p for p in topo.processors.values()
             if p.processor == "workflow" and str(p.options.get("workflow", "orders")) == args.name]
     if len(runs) != 1:
