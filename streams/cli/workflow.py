@@ -20,7 +20,13 @@ from streams.contracts import Catalogue, RegistryClient, RegistrySettings, Serde
 from streams.errors import ConfigError
 from streams.kafka.client import read_to_end
 from streams.processors.avro import default_schemas
-from streams.processors.workflow_state import census, check_payloads, state_contract
+from streams.processors.workflow_state import (
+    StateContract,
+    census,
+    check_payloads,
+    check_removals,
+    state_contract,
+)
 from streams.topology import ProcessorSpec, load
 from streams.workflow import Definition, create, names
 
@@ -84,7 +90,7 @@ def validate(args: argparse.Namespace) -> int:
     check_payloads(definition, contract.catalogue)
     print(f"{args.name}: fits the contracts of processor {proc.name!r} (state record {contract.record}, "
           f"version {definition.version})")
-    return _stored_states(args, proc, definition, files)
+    return _stored_states(args, proc, definition, files, contract, state_topic)
 
 
 def _processor(args: argparse.Namespace) -> ProcessorSpec:
@@ -103,13 +109,19 @@ def _processor(args: argparse.Namespace) -> ProcessorSpec:
     return runs[0]
 
 
-def _stored_states(args: argparse.Namespace, proc: ProcessorSpec, definition: Definition, files: Catalogue) -> int:
-    """Count the changelog's entities by state; 1 if some are in a state ``definition`` no longer has."""
+def _stored_states(args: argparse.Namespace, proc: ProcessorSpec, definition: Definition, files: Catalogue,
+                   contract: StateContract, state_topic: str) -> int:
+    """Refuse data fields lost without ``drop``, then count the changelog's entities by state; 1 if some are in
+    a state ``definition`` no longer has."""
     bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
         print(f"{args.name}: stored states not checked (no --bootstrap or KAFKA_BOOTSTRAP_SERVERS)")
         return 0
-    serde = Serde(RegistryClient(RegistrySettings.from_env(args.registry)), files, auto_register=False)
+    registry = RegistryClient(RegistrySettings.from_env(args.registry))
+    if contract.derived:
+        strategy = str(proc.options.get("subject_strategy", "topic"))
+        check_removals(definition, registry, contract.catalogue.subject(state_topic, contract.record, strategy))
+    serde = Serde(registry, files, auto_register=False)
     records = ((m.key(), m.value()) for m in read_to_end(KafkaSettings.from_env(bootstrap), proc.changelog))
     found = census(records, serde)
     total = sum(len(keys) for keys in found.by_state.values())
