@@ -2,7 +2,8 @@
 
 A workflow is a per-entity state machine fed by one input topic keyed by the entity id::
 
-    wf = WorkflowBuilder("orders", input_topic="orders.events", initial="new")
+    wf = WorkflowBuilder("orders", input_topic="orders.events", initial="new", version=1)
+    wf.data(order_id=str, amount_cents=int, payment_id=str | None)             # the entity's data, typed
     wf.states("new", "paying", "reserving", "compensating")
     wf.terminal("completed", on_enter=[emit("OrderCompleted", "orders.results", data_fields("order_id"))])
     wf.terminal("cancelled", on_enter=[emit("OrderCancelled", "orders.results", cancelled_payload)])
@@ -22,6 +23,10 @@ Vocabulary:
 * ``on(event, source, target, when=guard, do=[actions])`` is a plain transition. Several rules for one
   (state, event) are tried in declaration order; the first whose guard holds wins. Guards are pure
   predicates over the :class:`~streams.workflow.context.StepContext` (``ctx.data``, ``ctx.payload``, ...).
+* ``data(name=type, ...)`` declares the entity's data once (:mod:`streams.workflow.fields`): the engine derives
+  and versions the stored-state record from it, and ``build()`` refuses an action that records, or a
+  ``data_fields`` payload that reads, an undeclared field. Raise ``version`` when the fields change; a field
+  added later needs a default, and one removed is named in ``drop(...)``.
 * Actions: ``emit`` an event, ``issue`` a declared command, ``record`` event fields into the entity's data,
   ``set_timer`` / ``cancel_timer``, ``fail`` (set the reason), ``complete_step`` (with its compensation).
   ``on_enter`` actions of a state run on every transition that enters it from another state.
