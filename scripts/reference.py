@@ -12,7 +12,7 @@ OUT = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
 GROUPS = [
     ("Declaring a workflow", ["WorkflowBuilder", "Definition", "StepContext", "emit", "issue", "record",
                               "record_with", "set_timer", "cancel_timer", "complete_step", "fail", "guard",
-                              "data_fields", "RetryPolicy", "NO_RETRY"]),
+                              "data_fields", "Field", "RetryPolicy", "NO_RETRY"]),
     ("Testing a workflow", ["Driver", "Event", "WorkflowState"]),
     ("Processors that are not workflows", ["Processor", "Step", "TimerChange", "InputRecord", "OutputRecord"]),
     ("Errors", ["StreamsError", "ConfigError", "TopologyError", "WorkflowDefinitionError", "DecodeError",

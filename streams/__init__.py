@@ -39,6 +39,7 @@ from streams.workflow.dsl import (  # noqa: E402
     record_with,
     set_timer,
 )
+from streams.workflow.fields import Field  # noqa: E402
 from streams.workflow.model import Event, WorkflowState  # noqa: E402
 from streams.workflow.retry import NO_RETRY, RetryPolicy  # noqa: E402
 
@@ -50,6 +51,7 @@ __all__ = [  # grouped by use in docs/reference.md
     "Driver",
     "EncodeError",
     "Event",
+    "Field",
     "InputRecord",
     "InvalidTransitionError",
     "KafkaUnavailableError",

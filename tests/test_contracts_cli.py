@@ -61,7 +61,7 @@ def test_register_check_list_show(registry: RegistryServer, subprocess_env: dict
     assert again.returncode == 0 and again.stdout == first.stdout  # idempotent: same ids
     dry = streams("schemas", "register", "--dry-run", "--strategy", "record", *url, env=subprocess_env)
     assert dry.returncode == 0
-    assert dry.stdout.count("new ") == len(CATALOGUE.messages) and "streams.orders.OrderState" in dry.stdout
+    assert dry.stdout.count("new ") == len(CATALOGUE.messages) and "streams.orders.MakePayment" in dry.stdout
     assert client.subjects() == sorted(TOPIC_SUBJECTS)  # a dry run changes nothing
 
     ok = streams("schemas", "check", "--dir", str(SCHEMAS), *url, env=subprocess_env)

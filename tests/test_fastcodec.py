@@ -22,12 +22,14 @@ from streams.contracts import fastcodec
 from streams.contracts.avsc import without_time_types
 from streams.contracts.catalogue import Catalogue, parse
 from streams.contracts.fastcodec import compile_reader, compile_writer
+from streams.examples.orders.workflow import order_saga
 from streams.processors.avro import default_schemas
 
 Writer = Callable[[Any], bytes]
 Reader = Callable[[bytes, int], tuple[Any, int]]
 SCHEMAS = default_schemas()
-CATALOGUE = Catalogue.load(SCHEMAS)
+# With the order saga's stored-state record, which the engine derives from the workflow's declared data fields.
+CATALOGUE = Catalogue.load(SCHEMAS).with_record(order_saga().stored_record(), "orders-state")
 V2 = Catalogue.load(SCHEMAS, overrides=[SCHEMAS / "evolution" / "OrderPlaced.v2.avsc"]).get("OrderPlaced")
 
 

@@ -74,7 +74,7 @@ def test_build_makes_an_sdist_and_a_compiled_wheel_with_the_examples(dist: Path,
     assert any(n.startswith("streams/contracts/_avroc.") and n.endswith(".so") for n in names)
     for data in ("streams/examples/orders/topology.yaml", "streams/examples/counter/topology.yaml",
                  "streams/examples/orders/schemas/subjects.yaml",
-                 "streams/examples/orders/schemas/orders/state/OrderState.avsc",
+                 "streams/examples/orders/schemas/orders/LineItem.avsc",
                  "streams/contracts/common/TimerFired.avsc", "streams/contracts/common/WorkflowState.avsc",
                  "streams/contracts/avroc.h"):
         assert data in names, f"{data} missing from the wheel"

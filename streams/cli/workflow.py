@@ -2,14 +2,33 @@
 
 A workflow is named by reference, ``package.module:factory`` as in a topology, or by a built-in alias
 (``orders``); a bad reference is a WorkflowDefinitionError naming it and what failed (exit 2).
+
+``validate REF --topology F`` also checks the definition against the contracts of the topology that runs it
+(payloads against their records' required fields, the derived state record against the catalogue) and, given
+a broker, reads the workflow's changelog: entities stored in a state this definition no longer has are listed
+and the exit status is 1, so a deployment that would strand them is stopped before it starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
+from streams.cli.common import add_kafka_args
+from streams.config import KafkaSettings
+from streams.contracts import Catalogue, RegistryClient, RegistrySettings, Serde
 from streams.errors import ConfigError
-from streams.workflow import create, names
+from streams.kafka.client import read_to_end
+from streams.processors.avro import default_schemas
+from streams.processors.workflow_state import (
+    StateContract,
+    census,
+    check_payloads,
+    check_removals,
+    state_contract,
+)
+from streams.topology import ProcessorSpec, load
+from streams.workflow import Definition, create, names
 
 _REF = "workflow: a built-in name (see `streams workflow list`) or package.module:factory"
 
@@ -28,6 +47,11 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v.add_argument("name", metavar="REF", help=_REF)
     v.add_argument("--param", action="append", default=[], metavar="KEY=INT",
                    help="a factory parameter, as a topology's options.params would give it (integers)")
+    v.add_argument("--topology", metavar="FILE",
+                   help="also check it against this topology's contracts and, with a broker, its stored states")
+    v.add_argument("--processor", help="the topology's processor running REF (default: the one that does)")
+    v.add_argument("--registry", help="schema registry URL (default: $SCHEMA_REGISTRY_URL)")
+    add_kafka_args(v)
     v.set_defaults(func=validate)
 
 
@@ -52,6 +76,62 @@ def validate(args: argparse.Namespace) -> int:
         if not key or not value.lstrip("-").isdigit():
             raise ConfigError(f"--param {item!r}: expected KEY=INTEGER")
         params[key] = int(value)
-    s = create(args.name, params).summary()
+    if args.topology is None:
+        s = create(args.name, params).summary()
+        print(f"{args.name}: valid ({s['states']} states, {len(s['terminal'])} terminal, input {s['input_topic']})")
+        return 0
+    proc = _processor(args)
+    definition = create(args.name, {**dict(proc.options.get("params") or {}), **params})
+    s = definition.summary()
     print(f"{args.name}: valid ({s['states']} states, {len(s['terminal'])} terminal, input {s['input_topic']})")
-    return 0
+    files = Catalogue.load(proc.options.get("schemas") or default_schemas())
+    state_topic = str(proc.options.get("state_topic", f"{definition.name}-state"))
+    contract = state_contract(definition, files, state_topic, proc.options.get("state_record"))
+    check_payloads(definition, contract.catalogue)
+    print(f"{args.name}: fits the contracts of processor {proc.name!r} (state record {contract.record}, "
+          f"version {definition.version})")
+    return _stored_states(args, proc, definition, files, contract, state_topic)
+
+
+def _processor(args: argparse.Namespace) -> ProcessorSpec:
+    topo = load(args.topology)
+    if args.processor is not None:
+        proc = topo.processor(args.processor)
+        if proc.processor != "workflow":
+            raise ConfigError(f"--processor {args.processor}: it runs {proc.processor!r}, not a workflow")
+        return proc
+    runs = [p for p in topo.processors.values()
+            if p.processor == "workflow" and str(p.options.get("workflow", "orders")) == args.name]
+    if len(runs) != 1:
+        found = ", ".join(p.name for p in runs) or "none"
+        raise ConfigError(f"--topology {args.topology}: {len(runs)} processors run workflow {args.name!r} "
+                          f"({found}); name one with --processor")
+    return runs[0]
+
+
+def _stored_states(args: argparse.Namespace, proc: ProcessorSpec, definition: Definition, files: Catalogue,
+                   contract: StateContract, state_topic: str) -> int:
+    """Refuse data fields lost without ``drop``, then count the changelog's entities by state; 1 if some are in
+    a state ``definition`` no longer has."""
+    bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        print(f"{args.name}: stored states not checked (no --bootstrap or KAFKA_BOOTSTRAP_SERVERS)")
+        return 0
+    registry = RegistryClient(RegistrySettings.from_env(args.registry))
+    if contract.derived:
+        strategy = str(proc.options.get("subject_strategy", "topic"))
+        check_removals(definition, registry, contract.catalogue.subject(state_topic, contract.record, strategy))
+    serde = Serde(registry, files, auto_register=False)
+    records = ((m.key(), m.value()) for m in read_to_end(KafkaSettings.from_env(bootstrap), proc.changelog))
+    found = census(records, serde)
+    total = sum(len(keys) for keys in found.by_state.values())
+    versions = ", ".join(f"version {v}: {n}" for v, n in sorted(found.versions.items())) or "none"
+    print(f"{args.name}: changelog {proc.changelog}: {total} entities ({versions})")
+    for key in found.undecodable:
+        print(f"{args.name}: cannot read the stored state of {key}")
+    stranded = found.missing(definition)
+    for state, keys in stranded.items():
+        shown = ", ".join(sorted(keys)[:5]) + (", ..." if len(keys) > 5 else "")
+        print(f"{args.name}: {len(keys)} in-flight entities are in state {state!r}, which version "
+              f"{definition.version} no longer has: {shown}")
+    return 1 if stranded or found.undecodable else 0

@@ -107,6 +107,20 @@ class Catalogue:
             messages = [n for p in files for n in [_top_name(p)] if defs.get(n, {}).get("type") == "record"]
         return cls(defs, topics, messages, source=str(root))
 
+    def with_record(self, schema: Json, topic: str) -> Catalogue:
+        """This catalogue plus one record that travels alone on ``topic``: how a workflow's derived state record
+        joins its contracts. Its named types must be new or defined identically; it may reference the others."""
+        schema = canonical(schema)
+        found = named_types(schema)
+        for name, definition in found.items():
+            if name in self._defs and self._defs[name] != definition:
+                raise ConfigError(f"{self.source or 'catalogue'}: {name} is already defined differently (a "
+                                  f"schema file defines it); the engine derives it for topic {topic}: delete the file")
+        top = str(schema["name"])
+        topics = {**self.topics, topic: (top,)}
+        messages = list(self.messages) if top in self.messages else [*self.messages, top]
+        return Catalogue({**self._defs, **found}, topics, messages, source=self.source)
+
     # -- lookup ----------------------------------------------------------------------------------------------
 
     def resolve(self, name: str) -> str:

@@ -10,15 +10,15 @@ runtime (``Step.park_until_ms``), which holds and re-offers it; its first deadli
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
-from streams.contracts import Catalogue
-from streams.errors import ConfigError, ProcessingError
+from streams.contracts import Serde
+from streams.errors import ProcessingError, WorkflowDefinitionError
 from streams.processors.avro import envelope, envelope_id, key_of, make_serde
+from streams.processors.workflow_state import check_payloads, check_removals, state_contract
 from streams.records import H_EVENT_ID, InputRecord, OutputRecord
 from streams.runtime import parking
 from streams.runtime.processor import UNCHANGED, Step, TimerChange
@@ -32,33 +32,35 @@ from streams.workflow import (
     step,
     timer_records,
 )
+from streams.workflow.fields import check_recorded
 
 H_COMMAND_ID = "streams-command-id"
 TIMER_FIRED = "streams.common.TimerFired"
 # Marks a timer index value that describes a timer instead of holding its record (see fire_record). Never the
 # start of a Confluent wire-format value, whose first byte is 0.
 _DEFERRED = b"\xffstreams-timer\x00"
-_GENERIC = {"workflow", "state", "attempts", "completed_steps", "timers", "history", "reason", "created_at",
-            "updated_at", "schema_version"}
-# The state record for contracts that declare none of their own: the entity's data as one JSON document.
-GENERIC_STATE = "streams.common.WorkflowState"
 
 
 class WorkflowProcessor:
     def __init__(self, options: Mapping[str, Any], outputs: Sequence[str]) -> None:
         self.definition = create(str(options.get("workflow", "orders")), dict(options.get("params") or {}))
         self.input_topic: str = self.definition.input_topic
-        self.serde = make_serde(options)
+        serde = make_serde(options)
         state_topic = str(options.get("state_topic", f"{self.definition.name}-state"))
-        state_record = str(options.get("state_record") or _state_record(self.serde.catalogue, state_topic))
-        entry = self.serde.catalogue.get(self.serde.catalogue.resolve(state_record))
-        fields = [f["name"] for f in json.loads(entry.text)["fields"]]
-        # A record with a ``data`` field keeps the entity's data as JSON (GENERIC_STATE); any other stores each
+        contract = state_contract(self.definition, serde.catalogue, state_topic, options.get("state_record"))
+        self.serde = serde if contract.catalogue is serde.catalogue else Serde(
+            serde.registry, contract.catalogue, serde.strategy, auto_register=serde.auto_register)
+        self.state_record = contract.record
+        # A record with a ``data`` field keeps the entity's data as JSON (the generic record); any other stores each
         # data field as a typed field of its own.
-        self._json_data = "data" in fields
-        self.data_fields = tuple(f for f in fields if f not in _GENERIC and f != "data")
-        self.schema_version = 1
-        self._encode_state = self.serde.encoder(state_topic, state_record)
+        self._json_data = contract.json_data
+        self.data_fields = contract.data_fields
+        self.schema_version = self.definition.version
+        # Payload functions whose record has required fields: checked as they run (see process).
+        self._checked_payloads = check_payloads(self.definition, contract.catalogue)
+        if contract.derived:
+            check_removals(self.definition, self.serde.registry, self.serde.subject(state_topic, contract.record))
+        self._encode_state = self.serde.encoder(state_topic, contract.record)
         self._timer_encoder = self.serde.encoder(self.input_topic, TIMER_FIRED)
         self.serde.register_topic(self.input_topic)  # so stock producers' records find their subjects
         self._encoders: dict[tuple[str, str], Any] = {}
@@ -117,8 +119,15 @@ class WorkflowProcessor:
             "updated_at": state.updated_at,
             "schema_version": self.schema_version,
         }
+        padded = stored != data  # fields not recorded yet are stored as null; any other difference is refused
+        if padded:
+            # A field recorded (by a ``record_with`` function: ``record`` is checked at build) that the state
+            # record cannot hold is a bug of the definition, not of the input: raised here, outside the
+            # runtime's per-record error handling, it stops the worker before anything of the step is staged,
+            # rather than being dropped or dead-lettering every entity that takes the transition.
+            check_recorded(state, stored, self.state_record)
         raw = self._encode_state(rec)
-        if stored != state.data:
+        if padded:
             state = WorkflowState(state.workflow, state.state, stored, state.attempts, state.completed_steps,
                                   state.timers, state.history, state.reason, state.created_at, state.updated_at)
         self._cache_state(raw, state)
@@ -202,7 +211,10 @@ class WorkflowProcessor:
         key = event.key
         bkey = record.key
         outputs = []
+        checked = self._checked_payloads
         for out in res.outputs:
+            if checked:
+                self._check_payload(out, event, state)
             enc = self._encoders.get((out.topic, out.record))
             if enc is None:
                 enc = self._encoders[(out.topic, out.record)] = self.serde.encoder(out.topic, out.record)
@@ -217,6 +229,19 @@ class WorkflowProcessor:
         changes = [TimerChange(t.name, t.due_at, None) for t in res.timers_cancelled]
         changes += [TimerChange(t.name, t.due_at, self._fired_record(key, bkey, t)) for t in res.timers_set]
         return Step(res.state, outputs, changes)
+
+    def _check_payload(self, out: Any, event: Event, state: WorkflowState | None) -> None:
+        """A payload function's output lacks a required field of its record: the definition is wrong, so the
+        worker stops with this message (the runtime lets a WorkflowDefinitionError through) instead of
+        dead-lettering every input that takes this transition."""
+        required = self._checked_payloads.get(out.record)
+        if required is None or required <= out.payload.keys():
+            return
+        missing = ", ".join(repr(f) for f in sorted(required - out.payload.keys()))
+        where = state.state if state is not None else self.definition.initial
+        raise WorkflowDefinitionError(
+            f"workflow {self.definition.name!r}: in state {where!r} on {event.name}, the payload of {out.record} "
+            f"misses required field(s) {missing} of its record")
 
     def _fired_record(self, key: str, bkey: bytes, timer: Timer) -> OutputRecord:
         """What the timer index keeps for a timer: its id header and a compact description of the timer. Most
@@ -238,18 +263,6 @@ class WorkflowProcessor:
         event_id = timer.event_id(key)
         body = {**timer.fired_payload(), "envelope": envelope(event_id, key, TIMER_FIRED, timer.due_at, None)}
         return OutputRecord(rec.topic, rec.key, self._timer_encoder(body), rec.headers)
-
-
-def _state_record(catalogue: Catalogue, state_topic: str) -> str:
-    """The record the contracts declare for the state topic (``subjects.yaml``): its data fields beside the
-    generic ones (``_GENERIC``); none declared, :data:`GENERIC_STATE`."""
-    records = catalogue.topics.get(state_topic, ())
-    if not records:
-        return GENERIC_STATE
-    if len(records) != 1:
-        raise ConfigError(f"{catalogue.source}: subjects.yaml lists several records for the state topic "
-                          f"{state_topic!r} ({', '.join(records)}); list one, or set options.state_record")
-    return records[0]
 
 
 def factory(options: dict[str, object], outputs: Sequence[str]) -> WorkflowProcessor:

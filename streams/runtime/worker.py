@@ -22,6 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from streams.config import KafkaSettings, WorkerSettings
 from streams.errors import HopLimitError, MisroutedError, ProcessingError, RecordError, StreamsError
+from streams.errors import WorkflowDefinitionError as DefinitionError
 from streams.kafka.client import consumer_config, make_consumer, make_producer, resume, translate
 from streams.records import H_EVENT_ID, H_HOPS, H_TRACEPARENT, InputRecord, OutputRecord, header
 from streams.runtime import dlq, eos, ingest, observe, otel, parking, tracing
@@ -725,8 +726,8 @@ class Worker:
         while True:
             try:
                 return fn(arg)
-            except RecordError:
-                raise
+            except (RecordError, DefinitionError):
+                raise  # a definition's bug stops the worker, naming it: dead-lettering would hide it
             except StreamsError as exc:
                 if not exc.retryable:
                     raise ProcessingError(f"{type(exc).__name__}: {exc}") from exc

@@ -21,6 +21,7 @@ from streams.workflow.dsl import (
     record_with,
     set_timer,
 )
+from streams.workflow.fields import Field
 from streams.workflow.model import (
     TIMER_FIRED,
     Event,
@@ -49,6 +50,7 @@ __all__ = [
     "Driver",
     "Event",
     "Failure",
+    "Field",
     "Output",
     "RetryPolicy",
     "StepContext",

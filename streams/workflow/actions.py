@@ -48,6 +48,28 @@ def as_guard(when: Guard | GuardFn | None, label: str | None = None) -> Guard | 
     return Guard(when, label or str(getattr(when, "__name__", "guard")))
 
 
+class DataFields:
+    """A payload taken from the entity's data: its field names are known before any step runs, so validation
+    checks them against the declared data fields and a command's schema."""
+
+    __slots__ = ("constants", "names")
+
+    def __init__(self, names: tuple[str, ...], constants: dict[str, Any]) -> None:
+        self.names = names
+        self.constants = constants
+
+    def __call__(self, ctx: StepContext) -> Mapping[str, Any]:
+        d = ctx.data
+        out = {n: d[n] for n in self.names}
+        if self.constants:
+            out.update(self.constants)
+        return out
+
+    def keys(self) -> frozenset[str]:
+        """The payload's fields, whatever the entity's data holds."""
+        return frozenset((*self.names, *self.constants))
+
+
 class Action:
     """Base of every action. ``commands``/``timers`` tell validation what the action will do."""
 

@@ -117,7 +117,9 @@ class Definition:
     __slots__ = (
         "commands",
         "compensations",
+        "data",
         "description",
+        "dropped",
         "events",
         "history_limit",
         "initial",
@@ -130,12 +132,14 @@ class Definition:
         "rules",
         "scoped_timers",
         "start_events",
+        "state_record",
         "states",
         "steps",
         "table",
         "terminal",
         "timer_events",
         "unknown_entity",
+        "version",
     )
 
     def __init__(
@@ -158,6 +162,10 @@ class Definition:
         history_limit: int,
         max_hops: int | None,
         description: str,
+        version: int = 1,
+        data: Mapping[str, Any] | None = None,
+        dropped: frozenset[str] = frozenset(),
+        state_record: str = "",
     ) -> None:
         self.name = name
         self.input_topic = input_topic
@@ -176,6 +184,11 @@ class Definition:
         self.history_limit = history_limit
         self.max_hops = max_hops
         self.description = description
+        # Declared data fields (name -> Avro field) or None; the stored-state record is derived from them.
+        self.version = version
+        self.data: Mapping[str, Any] | None = None if data is None else dict(data)
+        self.dropped = dropped
+        self.state_record = state_record
         self.terminal = frozenset(s.name for s in states.values() if s.terminal)
         self.on_enter: Mapping[str, tuple[Action, ...]] = {s.name: s.on_enter for s in states.values()}
         table: dict[str, dict[str, list[Rule]]] = {s: {} for s in states}
@@ -195,6 +208,15 @@ class Definition:
         if len(history) >= self.history_limit:
             return (*history[len(history) - self.history_limit + 1 :], entry)
         return (*history, entry)
+
+    def stored_record(self) -> Any:
+        """The Avro record (JSON) this workflow's states are stored in, derived from its declared data fields;
+        None when it declares none (its contracts name a state record, or the generic one holds the data)."""
+        if self.data is None:
+            return None
+        from streams.workflow.fields import state_record
+
+        return state_record(self.state_record, self.name, self.version, self.data)
 
     def diagram(self) -> str:
         """The workflow as a Mermaid state diagram."""

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from streams.workflow.definition import Definition
+from streams.workflow.fields import check_recorded
 from streams.workflow.model import DUPLICATE_EVENT, Event, Failure, Output, StepResult, Timer, WorkflowState
 from streams.workflow.step import step
 
@@ -152,6 +153,8 @@ class Driver:
             if result.ignored is not None:
                 self.ignored.append((event, result.ignored))
             if result.changed and result.state is not None:
+                if self.definition.data is not None:  # as the worker refuses to store an undeclared field
+                    check_recorded(result.state, self.definition.data, self.definition.state_record)
                 self.states[key] = result.state
                 self._applied.setdefault(key, set()).add(event.event_id)
                 for t in result.timers_set:

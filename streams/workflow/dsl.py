@@ -2,7 +2,8 @@
 
 A workflow is a per-entity state machine fed by one input topic keyed by the entity id::
 
-    wf = WorkflowBuilder("orders", input_topic="orders.events", initial="new")
+    wf = WorkflowBuilder("orders", input_topic="orders.events", initial="new", version=1)
+    wf.data(order_id=str, amount_cents=int, payment_id=str | None)             # the entity's data, typed
     wf.states("new", "paying", "reserving", "compensating")
     wf.terminal("completed", on_enter=[emit("OrderCompleted", "orders.results", data_fields("order_id"))])
     wf.terminal("cancelled", on_enter=[emit("OrderCancelled", "orders.results", cancelled_payload)])
@@ -22,6 +23,10 @@ Vocabulary:
 * ``on(event, source, target, when=guard, do=[actions])`` is a plain transition. Several rules for one
   (state, event) are tried in declaration order; the first whose guard holds wins. Guards are pure
   predicates over the :class:`~streams.workflow.context.StepContext` (``ctx.data``, ``ctx.payload``, ...).
+* ``data(name=type, ...)`` declares the entity's data once (:mod:`streams.workflow.fields`): the engine derives
+  and versions the stored-state record from it, and ``build()`` refuses an action that records, or a
+  ``data_fields`` payload that reads, an undeclared field. Raise ``version`` when the fields change; a field
+  added later needs a default, and one removed is named in ``drop(...)``.
 * Actions: ``emit`` an event, ``issue`` a declared command, ``record`` event fields into the entity's data,
   ``set_timer`` / ``cancel_timer``, ``fail`` (set the reason), ``complete_step`` (with its compensation).
   ``on_enter`` actions of a state run on every transition that enters it from another state.
@@ -57,6 +62,7 @@ from streams.workflow.actions import (
     Action,
     CancelTimer,
     CompleteStep,
+    DataFields,
     Emit,
     Fail,
     Finish,
@@ -85,6 +91,7 @@ from streams.workflow.definition import (
     StateSpec,
     StepSpec,
 )
+from streams.workflow.fields import declare
 from streams.workflow.retry import NO_RETRY, RetryPolicy
 from streams.workflow.validate import Draft, compile_draft
 
@@ -159,15 +166,7 @@ def guard(fn: GuardFn, label: str | None = None) -> Guard:
 
 def data_fields(*names: str, **constants: Any) -> PayloadFn:
     """A payload builder taking these fields from the entity's data (after this step's records)."""
-
-    def build(ctx: StepContext) -> Mapping[str, Any]:
-        d = ctx.data
-        out = {n: d[n] for n in names}
-        if constants:
-            out.update(constants)
-        return out
-
-    return build
+    return DataFields(tuple(names), dict(constants))
 
 
 # --- the builder ----------------------------------------------------------------------------------------------
@@ -186,7 +185,12 @@ class WorkflowBuilder:
         history_limit: int = 50,
         max_hops: int | None = None,
         description: str = "",
+        version: int = 1,
+        state_record: str | None = None,
     ) -> None:
+        """``version`` numbers the stored-state record derived from :meth:`data` (raise it when the fields
+        change); ``state_record`` names that record (default ``streams.workflows.<Name>State``), e.g. to take
+        over a hand-written one whose stored states must keep restoring."""
         self._draft = Draft(
             name=name,
             input_topic=input_topic,
@@ -195,6 +199,8 @@ class WorkflowBuilder:
             history_limit=history_limit,
             max_hops=max_hops,
             description=description,
+            version=version,
+            state_record=state_record or "",
         )
         self._states: dict[str, StateSpec] = {}
         self._steps: list[StepSpec] = []
@@ -224,6 +230,27 @@ class WorkflowBuilder:
         if spec.name in self._states:
             self._draft.problems.append(f"state {spec.name!r} is declared twice")
         self._states[spec.name] = spec
+
+    def data(self, **fields: Any) -> WorkflowBuilder:
+        """Declare the entity's data fields and their types (see :mod:`streams.workflow.fields`). A workflow
+        that declares them gets a state record derived by the engine, and ``build()`` refuses an action that
+        records, or a ``data_fields`` payload that reads, a field not declared here."""
+        declared, problems = declare(fields)
+        draft = self._draft
+        if draft.data is None:
+            draft.data = {}
+        for name in declared:
+            if name in draft.data:
+                problems.append(f"data field {name!r} is declared twice")
+        draft.data.update(declared)
+        draft.problems.extend(problems)
+        return self
+
+    def drop(self, *fields: str) -> WorkflowBuilder:
+        """Say that data fields an earlier version stored are gone on purpose: stored values are discarded on
+        restore. Without this, a field missing from a new version stops the worker instead of vanishing."""
+        self._draft.dropped.update(fields)
+        return self
 
     def events(self, *names: str) -> WorkflowBuilder:
         """Declare the input events (Avro record names) the workflow reacts to."""

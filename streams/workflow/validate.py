@@ -6,10 +6,12 @@ Every problem is collected (not just the first) and names the state, event, time
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from streams.errors import WorkflowDefinitionError
-from streams.workflow.actions import SCOPES, Action, Issue
+from streams.workflow.actions import SCOPES, Action, DataFields, Emit, Issue, PayloadFn, Record
 from streams.workflow.definition import (
     UNKNOWN_ENTITY_POLICIES,
     CommandSpec,
@@ -20,6 +22,7 @@ from streams.workflow.definition import (
     StateSpec,
     StepSpec,
 )
+from streams.workflow.fields import state_record_name
 
 
 @dataclass
@@ -41,6 +44,10 @@ class Draft:
     compensations: dict[str, Compensation] = field(default_factory=dict)
     park_events: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    version: int = 1
+    state_record: str = ""
+    data: dict[str, Any] | None = None  # declared data fields (name -> Avro field); None: not declared
+    dropped: set[str] = field(default_factory=set)
 
 
 def _settings(d: Draft) -> list[str]:
@@ -238,12 +245,83 @@ def _replies(d: Draft) -> tuple[dict[str, Reply], list[str]]:
     return replies, out
 
 
+def _sites(rules: Iterable[Rule], on_enter: Iterable[tuple[str, tuple[Action, ...]]]) -> Iterator[tuple[str, Action]]:
+    """Every action with where it runs, as a problem names it."""
+    for r in rules:
+        for a in r.actions:
+            yield f"transition {r.source} --{r.event}--> {r.target}", a
+    for state, actions in on_enter:
+        for a in actions:
+            yield f"entering state {state!r}", a
+
+
+def _data(d: Draft) -> list[str]:
+    """With declared data fields: nothing may record or read a field that is not declared."""
+    if d.data is None:
+        return ["drop(...) needs the data fields declared with data(...)"] if d.dropped else []
+    out = []
+    if d.version < 1:
+        out.append(f"version must be >= 1, not {d.version}")
+    for name in sorted(d.dropped & set(d.data)):
+        out.append(f"data field {name!r} is both declared and dropped")
+    declared = d.data
+    for where, a in _sites(d.rules, ((st.name, st.on_enter) for st in d.states.values())):
+        if isinstance(a, Record):
+            out += [f"{where}: record({', '.join(map(repr, a.fields))}) records data field {f!r}, which is not "
+                    "declared in data(...)" for f in a.fields if f not in declared]
+        elif isinstance(a, Emit) and isinstance(a.payload, DataFields):
+            out += [f"{where}: emit({a.record!r}) takes data field {f!r} into its payload, which is not declared "
+                    "in data(...)" for f in a.payload.names if f not in declared]
+    for name, spec in d.commands.items():
+        if isinstance(spec.payload, DataFields):
+            out += [f"command {name!r}: its payload takes data field {f!r}, which is not declared in data(...)"
+                    for f in spec.payload.names if f not in declared]
+    return sorted(set(out), key=out.index)
+
+
+def payload_problems(
+    definition: Definition, required: Callable[[str], Collection[str] | None]
+) -> tuple[list[str], dict[str, frozenset[str]]]:
+    """Check every output payload against its record's required fields (``required(record)``: the fields without
+    a default, or None for a record it does not know). A ``data_fields`` payload is checked here, once; any other
+    payload (a function) only shows its keys when it runs, so it comes back as record -> required fields, for the
+    runtime to check each such payload it produces. ``attempt`` is added to every command payload by the engine.
+    """
+    problems: list[str] = []
+    dynamic: dict[str, frozenset[str]] = {}
+
+    def check(record: str, payload: PayloadFn, where: str, extra: frozenset[str]) -> None:
+        fields = required(record)
+        if not fields:
+            return
+        if not isinstance(payload, DataFields):
+            dynamic[record] = frozenset(fields) - extra
+            return
+        have = payload.keys() | extra
+        problems.extend(f"{where}: the payload misses required field {f!r} of record {record}"
+                        for f in fields if f not in have)
+
+    issuers: dict[str, str] = {}
+    for where, a in _sites(definition.rules, definition.on_enter.items()):
+        if isinstance(a, Issue):
+            issuers.setdefault(a.command, where)
+        elif isinstance(a, Emit):
+            check(a.record, a.payload, f"{where}: emit({a.record!r})", frozenset())
+    for comp in definition.compensations.values():
+        issuers.setdefault(comp.command, f"the compensation of step {comp.step!r}")
+    for name, spec in definition.commands.items():
+        where = f"command {name!r} issued by {issuers.get(name, 'a retry')}"
+        check(name, spec.payload, where, frozenset(("attempt",)))
+    return sorted(set(problems), key=problems.index), dynamic
+
+
 def compile_draft(d: Draft) -> Definition:
     """Validate ``d`` and build the runnable definition, or raise with every problem found."""
     timer_events, scoped, timer_problems = _timer_events(d)
     replies, reply_problems = _replies(d)
     problems = [*d.problems, *_settings(d), *_states(d), *_graph(d)]
     problems += [*_ambiguity(d), *_events(d, timer_events), *timer_problems, *_commands(d), *reply_problems]
+    problems += _data(d)
     if problems:
         raise WorkflowDefinitionError(
             f"workflow {d.name!r} is invalid:\n  - " + "\n  - ".join(problems), tuple(problems)
@@ -266,4 +344,8 @@ def compile_draft(d: Draft) -> Definition:
         history_limit=d.history_limit,
         max_hops=d.max_hops,
         description=d.description,
+        version=d.version,
+        data=d.data,
+        dropped=frozenset(d.dropped),
+        state_record=d.state_record or (state_record_name(d.name) if d.data is not None else ""),
     )
