@@ -51,7 +51,11 @@ def test_schemas_register_takes_a_projects_contracts_from_its_topology(
     with RegistryServer(port=0) as registry:
         assert main(["schemas", "register", "--topology", str(topology), "--registry", registry.url]) == 0
         lines = [line.split()[:2] for line in capsys.readouterr().out.splitlines()]
-        assert lines == [["ok", "loans.events-value"], ["ok", "loans.results-value"]]
+        # a multi-type topic: its union under <topic>-value, each record under <topic>-<record>
+        # (TopicRecordNameStrategy, what stock serializers are filed under); a single-type topic: <topic>-value
+        assert lines == [["ok", "loans.events-value"], ["ok", "loans.events-loans.LoanRequested"],
+                         ["ok", "loans.events-loans.LoanApproved"], ["ok", "loans.events-streams.common.TimerFired"],
+                         ["ok", "loans.results-value"]]
         union = orjson.loads(RegistryClient(registry.url).version("loans.events-value").schema)
         assert [branch["name"] for branch in union] == ["loans.LoanRequested", "loans.LoanApproved",
                                                          "streams.common.TimerFired"]
