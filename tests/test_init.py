@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import pytest
 
 from streams.ops.scaffold import examples
 from streams.topology import load
-from support import run_ok, wait_until
+from support import run_ok, wait_until, write_loan_project
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +79,7 @@ def test_init_refuses_a_non_empty_directory_and_leaves_it_alone(tmp_path: Path) 
     out = subprocess.run(_streams("init", "proj"), cwd=tmp_path, env=_env(), capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 2
-    assert out.stderr == (f"streams: ConfigError: proj exists and is not empty; choose a new directory\n")
+    assert out.stderr == ("streams: ConfigError: proj exists and is not empty; choose a new directory\n")
     assert [p.name for p in (tmp_path / "proj").iterdir()] == ["notes.txt"]
 
 
@@ -194,10 +193,10 @@ def test_a_new_user_inits_tests_and_runs_a_project_with_the_installed_wheel(
     tests = run_ok([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], proj, env)
     assert "4 passed" in tests.stdout
 
-    # As a user would: the payment service never answers some customers, so their orders time out.
+    # As a user would: the payment service never answers some orders, so they time out and are cancelled.
     topology = proj / "topology.yaml"
     topology.write_text(topology.read_text().replace(
-        "    store: payments\n", "    store: payments\n    options: {no_answer_customer_prefix: cust-never-}\n"))
+        "    store: payments\n", "    store: payments\n    options: {no_answer_customer_prefix: never-}\n"))
     dev = Dev([streams, "dev"], proj, {**env, "PAYMENT_TIMEOUT_MS": "3000"})
     try:
         wait_until(lambda: "dev: every worker is processing" in dev.text() or dev.proc.poll() is not None, 120,
@@ -227,7 +226,11 @@ def test_a_new_user_inits_tests_and_runs_a_project_with_the_installed_wheel(
         def ended() -> bool:
             return all((_entity(worker, k) or {}).get("state") == end for k, end in ends.items())
 
-        wait_until(ended, 90, "every order in its terminal state")
+        try:
+            wait_until(ended, 90, "every order in its terminal state")
+        except AssertionError as exc:
+            states = {k: (_entity(worker, k) or {}).get("state") for k in ends}
+            raise AssertionError(f"{exc}: {states}\n{dev.text()[-4000:]}") from None
         for key, end in ends.items():
             status = orjson.loads(run_ok([streams, "status", key, "--url", worker], proj, env).stdout)
             assert (status["state"], status["workflow"]) == (end, "orders"), status
@@ -241,3 +244,27 @@ def test_a_new_user_inits_tests_and_runs_a_project_with_the_installed_wheel(
     for name in ("orchestrator", "payment", "inventory", "shipping"):
         assert f"\n{name:<12} | worker: stopped after" in text, name
     assert text.rstrip().endswith("dev: stopped")
+
+
+def test_init_copies_any_example_generically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An example of another shape (its own modules, a topology naming its workflow by full reference, no tests
+    of its own) still becomes a project whose references all point into the new package."""
+    from streams.ops import scaffold
+
+    write_loan_project(tmp_path / "src", "mini")
+    example = tmp_path / "src" / "loanflow"
+    (example / "flows.py").rename(example / "workflow.py")
+    (example / "helpers.py").write_text("REVIEW_MS = 1234\n")
+    (example / "workflow.py").write_text("from streams.examples.mini.helpers import REVIEW_MS  # noqa: F401\n"
+                                         + (example / "workflow.py").read_text())
+    topology = example / "topology.yaml"
+    topology.write_text(topology.read_text().replace('"loanflow.flows:loan"', "streams.examples.mini.workflow:loan"))
+    monkeypatch.setattr(scaffold, "examples", lambda: {"mini": example})
+    project = scaffold.scaffold(tmp_path / "loans", "mini")
+    assert (project.package, project.workflows, project.processors) == ("loans", ("loans.workflow:loan",),
+                                                                          ("loans",))
+    assert "from loans.helpers import REVIEW_MS" in (tmp_path / "loans" / "loans" / "workflow.py").read_text()
+    assert load(tmp_path / "loans" / "topology.yaml").name == "loans"
+    tests = run_ok([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], tmp_path / "loans",
+                   _env(tmp_path / "loans"))
+    assert "1 passed" in tests.stdout

@@ -175,7 +175,7 @@ def _readme(project: Project, name: str) -> str:
     refs = "\n".join(f"- `{r}`" for r in project.workflows)
     return f"""# {pkg}
 
-A [streams](https://pypi.org/project/streams/) workflow project, started from the `{project.example}` example
+A streams workflow project, started from the `{project.example}` example
 (`streams init --example {project.example}`).
 
 ## What is here
