@@ -145,7 +145,7 @@ class Dev:
 
 @pytest.mark.kafka
 def test_dev_stops_everything_with_exit_1_when_a_worker_dies(tmp_path: Path) -> None:
-    proj = _init(tmp_path)
+    proj = _init(tmp_path, "proj", "--example", "orders")
     topology = proj / "topology.yaml"
     topology.write_text(topology.read_text().replace("proj.workflow:order_saga", "proj.workflow:no_such_factory"))
     dev = Dev(_streams("dev"), proj, _env(proj))
@@ -161,6 +161,25 @@ def test_dev_stops_everything_with_exit_1_when_a_worker_dies(tmp_path: Path) -> 
     assert text.rstrip().endswith("dev: stopped")
     assert children
     wait_until(lambda: _gone(children), 10, "every child of streams dev to exit")
+
+
+@pytest.mark.kafka
+def test_dev_on_sigterm_stops_every_worker_then_exits_0(tmp_path: Path) -> None:
+    proj = _init(tmp_path, "proj", "--example", "orders")
+    dev = Dev(_streams("dev", "--summary-every", "0.5"), proj, _env(proj))
+    try:
+        wait_until(lambda: "dev: every worker is processing" in dev.text() or dev.proc.poll() is not None, 120,
+                   "streams dev to start")
+        children = _children(dev.proc.pid)
+        wait_until(lambda: "dev: no entities yet   dead letters 0" in dev.text(), 30, "the first census line")
+        assert dev.stop(signal.SIGTERM) == 0, dev.text()[-3000:]
+    finally:
+        dev.stop()
+    assert len(children) == 5, children  # the broker and four workers
+    wait_until(lambda: _gone(children), 10, "every child of streams dev to exit")
+    text = dev.text()
+    assert text.count("| worker: stopped after 0 records in") == 4, text[-3000:]
+    assert text.rstrip().endswith("dev: stopped") and "Traceback" not in text
 
 
 # --- the whole path, from the installed wheel ---------------------------------------------------------------------
@@ -187,7 +206,7 @@ def test_a_new_user_inits_tests_and_runs_a_project_with_the_installed_wheel(
     env = {k: v for k, v in env.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL")}
     python, streams = str(venv / "python"), str(venv / "streams")
     run_ok([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "pytest"], cwd, env)
-    run_ok([streams, "init", "proj"], cwd, env)
+    run_ok([streams, "init", "proj", "--example", "orders"], cwd, env)
     proj = cwd / "proj"
     run_ok([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", str(proj)], cwd, env)
     tests = run_ok([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], proj, env)
