@@ -223,6 +223,7 @@ def test_a_new_user_inits_tests_and_runs_a_project_with_the_installed_wheel(
         assert dev.proc.poll() is None, dev.text()[-3000:]
         bootstrap = next(ln.split()[1] for ln in dev.text().splitlines() if ln.startswith("  kafka"))
         registry = dev.value("registry")
+        assert f"  export KAFKA_BOOTSTRAP_SERVERS={bootstrap} SCHEMA_REGISTRY_URL={registry}   #" in dev.text()
         worker = dev.value("worker    orchestrator")
         children = _children(dev.proc.pid)
         assert len(children) == 5, children  # the broker and four workers
@@ -232,8 +233,8 @@ def test_a_new_user_inits_tests_and_runs_a_project_with_the_installed_wheel(
         signal_env = {**env, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SCHEMA_REGISTRY_URL": registry}
         for i, key in enumerate(completed + cancelled):
             if i % 2 == 0:  # half through the CLI, half through the workflow worker's HTTP endpoint
-                sent = run_ok([streams, "signal", key, "OrderPlaced", "--data", orjson.dumps(_place(key)).decode(),
-                               "--topology", "topology.yaml", "--processor", "orchestrator"], proj, signal_env)
+                sent = run_ok([streams, "signal", key, "OrderPlaced", "--data", orjson.dumps(_place(key)).decode()],
+                              proj, signal_env)
                 assert orjson.loads(sent.stdout)["topic"] == "orders.events"
             else:
                 body = orjson.dumps({"type": "OrderPlaced", "data": _place(key)})

@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{subjects} schema subjects registered")
         out.say(f"  kafka     {kafka.bootstrap_servers}{' (embedded, memory-only)' if embedded else ''}")
         out.say(f"  registry  {registry}")
+        out.say(f"  export KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers} SCHEMA_REGISTRY_URL={registry}"
+                "   # for streams signal in another terminal")
         for name in topo.processors:
             port = free_port()
             url = f"http://127.0.0.1:{port}"

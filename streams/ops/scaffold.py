@@ -203,13 +203,12 @@ streams dev                             # broker, registry, topics, schemas and 
 ```
 
 `streams dev` prints the Kafka bootstrap address, the registry URL and each worker's URL, then the
-workers' logs (prefixed by processor) and a summary of entities per state. In another terminal, with the
-bootstrap and registry it printed:
+workers' logs (prefixed by processor) and a summary of entities per state. In another terminal, run the
+`export` line it printed, then:
 
 ```sh
-export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:PORT SCHEMA_REGISTRY_URL=http://127.0.0.1:PORT
-streams signal KEY EVENT --data '{{...}}' --topology topology.yaml --processor {project.processors[0]}
-streams status KEY --url WORKER_URL
+streams signal KEY EVENT --data '{{...}}'   # any input event of the workflow, checked against its schema
+streams status KEY --url WORKER_URL         # the entity's state, data, timers and history
 ```
 
 Ctrl-C stops everything. Without `KAFKA_BOOTSTRAP_SERVERS`, `streams dev` starts an embedded broker that keeps
