@@ -285,6 +285,20 @@ def test_init_copies_any_example_generically(tmp_path: Path, monkeypatch: pytest
                                                                           ("loans",))
     assert "from loans.helpers import REVIEW_MS" in (tmp_path / "loans" / "loans" / "workflow.py").read_text()
     assert load(tmp_path / "loans" / "topology.yaml").name == "loans"
-    tests = run_ok([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], tmp_path / "loans",
-                   _env(tmp_path / "loans"))
-    assert "1 passed" in tests.stdout
+    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    assert "2 passed" in run_ok(pytest, tmp_path / "loans", _env(tmp_path / "loans")).stdout
+    # The generated tests read the topology: a parameter the workflow does not take fails them.
+    topology = tmp_path / "loans" / "topology.yaml"
+    topology.write_text(topology.read_text().replace("review_ms: 60000", "review_ms: 60000, reviewers: 2"))
+    broken = subprocess.run(pytest, cwd=tmp_path / "loans", env=_env(tmp_path / "loans"), capture_output=True,
+                            text=True, timeout=120)
+    assert broken.returncode == 1 and "unexpected keyword argument 'reviewers'" in broken.stdout, broken.stdout
+
+
+def test_a_workflow_alias_becomes_a_reference_only_where_it_is_a_value() -> None:
+    from streams.ops.scaffold import _resolve_aliases
+
+    text = "processors:\n  workflow:\n    processor: workflow\n    options:\n      workflow: orders  # the saga\n"
+    assert _resolve_aliases(text, lambda t: t.replace("streams.examples.orders", "shop")) == (
+        "processors:\n  workflow:\n    processor: workflow\n    options:\n"
+        '      workflow: "shop.workflow:order_saga"  # the saga\n')

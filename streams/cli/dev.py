@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         embedded = not (args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
         Admin(kafka).ensure(topo.all_topics())
         subjects = register_schemas(Catalogue.load(topo.schemas or default_schemas()),
-                                    RegistryClient(RegistrySettings.from_env(registry)))
+                                    RegistryClient(RegistrySettings.from_env(registry)),
+                                    (str(p.options.get("subject_strategy", "topic")) for p in topo.processors.values()))
         out.env = child_env(os.environ, kafka.bootstrap_servers, registry, str(path.resolve().parent))
         out.say(f"streams dev: topology {path} ({topo.name}), {len(topo.all_topics())} topics, "
                 f"{subjects} schema subjects registered")

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -122,9 +122,11 @@ def summary_line(states: Mapping[tuple[str, str], int], dead: int) -> str:
     return f"dev: {' | '.join(parts)}   dead letters {dead}"
 
 
-def register_schemas(catalogue: Catalogue, client: RegistryClient) -> int:
-    """Every subject of the contracts into the registry (idempotent), as ``streams schemas register`` does."""
-    subjects = catalogue.subjects("topic")
+def register_schemas(catalogue: Catalogue, client: RegistryClient, strategies: Iterable[str]) -> int:
+    """Every subject of the contracts, under each subject strategy the processors use, into the registry
+    (idempotent), as ``streams schemas register`` does."""
+    subjects = {name: entry for strategy in sorted(set(strategies)) for name, entry in
+                catalogue.subjects(strategy).items()}
     for subject, entry in subjects.items():
         client.register(subject, entry.text)
     return len(subjects)

@@ -93,7 +93,7 @@ def scaffold(root: Path, example: str | None = None, package: str | None = None)
     flows = [p for p in topo.processors.values() if "workflow" in p.options]
     refs = tuple(str(p.options["workflow"]) for p in flows)
     if not (root / "tests").is_dir():
-        _write(root / "tests" / "test_workflow.py", _fallback_tests(refs))
+        _write(root / "tests" / "test_workflow.py", _fallback_tests())
     project = Project(root, pkg, example, refs, tuple(p.name for p in flows))
     _write(root / "pyproject.toml", _pyproject(pkg))
     _write(root / "README.md", _readme(project, topo.name))
@@ -114,12 +114,14 @@ def _resolve_aliases(text: str, rewrite: Callable[[str], str]) -> str:
         ref = rewrite(ALIASES[value]) if value in ALIASES else value
         return f'{m.group(1)}"{ref}"{m.group(3)}'
 
-    return re.sub(r"^(\s*workflow:\s*)(\"[^\"]*\"|'[^']*'|[^\s#]+)(.*)$", sub, text, flags=re.MULTILINE)
+    return re.sub(r"^([ \t]*workflow:[ \t]*)(\"[^\"]*\"|'[^']*'|[^\s#]+)(.*)$", sub, text, flags=re.MULTILINE)
 
 
 def _name_topology(text: str, pkg: str) -> str:
-    """The topology (and so its consumer groups and changelogs) named after the project, not the example."""
-    return re.sub(r"^name:\s*\S+", f"name: {pkg.replace('_', '-')}", text, count=1, flags=re.MULTILINE)
+    """The topology (and so its consumer groups and changelogs) named after the project, not the example; a
+    leading ``${VAR:-}`` namespace stays."""
+    return re.sub(r"^name:[ \t]*((?:\$\{[^}]*\})*)[^\s#]*", lambda m: f"name: {m.group(1)}{pkg.replace('_', '-')}",
+                  text, count=1, flags=re.MULTILINE)
 
 
 def _write(path: Path, text: str) -> None:
@@ -150,21 +152,37 @@ testpaths = ["tests"]
 """
 
 
-def _fallback_tests(refs: tuple[str, ...]) -> str:
-    """For an example that ships no tests: each workflow builds, validates and starts in the Driver."""
-    return f'''"""The project's workflows build and run in the in-memory Driver (``pytest``)."""
+def _fallback_tests() -> str:
+    """For an example that ships no tests: each workflow of the topology builds with the topology's parameters,
+    reads the topic the topology feeds it, and runs in the Driver (read from the topology at test time, so the tests
+    follow edits to it). A start, to grow into tests of the workflow's paths."""
+    return '''"""The project's workflows as the topology runs them, through the in-memory Driver (``pytest``)."""
+
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from streams import Driver
+from streams.topology import ProcessorSpec, load
 from streams.workflow import create
 
-REFS = {list(refs)!r}
+TOPOLOGY = load(Path(__file__).resolve().parents[1] / "topology.yaml")
+FLOWS = [p for p in TOPOLOGY.processors.values() if "workflow" in p.options]
 
 
-@pytest.mark.parametrize("ref", REFS)
-def test_the_workflow_builds_and_starts_no_entity_on_an_unknown_event(ref: str) -> None:
-    driver = Driver(create(ref))
+def build(proc: ProcessorSpec) -> Any:
+    return create(str(proc.options["workflow"]), proc.options.get("params"))
+
+
+@pytest.mark.parametrize("proc", FLOWS, ids=lambda p: p.name)
+def test_the_workflow_builds_with_the_topology_parameters_and_reads_its_input(proc: ProcessorSpec) -> None:
+    assert build(proc).summary()["input_topic"] == proc.inputs[0]
+
+
+@pytest.mark.parametrize("proc", FLOWS, ids=lambda p: p.name)
+def test_an_event_the_workflow_does_not_know_starts_no_entity(proc: ProcessorSpec) -> None:
+    driver = Driver(build(proc))
     driver.send("NoSuchEvent", "k1")
     assert driver.state("k1") is None
 '''
