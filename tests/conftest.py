@@ -3,11 +3,14 @@
 Which one: $KAFKA_BOOTSTRAP_SERVERS when set (its kind from $STREAMS_BROKER, default real Kafka); else
 $STREAMS_TEST_BROKER: ``kafka`` (the default: a real Apache Kafka single node started for the session),
 ``kafka3`` (three nodes) or ``tansu`` (the embedded broker).
+Also the package built once per session as a user gets it: a wheel installed into a fresh venv outside the
+checkout.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +20,9 @@ import pytest
 from streams.config import KafkaSettings
 from streams.kafka.apache import ApacheKafka
 from streams.kafka.embedded import EmbeddedBroker
+from support import run_ok
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +72,35 @@ def _no_orphan_workers() -> Iterator[None]:
         if w.proc.poll() is None:
             w.proc.kill()
             w.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``python -m build`` of the checkout: the sdist, then the wheel from it (once per session)."""
+    out = tmp_path_factory.mktemp("dist")
+    run_ok([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], cwd=ROOT)
+    return out
+
+
+@pytest.fixture(scope="session")
+def wheel(dist: Path) -> Path:
+    (whl,) = dist.glob("streams-*.whl")
+    return whl
+
+
+@pytest.fixture(scope="session")
+def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtualenv (outside the repository) with the wheel installed; returns its bin directory."""
+    home = tmp_path_factory.mktemp("venv")
+    run_ok([sys.executable, "-m", "venv", str(home / "v")], cwd=home)
+    bindir = home / "v" / "bin"
+    run_ok([str(bindir / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)], cwd=home)
+    return bindir
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A working directory outside the repository, and an environment that cannot reach the checkout."""
+    assert ROOT not in tmp_path.parents
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "STREAMS_PURE", "VIRTUAL_ENV")}
+    return tmp_path, env

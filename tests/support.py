@@ -161,6 +161,15 @@ def committed(kafka: KafkaSettings, group: str, topic: str, partitions: int) -> 
         c.close()
 
 
+def run_ok(argv: list[str], cwd: Path, env: dict[str, str] | None = None,
+           timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion; anything but exit 0 fails the test with the end of its output."""
+    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n" \
+                                 f"{proc.stderr[-3000:]}"
+    return proc
+
+
 def wait_until(pred: Callable[[], bool], timeout_s: float, what: str, interval: float = 0.5) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -3,12 +3,12 @@ outside the repository and used from a directory outside it, as a user would.
 
 Cost: one build per session (~1.5 min: the isolated build environment, then mypyc and the C codec) and one
 ``pip install`` into a new venv (~15 s with pip's cache; PyPI otherwise). Then a few CLI calls, and one worker
-of the installed package running a user's workflow on the broker (~10 s).
+of the installed package running a user's workflow on the broker (~10 s). The build and the venv are conftest.py's
+session fixtures, shared with test_init.py.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import zipfile
@@ -20,48 +20,7 @@ from streams.config import KafkaSettings
 from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
 from streams.kafka.admin import Admin
 from streams.topology import load
-from support import loans_decided, request_loans, write_loan_project
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None,
-         timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n" \
-                                 f"{proc.stderr[-3000:]}"
-    return proc
-
-
-@pytest.fixture(scope="session")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    _run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], cwd=ROOT)
-    return out
-
-
-@pytest.fixture(scope="session")
-def wheel(dist: Path) -> Path:
-    (whl,) = dist.glob("streams-*.whl")
-    return whl
-
-
-@pytest.fixture(scope="session")
-def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh virtualenv (outside the repository) with the wheel installed; returns its bin directory."""
-    home = tmp_path_factory.mktemp("venv")
-    _run([sys.executable, "-m", "venv", str(home / "v")], cwd=home)
-    bindir = home / "v" / "bin"
-    _run([str(bindir / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)], cwd=home)
-    return bindir
-
-
-@pytest.fixture
-def outside(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """A working directory outside the repository, and an environment that cannot reach the checkout."""
-    assert ROOT not in tmp_path.parents
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "STREAMS_PURE", "VIRTUAL_ENV")}
-    return tmp_path, env
+from support import loans_decided, request_loans, run_ok, write_loan_project
 
 
 def test_build_makes_an_sdist_and_a_compiled_wheel_with_the_examples(dist: Path, wheel: Path) -> None:
@@ -75,6 +34,7 @@ def test_build_makes_an_sdist_and_a_compiled_wheel_with_the_examples(dist: Path,
     for data in ("streams/examples/orders/topology.yaml", "streams/examples/counter/topology.yaml",
                  "streams/examples/orders/schemas/subjects.yaml",
                  "streams/examples/orders/schemas/orders/LineItem.avsc",
+                 "streams/examples/orders/tests/test_workflow.py",
                  "streams/contracts/common/TimerFired.avsc", "streams/contracts/common/WorkflowState.avsc",
                  "streams/contracts/avroc.h"):
         assert data in names, f"{data} missing from the wheel"
@@ -84,8 +44,8 @@ def test_build_makes_an_sdist_and_a_compiled_wheel_with_the_examples(dist: Path,
 def test_the_installed_package_runs_compiled_from_outside_the_checkout(
         venv: Path, outside: tuple[Path, dict[str, str]]) -> None:
     cwd, env = outside
-    assert "usage: streams" in _run([str(venv / "streams"), "--help"], cwd, env).stdout
-    listed = _run([str(venv / "streams"), "workflow", "list"], cwd, env).stdout
+    assert "usage: streams" in run_ok([str(venv / "streams"), "--help"], cwd, env).stdout
+    listed = run_ok([str(venv / "streams"), "workflow", "list"], cwd, env).stdout
     assert listed.startswith("orders\tinput=orders.events\tstates=8\t")
     probe = (
         "import streams, streams._native as n, streams.runtime.worker as w, streams.contracts._avroc as c\n"
@@ -95,7 +55,7 @@ def test_the_installed_package_runs_compiled_from_outside_the_checkout(
         "print(n.status()); print(streams.__file__); print(w.__file__); print(c.__file__); print(t.schemas)\n"
         "print(len(Catalogue.load(t.schemas).messages))\n"
     )
-    status, package, worker, codec, schemas, messages = _run(
+    status, package, worker, codec, schemas, messages = run_ok(
         [str(venv / "python"), "-c", probe], cwd, env).stdout.splitlines()
     assert status == "compiled"
     site = Path(package).parent.parent
@@ -112,10 +72,10 @@ def test_a_users_workflow_is_named_by_reference_to_the_installed_cli(
     env = {**env, "PYTHONPATH": str(cwd)}  # the user's own package, not the checkout
     ref = "loanflow.flows:loan"
     streams = str(venv / "streams")
-    assert _run([streams, "workflow", "list", ref], cwd, env).stdout.startswith(
+    assert run_ok([streams, "workflow", "list", ref], cwd, env).stdout.startswith(
         f"{ref}\tinput=loans.events\tstates=4\tterminal=approved,expired")
-    assert "    review --> expired: ReviewExpired" in _run([streams, "workflow", "diagram", ref], cwd, env).stdout
-    assert _run([streams, "workflow", "validate", ref], cwd, env).stdout.startswith(f"{ref}: valid")
+    assert "    review --> expired: ReviewExpired" in run_ok([streams, "workflow", "diagram", ref], cwd, env).stdout
+    assert run_ok([streams, "workflow", "validate", ref], cwd, env).stdout.startswith(f"{ref}: valid")
     bad = subprocess.run([streams, "workflow", "validate", "loanflow.flows:nope"], cwd=cwd, env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2

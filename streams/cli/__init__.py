@@ -28,6 +28,8 @@ COMMANDS = [
     "streams.cli.status",
     "streams.cli.signal",
     "streams.cli.demo",
+    "streams.cli.init",
+    "streams.cli.dev",
     "streams.cli.lag",
     "streams.cli.doctor",
     "streams.cli.dashboard",

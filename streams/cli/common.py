@@ -14,6 +14,7 @@ from typing import TypeVar
 import orjson
 
 from streams.config import LIBRDKAFKA_LOG, KafkaSettings
+from streams.contracts import RegistryServer
 from streams.kafka.admin import check_reachable
 from streams.kafka.embedded import EmbeddedBroker
 
@@ -72,6 +73,18 @@ def kafka_or_embedded(args: argparse.Namespace, quiet: bool = False, service: bo
         if not quiet:
             print(f"streams: started embedded broker on {broker.bootstrap} (memory-only)", file=sys.stderr)
         yield broker.settings()
+
+
+@contextlib.contextmanager
+def registry_or_embedded(kafka: KafkaSettings, who: str) -> Iterator[str]:
+    """The schema registry's URL: ``$SCHEMA_REGISTRY_URL``, else an embedded one on ``kafka`` for the block."""
+    url = os.environ.get("SCHEMA_REGISTRY_URL")
+    if url:
+        yield url
+        return
+    with RegistryServer(kafka, port=0, topic="_streams_schemas") as reg:
+        log(f"{who}: started embedded schema registry on {reg.url}")
+        yield reg.url
 
 
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}

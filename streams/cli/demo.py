@@ -8,7 +8,6 @@ cancelled by reason, retries, dead letters and completion latency percentiles.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import subprocess
@@ -18,16 +17,15 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 from confluent_kafka import TopicPartition
 
 from streams.cli import demo_counter
-from streams.cli.common import add_kafka_args, kafka_or_embedded, log
+from streams.cli.common import add_kafka_args, kafka_or_embedded, log, registry_or_embedded
 from streams.config import KafkaSettings
-from streams.contracts import RegistryServer, Serde
+from streams.contracts import Serde
 from streams.kafka.admin import Admin
 from streams.kafka.client import make_consumer
 from streams.ops.dlq import read as read_dlq
@@ -61,23 +59,12 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-@contextlib.contextmanager
-def _registry(kafka: KafkaSettings) -> Iterator[str]:
-    url = os.environ.get("SCHEMA_REGISTRY_URL")
-    if url:
-        yield url
-        return
-    with RegistryServer(kafka, port=0, topic="_streams_schemas") as reg:
-        log(f"demo: started embedded schema registry on {reg.url}")
-        yield reg.url
-
-
 def run(args: argparse.Namespace) -> int:
     if args.counter:
         return demo_counter.run(args)
     if (args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) and not os.environ.get("STREAMS_DEMO_SHARED"):
         log("demo: using the Kafka in KAFKA_BOOTSTRAP_SERVERS; the saga's topic names are fixed (orders.*)")
-    with kafka_or_embedded(args) as kafka, _registry(kafka) as url, \
+    with kafka_or_embedded(args) as kafka, registry_or_embedded(kafka, 'demo') as url, \
             tempfile.TemporaryDirectory(prefix="streams-demo-") as tmp:
         env = {**os.environ, **kafka.child_env(), "SCHEMA_REGISTRY_URL": url,
                "PAYMENT_TIMEOUT_MS": str(args.payment_timeout_ms)}

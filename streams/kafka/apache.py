@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -25,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 
 from streams.errors import ConfigError, KafkaUnavailableError
-from streams.kafka.embedded import ORPHAN_GUARD, free_port
+from streams.kafka.embedded import free_port, orphan_guarded
 
 KAFKA_VERSION = "4.4.0"
 # kafka_2.13's own tree brings slf4j-api 1.7.36, which finds no provider in log4j-slf4j2-impl: Kafka would
@@ -284,8 +283,8 @@ class ApacheKafka:
         cmd = [java, f"-Xmx{HEAP}", f"-Xms{HEAP}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
                f"-Dlog4j2.configurationFile={ndir / 'log4j2.properties'}",
                f"-Dkafka.logs.dir={ndir}", "-cp", f"{libs}/*", "kafka.Kafka", str(ndir / "server.properties")]
-        if not detach and sys.platform.startswith("linux"):
-            cmd = [sys.executable, "-c", ORPHAN_GUARD, str(os.getpid()), *cmd]
+        if not detach:
+            cmd = orphan_guarded(cmd)
         with open(ndir / "stdout.log", "ab") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True, cwd=ndir)

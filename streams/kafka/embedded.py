@@ -36,6 +36,14 @@ os.execv(sys.argv[2], sys.argv[2:])
 """
 
 
+def orphan_guarded(argv: list[str]) -> list[str]:
+    """``argv`` (an absolute program path first) run so that it is killed when this process dies (Linux; as
+    is elsewhere). Start it from a thread that lives as long as the child should."""
+    if not sys.platform.startswith("linux"):
+        return argv
+    return [sys.executable, "-c", ORPHAN_GUARD, str(os.getpid()), *argv]
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -78,8 +86,7 @@ class EmbeddedBroker:
             broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
             "--storage-engine", "memory://tansu/",
         ]
-        if sys.platform.startswith("linux"):
-            cmd = [sys.executable, "-c", ORPHAN_GUARD, str(os.getpid()), *cmd]
+        cmd = orphan_guarded(cmd)
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
