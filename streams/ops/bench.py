@@ -407,8 +407,7 @@ class Bench:
             restore = self._time_rebuild(ph, group, len(ids))
             before = self._counts(ph)
             k = max(min(cfg.orders, cfg.restore_entities) // 4, 1)
-            data.produce_all(ph.kafka, ORDERS_TOPIC, data.saga_records(
-                self._serde(), ids[:k], data.REPLIES, partition_of=lambda i: i % parts))
+            data.produce_all(ph.kafka, ORDERS_TOPIC, data.saga_records(self._serde(), ids[:k], data.REPLIES))
             ends = log_ends(ph.kafka, ORDERS_TOPIC, parts)
             worker = self._worker(ph, "memory-orchestrator", ["worker", "--processor", "orchestrator"])
             t0 = wait_for(lambda: "worker: assigned partitions" in worker.log_text(), 120,
