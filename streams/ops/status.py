@@ -24,7 +24,8 @@ import orjson
 
 from streams.config import KafkaSettings, http_url
 from streams.errors import StreamsError, WorkerUnreachableError
-from streams.kafka.client import plain_producer, read_to_end
+from streams.kafka.client import read_to_end
+from streams.kafka.io import Producer
 from streams.kafka.partition import partition_of as partition_for
 from streams.ops.httpauth import bearer_ok, check_bind
 from streams.ops.signal import SignalError, Signaller, describe_error
@@ -69,7 +70,7 @@ class Endpoints:
     def __init__(self, kafka: KafkaSettings, topic: str) -> None:
         self.kafka = kafka
         self.topic = topic
-        self._producer = plain_producer({**kafka.common(), "enable.idempotence": True})
+        self._producer = Producer({**kafka.common(), "enable.idempotence": True})
         self._cache: tuple[float, dict[int, str]] = (0.0, {})
 
     def announce(self, instance: str, url: str, partitions: list[int]) -> None:
