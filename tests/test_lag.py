@@ -21,7 +21,7 @@ from streams.cli import main
 from streams.config import KafkaSettings
 from streams.kafka.admin import Admin
 from streams.kafka.client import make_consumer, make_producer
-from streams.ops.lag import LagReader, UnknownGroupError, consumer_lag
+from streams.kafka.lag import LagReader, UnknownGroupError, consumer_lag
 from streams.topology import TopicSpec
 
 pytestmark = pytest.mark.kafka

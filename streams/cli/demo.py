@@ -20,14 +20,13 @@ from collections import Counter
 from pathlib import Path
 from typing import IO
 
-from confluent_kafka import TopicPartition
-
 from streams.cli import demo_counter
 from streams.cli.common import add_kafka_args, kafka_or_embedded, log, registry_or_embedded
 from streams.config import KafkaSettings
 from streams.contracts import Serde
 from streams.kafka.admin import Admin
 from streams.kafka.client import make_consumer
+from streams.kafka.io import TopicPartition
 from streams.ops.dlq import read as read_dlq
 from streams.ops.loadgen import place_orders
 from streams.processors.avro import make_serde

@@ -17,12 +17,12 @@ import uuid
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Producer
 
 from streams.cli.common import kafka_or_embedded, log
 from streams.config import KafkaSettings
 from streams.kafka.admin import Admin
-from streams.ops.lag import LagReader
+from streams.kafka.client import plain_producer
+from streams.kafka.lag import LagReader
 from streams.records import H_EVENT_ID
 from streams.runtime.rebuild import committed_offsets, rebuild
 from streams.state import entity
@@ -33,7 +33,7 @@ TOPOLOGY = "counter"  # the built-in example topology (streams.topology.EXAMPLES
 
 
 def _generate(kafka: KafkaSettings, topic: str, n: int, keys: int, poison: int) -> dict[str, tuple[int, int]]:
-    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "linger.ms": 10,
+    producer = plain_producer({"bootstrap.servers": kafka.bootstrap_servers, "linger.ms": 10,
                          "partitioner": "murmur2_random", **kafka.client})
     expected: dict[str, tuple[int, int]] = {}
     every = max(n // max(poison, 1), 1)

@@ -17,7 +17,7 @@ from time import sleep
 
 from streams.cli.common import SECONDS, add_kafka_args, kafka_or_embedded
 from streams.errors import ConfigError
-from streams.ops.lag import GroupLag, LagReader
+from streams.kafka.lag import GroupLag, LagReader
 
 _HEADER = ("GROUP", "TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG")
 

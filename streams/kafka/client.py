@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -43,6 +44,15 @@ def translate(err: KafkaError | KafkaException | BaseException, what: str) -> St
             return KafkaUnavailableError(msg)
         return KafkaOperationError(msg)
     return KafkaOperationError(f"{what}: {err}")
+
+
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Run the block, raising our error for a confluent-kafka exception it raises (``translate``)."""
+    try:
+        yield
+    except KafkaException as exc:
+        raise translate(exc, what) from exc
 
 
 def _error_cb(kind: str, logger: Callable[[str], None]) -> Callable[[KafkaError], None]:
@@ -139,6 +149,15 @@ def resume(consumer: Consumer, partitions: list[TopicPartition], timeout_s: floa
             return
 
 
+def committed_offsets(consumer: Consumer, partitions: list[TopicPartition], what: str,
+                      timeout_s: float = 30.0) -> dict[tuple[str, int], int]:
+    """The group's committed offset of each of ``partitions`` (negative: none), translating a failure."""
+    try:
+        return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=timeout_s)}
+    except KafkaException as exc:
+        raise translate(exc, what) from exc
+
+
 def make_producer(
     settings: KafkaSettings, overrides: Mapping[str, object] | None = None,
     logger: Callable[[str], None] | None = None,
@@ -150,6 +169,31 @@ def make_producer(
         return Producer(conf)
     except KafkaException as exc:
         raise translate(exc, "creating producer") from exc
+
+
+def plain_producer(conf: Mapping[str, object], what: str = "creating producer") -> Producer:
+    """A producer with exactly ``conf`` (tools that choose every setting themselves), errors translated."""
+    try:
+        return Producer(dict(conf))
+    except KafkaException as exc:
+        raise translate(exc, what) from exc
+
+
+def plain_consumer(conf: Mapping[str, object], what: str = "creating consumer") -> Consumer:
+    """A consumer with exactly ``conf`` (tools that choose every setting themselves), errors translated."""
+    try:
+        return Consumer(dict(conf))
+    except KafkaException as exc:
+        raise translate(exc, what) from exc
+
+
+def partition_count(consumer: Consumer, topic: str, what: str) -> int | None:
+    """How many partitions ``topic`` has (None: it does not exist), from the cluster's metadata."""
+    with translated(what):
+        meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
+    if meta is not None and meta.error is None and meta.partitions:
+        return len(meta.partitions)
+    return None
 
 
 def make_admin(settings: KafkaSettings) -> AdminClient:

@@ -12,17 +12,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from confluent_kafka import Producer
-
 from streams.config import KafkaSettings
 from streams.contracts import Serde
 from streams.kafka.client import make_producer
+from streams.kafka.io import Producer, produce
 from streams.kafka.partition import partition_of as key_partition
 from streams.ops.loadgen import ORDERS_TOPIC, order_placed
 from streams.processors.avro import envelope
 from streams.processors.workflow import WorkflowProcessor
 from streams.records import H_EVENT_ID, InputRecord
-from streams.runtime.commit import produce
 from streams.state import entity
 
 # The order saga's happy path as seen on its input topic: the order, then the three services' replies.

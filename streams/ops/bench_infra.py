@@ -21,11 +21,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
-
 from streams.config import KafkaSettings
 from streams.errors import KafkaUnavailableError, StreamsError
+from streams.kafka import io
+from streams.kafka.client import plain_consumer
 from streams.kafka.embedded import broker_binary, free_port
+from streams.kafka.io import Consumer, TopicPartition
 
 # Checks that the bench is still its parent after arming the death signal (it may have died in between).
 _WRAPPER = ("import ctypes,os,signal,sys\n"
@@ -178,7 +179,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def _probe(kafka: KafkaSettings, group: str | None = None, conf: Mapping[str, object] | None = None) -> Consumer:
-    return Consumer({**kafka.common(), **kafka.consumer_defaults(), "fetch.wait.max.ms": 10,
+    return plain_consumer({**kafka.common(), **kafka.consumer_defaults(), "fetch.wait.max.ms": 10,
                      "group.id": group or f"bench-probe-{uuid.uuid4().hex}", "enable.auto.commit": False,
                      **(conf or {})})
 
@@ -203,7 +204,7 @@ def log_ends(kafka: KafkaSettings, topic: str, partitions: int, timeout_s: float
                 raise BenchError(f"no end of log for {topic} partitions {sorted(set(range(partitions)) - set(ends))}")
             for m in c.consume(10000, 0.2):
                 err = m.error()
-                if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                if err is not None and io.is_partition_eof(err):
                     ends[m.partition()] = m.offset()
         return ends
     finally:

@@ -9,12 +9,11 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 
-from confluent_kafka import TopicPartition
-
 from streams.config import KafkaSettings
 from streams.contracts import Serde
 from streams.examples.orders.workflow import RESULTS
 from streams.kafka.client import make_consumer
+from streams.kafka.io import TopicPartition
 from streams.ops.bench_infra import Offsets, log_ends
 from streams.ops.loadgen import ORDERS_TOPIC
 

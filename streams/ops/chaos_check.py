@@ -18,9 +18,9 @@ from typing import Any
 import orjson
 
 from streams.config import KafkaSettings
+from streams.kafka.lag import LagReader
 from streams.ops.chaos_plan import Letter
 from streams.ops.dlq import read as read_dlq
-from streams.ops.lag import LagReader
 from streams.records import H_EVENT_ID
 from streams.runtime.rebuild import rebuild
 from streams.state import entity
@@ -139,9 +139,8 @@ def explain(kafka: KafkaSettings, topo: Topology, rebuilt_dir: Path, check: Hash
             worker_dirs: dict[str, list[Path]], limit: int = 5) -> list[str]:
     """For a partition whose rebuilt and live stores differ: the differing keys, and every changelog record of
     the entities they belong to (offset, key, value size or tombstone, source topic tag and offset)."""
-    from confluent_kafka import TopicPartition
-
     from streams.kafka.client import make_consumer
+    from streams.kafka.io import TopicPartition
     from streams.records import header
     from streams.runtime.commit import H_SOURCE
 

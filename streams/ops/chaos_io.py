@@ -11,12 +11,12 @@ from collections.abc import Callable, Sequence
 from io import BytesIO
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer, TopicPartition
 from fastavro import parse_schema, schemaless_writer
 
 from streams.config import KafkaSettings
 from streams.contracts import Serde
-from streams.kafka.client import make_consumer, read_to_end
+from streams.kafka.client import make_consumer, plain_producer, read_to_end
+from streams.kafka.io import KafkaError, Message, TopicPartition
 from streams.ops.chaos_plan import GHOST_EVENTS, Item
 from streams.ops.loadgen import order_placed
 from streams.processors.avro import envelope
@@ -41,7 +41,7 @@ class Writer:
 
     def __init__(self, kafka: KafkaSettings, serde: Serde, seed: int) -> None:
         self.serde = serde
-        self.producer = Producer({**kafka.common(), "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+        self.producer = plain_producer({**kafka.common(), "enable.idempotence": True, "acks": "all", "linger.ms": 5,
                                   "partitioner": "murmur2_random"})
         self.positions: dict[str, tuple[str, int, int]] = {}
         self.failed: list[str] = []

@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, Producer
-
 from streams.config import KafkaSettings
 from streams.errors import ConfigError, DeliveryError
-from streams.kafka.client import read_to_end
+from streams.kafka.client import plain_producer, read_to_end
+from streams.kafka.io import KafkaError
 from streams.records import (
     H_DLQ_ATTEMPTS,
     H_DLQ_ERROR_CLASS,
@@ -66,7 +65,7 @@ def read(kafka: KafkaSettings, topic: str, timeout_s: float = 30.0) -> Iterator[
 
 def replay(kafka: KafkaSettings, letters: list[DeadLetter], log: Callable[[str], None] = lambda _m: None) -> int:
     """Re-produce each dead letter to its origin topic; returns how many were acknowledged."""
-    producer = Producer({**kafka.common(), "enable.idempotence": True, "partitioner": "murmur2_random"})
+    producer = plain_producer({**kafka.common(), "enable.idempotence": True, "partitioner": "murmur2_random"})
     failed: list[str] = []
 
     def on_delivery(err: KafkaError | None, _msg: object) -> None:

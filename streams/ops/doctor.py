@@ -16,13 +16,13 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
-
 from streams.config import KafkaSettings
 from streams.errors import BadKeyError, ConfigError
-from streams.kafka.client import make_consumer, translate
+from streams.kafka import io
+from streams.kafka.client import make_consumer, translate, translated
+from streams.kafka.io import TopicPartition
+from streams.kafka.lag import LagReader
 from streams.kafka.partition import partition_of
-from streams.ops.lag import LagReader
 from streams.runtime.ingest import PRODUCER_HEADERS, decode_key, diagnose
 from streams.topology import Topology
 
@@ -58,36 +58,35 @@ def examine(settings: KafkaSettings, topo: Topology, sample: int, timeout_s: flo
         raise ConfigError(f"--sample must be >= 1, got {sample}")
     consumer = make_consumer(settings, f"streams-doctor-{uuid.uuid4().hex}", {"enable.partition.eof": True})
     try:
-        counts: dict[str, int] = {}
-        for t in inputs(topo):
-            meta = consumer.list_topics(t, timeout=10).topics.get(t)
-            if meta is None or meta.error is not None or not meta.partitions:
-                raise ConfigError(f"input topic {t} of {topo.source} does not exist")
-            counts[t] = len(meta.partitions)
-        marks = LagReader(settings, timeout_s).watermarks((t, p) for t, n in counts.items() for p in range(n))
-        reports = {tp: PartitionReport(*tp) for tp in sorted(marks)}
-        start = {tp: max(w.log_start, w.log_end - sample) for tp, w in marks.items()}
-        todo = {tp for tp, w in marks.items() if w.log_end > start[tp]}
-        consumer.assign([TopicPartition(t, p, start[(t, p)]) for t, p in sorted(todo)])
-        check = topo.partitioner != "none"
-        deadline = time.monotonic() + timeout_s
-        while todo and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.2):
-                tp = (msg.topic(), msg.partition())
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        todo.discard(tp)
+        with translated("sampling input topics"):
+            counts: dict[str, int] = {}
+            for t in inputs(topo):
+                meta = consumer.list_topics(t, timeout=10).topics.get(t)
+                if meta is None or meta.error is not None or not meta.partitions:
+                    raise ConfigError(f"input topic {t} of {topo.source} does not exist")
+                counts[t] = len(meta.partitions)
+            marks = LagReader(settings, timeout_s).watermarks((t, p) for t, n in counts.items() for p in range(n))
+            reports = {tp: PartitionReport(*tp) for tp in sorted(marks)}
+            start = {tp: max(w.log_start, w.log_end - sample) for tp, w in marks.items()}
+            todo = {tp for tp, w in marks.items() if w.log_end > start[tp]}
+            consumer.assign([TopicPartition(t, p, start[(t, p)]) for t, p in sorted(todo)])
+            check = topo.partitioner != "none"
+            deadline = time.monotonic() + timeout_s
+            while todo and time.monotonic() < deadline:
+                for msg in consumer.consume(1000, 0.2):
+                    tp = (msg.topic(), msg.partition())
+                    err = msg.error()
+                    if err is not None:
+                        if io.is_partition_eof(err):
+                            todo.discard(tp)
+                            continue
+                        raise translate(err, f"reading {tp[0]}[{tp[1]}]")
+                    if tp not in todo:
                         continue
-                    raise translate(err, f"reading {tp[0]}[{tp[1]}]")
-                if tp not in todo:
-                    continue
-                _inspect(reports[tp], msg.key(), msg.headers() or [], topo.topics[tp[0]].key_format,
-                         counts[tp[0]], check)
-                if msg.offset() + 1 >= marks[tp].log_end:
-                    todo.discard(tp)
-    except KafkaException as exc:
-        raise translate(exc, "sampling input topics") from exc
+                    _inspect(reports[tp], msg.key(), msg.headers() or [], topo.topics[tp[0]].key_format,
+                             counts[tp[0]], check)
+                    if msg.offset() + 1 >= marks[tp].log_end:
+                        todo.discard(tp)
     finally:
         consumer.close()
     return Report(list(reports.values()), check)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-from confluent_kafka import Producer
-
 from streams.config import KafkaSettings
 from streams.contracts import Serde
+from streams.kafka.client import plain_producer
 from streams.records import H_EVENT_ID, H_TRACEPARENT
 from streams.runtime import tracing
 
@@ -30,7 +29,7 @@ def place_orders(
     on_sent: Callable[[str, int], None] | None = None,
 ) -> int:
     """Produce one OrderPlaced per id, at ``rate_per_s`` if given (else as fast as possible); returns the count."""
-    producer = Producer({**kafka.common(), "linger.ms": 5, "partitioner": "murmur2_random"})
+    producer = plain_producer({**kafka.common(), "linger.ms": 5, "partitioner": "murmur2_random"})
     encode = serde.encoder(topic, "OrderPlaced")
     start = time.monotonic()
     n = 0

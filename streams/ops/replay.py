@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import orjson
-from confluent_kafka import KafkaException, Producer, TopicPartition
 
 from streams.config import KafkaSettings
 from streams.errors import ConfigError, DeliveryError, KafkaOperationError
-from streams.kafka.client import make_admin, make_consumer, result, translate
-from streams.ops.lag import LagReader
+from streams.kafka.client import make_admin, make_consumer, plain_producer, result, translated
+from streams.kafka.io import TopicPartition
+from streams.kafka.lag import LagReader
 from streams.runtime.restore import RESET_KEY
 
 # Anything but these counts as live: a group mid-rebalance or in a state the broker reports vaguely must not
@@ -60,10 +60,8 @@ def plan(kafka: KafkaSettings, group: str, topics: Iterable[str], partitions: It
          from_offset: int | None = None, from_timestamp_ms: int | None = None) -> list[PlanRow]:
     """Per input partition: committed offset now, the offset replay starts from, and the log end."""
     reader = LagReader(kafka)
-    try:
+    with translated("listing topics"):
         md = make_admin(kafka).list_topics(timeout=10)
-    except KafkaException as exc:
-        raise translate(exc, "listing topics") from exc
     tps: list[tuple[str, int]] = []
     for t in topics:
         meta = md.topics.get(t)
@@ -77,14 +75,14 @@ def plan(kafka: KafkaSettings, group: str, topics: Iterable[str], partitions: It
     marks = reader.watermarks(tps)
     consumer = make_consumer(kafka, group)
     try:
-        committed = {(tp.topic, tp.partition): tp.offset
-                     for tp in consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=30)}
-        by_time: dict[tuple[str, int], int] = {}
-        if from_timestamp_ms is not None:
-            asked = [TopicPartition(t, p, from_timestamp_ms) for t, p in tps]
-            by_time = {(tp.topic, tp.partition): tp.offset for tp in consumer.offsets_for_times(asked, timeout=30)}
-    except KafkaException as exc:
-        raise translate(exc, f"reading offsets of group {group}") from exc
+        with translated(f"reading offsets of group {group}"):
+            committed = {(tp.topic, tp.partition): tp.offset
+                         for tp in consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=30)}
+            by_time: dict[tuple[str, int], int] = {}
+            if from_timestamp_ms is not None:
+                asked = [TopicPartition(t, p, from_timestamp_ms) for t, p in tps]
+                by_time = {(tp.topic, tp.partition): tp.offset
+                           for tp in consumer.offsets_for_times(asked, timeout=30)}
     finally:
         consumer.close()
     rows = []
@@ -106,15 +104,14 @@ def apply(kafka: KafkaSettings, group: str, rows: list[PlanRow], changelog: str 
     """Rewind the offsets, then (unless ``changelog`` is None) write the reset markers. See the module doc."""
     consumer = make_consumer(kafka, group)
     try:
-        consumer.commit(offsets=[TopicPartition(r.topic, r.partition, r.new_offset) for r in rows],
-                        asynchronous=False)
-    except KafkaException as exc:
-        raise translate(exc, f"rewinding group {group} (is a worker of it running?)") from exc
+        with translated(f"rewinding group {group} (is a worker of it running?)"):
+            consumer.commit(offsets=[TopicPartition(r.topic, r.partition, r.new_offset) for r in rows],
+                            asynchronous=False)
     finally:
         consumer.close()
     if changelog is None:
         return
-    producer = Producer({**kafka.common(), "enable.idempotence": True})
+    producer = plain_producer({**kafka.common(), "enable.idempotence": True})
     marker = orjson.dumps({"replay": uuid.uuid4().hex, "at": int(time.time() * 1000)})
     failed: list[str] = []
     for p in sorted({r.partition for r in rows}):
@@ -134,10 +131,8 @@ def follow(kafka: KafkaSettings, group: str, rows: list[PlanRow], out: Callable[
     try:
         while time.monotonic() - start < timeout_s:
             tps = [TopicPartition(t, p) for t, p in target]
-            try:
+            with translated(f"reading offsets of group {group}"):
                 committed = consumer.committed(tps, timeout=30)
-            except KafkaException as exc:
-                raise translate(exc, f"reading offsets of group {group}") from exc
             got = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed}
             left = sum(max(end - got.get(tp, 0), 0) for tp, end in target.items())
             done = total - left

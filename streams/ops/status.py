@@ -21,11 +21,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import orjson
-from confluent_kafka import Producer
 
 from streams.config import KafkaSettings, http_url
 from streams.errors import StreamsError, WorkerUnreachableError
 from streams.kafka.client import read_to_end
+from streams.kafka.io import Producer
 from streams.kafka.partition import partition_of as partition_for
 from streams.ops.httpauth import bearer_ok, check_bind
 from streams.ops.signal import SignalError, Signaller, describe_error

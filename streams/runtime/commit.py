@@ -30,6 +30,17 @@ E5. **Begin the next transaction.**
 Crash before E3: the coordinator aborts the transaction (at once when the same instance restarts and calls
 ``init_transactions``, else after ``transaction.timeout.ms``); nothing is visible and the batch is redone. Crash
 after E3: the committed offsets are ahead of the store; the restore replays the committed changelog up to them.
+
+Where each part of a worker lives. This module: the batch and the partition state every part shares
+(``CommitContext``), the steps above, and all crash recovery: the freeze guard's abandon (``_unless_frozen``),
+rewinding the partitions of an abandoned batch (``abandoned``, ``rewind``), tombstoning timers a batch
+changelogged but never made local (``tombstone_orphans``), finishing an interrupted step 4 and starting where
+the store says on activation (``resume_from_store``), dropping a lost partition's batch (``lost``). Restore
+(:mod:`streams.runtime.restore`) skips changelog records whose source offset was never committed and hands the
+orphaned timers it saw back to ``tombstone_orphans``. The poll/assign/revoke loop is
+:mod:`streams.runtime.worker`; each record goes through :mod:`streams.runtime.handler`, parked events through
+:mod:`streams.runtime.parked`, due timers are fired by :mod:`streams.runtime.due`. Kafka itself is reached only
+through :mod:`streams.kafka`.
 """
 
 from __future__ import annotations
@@ -38,11 +49,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-
 from streams.errors import DeliveryError, TransactionAbortedError
+from streams.kafka import io
+from streams.kafka.io import Consumer, KafkaError, Message, Producer, TopicPartition, produce
 from streams.kafka.transactions import Transactions
+from streams.runtime.due import DueTimers
 from streams.runtime.faults import Faults
+from streams.runtime.parking import ParkedIndex
+from streams.state import entity, timers
 from streams.state.store import PartitionStore
 
 H_SOURCE = "streams-src"  # on changelog tombstones, which have no envelope to carry their source
@@ -117,6 +131,19 @@ class CommitContext:
     txn_acked: int = 0
     # Test-only (see streams.runtime.eos): False commits the offsets outside the transaction, unfenced.
     offsets_in_txn: bool = True
+    # The worker's partition state, shared by its seams (loop, record handler, parking, timers) and by the
+    # recovery below: the input topics, the partitions restored and processing, the batch being built, the
+    # in-memory views of each partition's timer index, and per input partition the next offset expected, the
+    # position at assignment and the group's committed offset then.
+    inputs: tuple[str, ...] = ()
+    active: set[int] = field(default_factory=set)
+    batch: Batch = field(default_factory=Batch)
+    parked: ParkedIndex = field(default_factory=ParkedIndex)
+    due: DueTimers = field(default_factory=DueTimers)
+    timers_pending: dict[int, int] = field(default_factory=dict)
+    expected: dict[tuple[str, int], int] = field(default_factory=dict)
+    assigned_at: dict[tuple[str, int], int] = field(default_factory=dict)
+    committed_at: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 class AbandonedError(Exception):
@@ -134,7 +161,7 @@ def produce_changelog(ctx: CommitContext, batch: Batch) -> int:
             headers = None
             if value is None:
                 headers = [(H_SOURCE, batch.tombstone_sources[(p, key)])]
-            _produce(ctx.producer, topic, key, value, headers, p)
+            produce(ctx.producer, topic, key, value, headers, p)
             n += 1
     return n
 
@@ -152,7 +179,7 @@ def flush_all(ctx: CommitContext) -> None:
             err0 = failed[0][0]
             ctx.log(f"commit: {len(failed)} record(s) not acknowledged ({err0.str()}); producing them again")
             for _err, msg in failed:
-                _produce(ctx.producer, msg.topic(), msg.key(), msg.value(), msg.headers(), msg.partition())
+                produce(ctx.producer, msg.topic(), msg.key(), msg.value(), msg.headers(), msg.partition())
         else:
             waited += 1.0
             if waited >= 5.0:
@@ -176,14 +203,11 @@ def write_local(ctx: CommitContext, batch: Batch) -> None:
 
 def commit_offsets(ctx: CommitContext, batch: Batch) -> bool:
     """Step 4. A failed commit is not fatal: the effects are durable and a later commit covers them."""
-    tps = [TopicPartition(t, p, o) for p, offs in batch.offsets.items() for t, o in offs.items()]
+    tps = [(t, p, o) for p, offs in batch.offsets.items() for t, o in offs.items()]
     if not tps:
         return True
-    try:
-        ctx.consumer.commit(offsets=tps, asynchronous=False)
-    except KafkaException as exc:
-        err = exc.args[0] if exc.args else exc
-        text = err.str() if isinstance(err, KafkaError) else str(err)
+    text = io.commit_offsets(ctx.consumer, tps)
+    if text is not None:
         ctx.log(f"commit: offset commit failed ({text}); effects are durable, a later commit covers them")
         return False
     return True
@@ -266,36 +290,110 @@ def _unless_frozen(ctx: CommitContext) -> None:
         raise AbandonedError("the process was frozen longer than its group session during this batch")
 
 
-def _produce(
-    producer: Producer, topic: str, key: bytes | None, value: bytes | None,
-    headers: object, partition: int | None = None,
-) -> None:
-    """Produce, waiting for queue space instead of failing: the queue bound is backpressure, not an error.
-
-    Keyword arguments, even ``headers=None``, cost confluent-kafka ~0.5 us a record in argument parsing
-    (1.0 -> 0.4 us measured), so a record without headers (an entity's changelog value) passes none.
-    """
-    while True:
-        try:
-            if headers is not None:
-                if partition is None:
-                    producer.produce(topic, value, key, headers=headers)
-                else:
-                    producer.produce(topic, value, key, partition=partition, headers=headers)
-            elif partition is None:
-                producer.produce(topic, value, key)
-            else:
-                producer.produce(topic, value, key, partition)  # positionally: topic, value, key, partition
-            return
-        except BufferError:
-            producer.poll(0.05)
-        except KafkaException as exc:
-            # exactly_once: a transaction in an abortable error state (e.g. the coordinator aborted it on
-            # timeout) refuses records until it is aborted. It can only abort now, at the latest when the
-            # commit is refused, and then its batch is redone: this record is not lost.
-            if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() == KafkaError._STATE:
-                return
-            raise
+# -- recovery: what the steps above leave behind when a batch is abandoned, a crash interrupted them, or the
+# -- group took partitions away; the worker calls these from its loop and its assignment callbacks.
 
 
-produce = _produce
+def source(tag: int, offset: int) -> bytes:
+    """The source position of a tombstone (its ``H_SOURCE`` header), which has no envelope to carry it."""
+    return tag.to_bytes(4, "big") + offset.to_bytes(8, "big", signed=True)
+
+
+def unsource(raw: bytes) -> tuple[int, int]:
+    return int.from_bytes(raw[:4], "big"), int.from_bytes(raw[4:], "big", signed=True)
+
+
+def abandoned(ctx: CommitContext, batch: Batch, exc: AbandonedError, rewind_parts: bool) -> None:
+    """After ``commit`` raised AbandonedError for ``batch``: its partitions are read again from what is
+    durable (unless the caller is letting them go anyway), as after a crash in step 2 (or before E3)."""
+    # exactly_once: the abort also took timers fired for partitions without input in the batch.
+    parts = set(batch.offsets) | (ctx.active if ctx.txn is not None else set())
+    ctx.log(f"worker: {exc}; partitions {sorted(parts)} are read again from what is durable")
+    if not rewind_parts:
+        return
+    rewind(ctx, parts)
+    # Its changelog may already hold its timers; and tombstones it carried for earlier orphans (staged on
+    # activation) must not be lost with it.
+    for p, ents in batch.entities.items():
+        store = ctx.stores.get(p)
+        if store is not None and p in ctx.active:
+            tombstone_orphans(ctx, p, store, {
+                k: entity.source_of(v) if v is not None else unsource(batch.tombstone_sources[(p, k)])
+                for k, v in ents.items() if k[:1] == timers.PREFIX})
+
+
+def lost(ctx: CommitContext, parts: set[int]) -> None:
+    """The group took ``parts`` away without a revoke (session timeout): their batch is dropped, since
+    committing it would race the new owner. exactly_once: the open transaction holds the lost partitions'
+    outputs too, so it is aborted and the partitions kept are redone."""
+    if ctx.txn is not None and (ctx.batch or pending(ctx)):
+        abort_open(ctx)
+        keep, ctx.batch = (set(ctx.batch.offsets) | ctx.active) - parts, Batch()
+        rewind(ctx, keep)
+    ctx.batch.drop(parts)
+
+
+def tombstone_orphans(ctx: CommitContext, p: int, store: PartitionStore,
+                      orphans: dict[bytes, tuple[int, int]]) -> None:
+    """Timers a batch wrote to the changelog but never made local (a crash, or an abandoned batch): tombstone
+    those the store does not hold, at the orphan's own source position, so no later restore brings them
+    back. A timer's key holds its wall-clock due time, so the redo may set it under another key; one it sets
+    again at the same due time overwrites the tombstone in the same batch."""
+    ents, _offsets = ctx.batch.partition(p)
+    for tkey, (tag, offset) in orphans.items():
+        if store.get_raw(tkey) is None and tkey not in ents:
+            ents[tkey] = None
+            ctx.batch.tombstone_sources[(p, tkey)] = source(tag, offset)
+
+
+def load_timer_index(ctx: CommitContext, p: int, store: PartitionStore) -> None:
+    """The in-memory views of a partition's timer index (pending count, parked events, fired keys), from
+    the store alone: on activation, and after an abandoned batch whose staged changes they had counted."""
+    index = [k for k, _v in store.timers()]
+    ctx.timers_pending[p] = len(index)
+    ctx.parked.load(p, index)
+    ctx.due.forget(p)
+
+
+def rewind(ctx: CommitContext, parts: set[int]) -> None:
+    """Forget what an abandoned batch staged for ``parts`` and read them again from the store's offsets,
+    as a restart would. If the group did move them, the next poll reports them lost."""
+    for p in parts:
+        store = ctx.stores.get(p)
+        if store is None or p not in ctx.active:
+            continue
+        load_timer_index(ctx, p, store)
+        for t in ctx.inputs:
+            pos = store.source_offset(t)
+            if pos is None:
+                pos = ctx.assigned_at.get((t, p), 0)
+            ctx.expected[(t, p)] = pos
+            seek_if_ours(ctx, t, p, pos)
+
+
+def seek_if_ours(ctx: CommitContext, topic: str, p: int, offset: int) -> None:
+    """Seek, unless the partition is no longer ours: lost or revoked within this consume() or assignment,
+    its new owner reads it from the committed offset (seek would raise, and the worker would crash)."""
+    text = io.try_seek(ctx.consumer, topic, p, offset)
+    if text is not None:
+        ctx.log(f"worker: not rewinding {topic}[{p}], no longer assigned: {text}")
+
+
+def resume_from_store(ctx: CommitContext, p: int, store: PartitionStore) -> int:
+    """On activation, after the restore: start each input where the store says, and finish an interrupted
+    step 4. Returns the number of offset commits Kafka accepted (0 or 1)."""
+    done: dict[str, int] = {}
+    for t in ctx.inputs:
+        # A restore that met a replay's reset moved the store's offsets back: start where the store says.
+        pos = store.source_offset(t)
+        if pos is not None and pos != ctx.assigned_at.get((t, p)):
+            io.seek(ctx.consumer, t, p, pos)
+        ctx.expected[(t, p)] = pos if pos is not None else ctx.assigned_at.get((t, p), 0)
+        if pos is not None and pos > ctx.committed_at.get((t, p), -1):
+            # A crash between the local write and the offset commit (step 3 -> 4): the store covers
+            # durable effects the group never heard of. Finish step 4 now; with no further input on
+            # this partition nothing else would.
+            done[t] = pos
+    if not done:
+        return 0
+    return int(commit_offsets(ctx, Batch(offsets={p: done})))

@@ -9,9 +9,13 @@ the step that clears them, in memory only: a restart fires them again, with the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
 
-from streams.state import timers
+from streams.kafka.io import Producer, produce
+from streams.records import OutputRecord
+from streams.runtime.faults import TIMER_POINTS, Faults
+from streams.state import entity, timers
 from streams.state.store import PartitionStore
 
 NEVER = 1 << 62  # a due time after every real one
@@ -67,3 +71,27 @@ class DueTimers:
             fired.add(tkey)
             yield tkey, value
         self._floor[p] = floor
+
+
+def fire(due: DueTimers, producer: Producer, stores: Mapping[int, PartitionStore], active: Collection[int],
+         staged: Mapping[int, Mapping[bytes, bytes | None]], inputs: Collection[str],
+         fire_record: Callable[[OutputRecord], OutputRecord] | None, faults: Faults) -> int:
+    """Produce the record of every due timer of the ``active`` partitions once; how many. Wall clock: a timer is
+    due when its due time has passed on this worker's clock; the step that set it chose the due time (see the
+    processor's clock rule). ``staged`` is the current batch's changes per partition; ``fire_record`` the
+    processor's optional hook that turns a stored description into the record."""
+    now_ms = int(time.time() * 1000)
+    n = 0
+    for p in active:
+        for _tkey, value in due.due(p, stores[p], staged.get(p, {}), now_ms):
+            rec = timers.decode_record(entity.decode(value).state or b"")
+            if fire_record is not None:  # the processor stored a description, not the record
+                rec = fire_record(rec)
+            # Back into this partition of the input topic: the entity's log carries its timeouts too.
+            part = p if rec.topic in inputs else None
+            produce(producer, rec.topic, rec.key, rec.value, list(rec.headers), part)
+            n += 1
+    if n and faults.point in TIMER_POINTS:
+        producer.flush(10)
+        faults.hit("after_timer_fired")
+    return n

@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 import orjson
-from confluent_kafka import Consumer, KafkaException
 
 from streams.errors import BadKeyError, MisroutedError
-from streams.kafka.client import translate
+from streams.kafka.client import partition_count
+from streams.kafka.io import Consumer
 from streams.kafka.partition import crc32_partition_of, partition_of
 from streams.records import H_EVENT_ID, H_RAW_KEY, Headers, InputRecord, header
 from streams.runtime.metrics import Metrics
@@ -55,12 +55,9 @@ class Router:
         """The partition counts of ``topics``, from the cluster (a topic created by hand can differ from the
         file); on every assignment, since partitions can be added."""
         for t in topics:
-            try:
-                meta = consumer.list_topics(t, timeout=30).topics.get(t)
-            except KafkaException as exc:
-                raise translate(exc, f"reading the partition count of {t}") from exc
-            if meta is not None and meta.error is None and meta.partitions:
-                self.partitions[t] = len(meta.partitions)
+            n = partition_count(consumer, t, f"reading the partition count of {t}")
+            if n is not None:
+                self.partitions[t] = n
 
     def admit(self, rec: InputRecord) -> bytes:
         """The entity key of ``rec`` (whose key is the raw, non-empty bytes); raises BadKeyError for a key not

@@ -11,8 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, TopicPartition
-
+from streams.kafka.io import Consumer, TopicPartition
 from streams.runtime.metrics import Metrics
 from streams.state import entity
 from streams.state.store import PartitionStore

@@ -10,11 +10,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from confluent_kafka import KafkaException, TopicPartition
-
 from streams.config import KafkaSettings
 from streams.errors import KafkaUnavailableError
-from streams.kafka.client import make_consumer, translate
+from streams.kafka import client
+from streams.kafka.client import make_consumer
+from streams.kafka.io import TopicPartition
 from streams.runtime.restore import Restorer
 from streams.state.store import PartitionStore, store_path
 
@@ -26,9 +26,7 @@ def committed_offsets(
     consumer = make_consumer(kafka, group)
     try:
         tps = [TopicPartition(t, p) for t in topics for p in partitions]
-        return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(tps, timeout=30)}
-    except KafkaException as exc:
-        raise translate(exc, f"reading committed offsets of group {group}") from exc
+        return client.committed_offsets(consumer, tps, f"reading committed offsets of group {group}")
     finally:
         consumer.close()
 

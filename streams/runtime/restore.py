@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
-
 from streams.config import KafkaSettings
+from streams.kafka import io
 from streams.kafka.client import make_consumer
+from streams.kafka.io import Consumer, TopicPartition
 from streams.runtime.commit import H_SOURCE
 from streams.state import entity, timers
 from streams.state.store import PartitionStore
@@ -95,11 +95,11 @@ class Restorer:
                 continue
             err = m.error()
             if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
+                if io.is_partition_eof(err):
                     if m.offset() >= job.position:
                         done.append(job)
                 else:
-                    self.log(f"restore {self.changelog}[{m.partition()}]: {err.str()}")
+                    self.log(f"restore {self.changelog}[{m.partition()}]: {io.error_text(err)}")
                 continue
             job.position = m.offset() + 1
             key = m.key()

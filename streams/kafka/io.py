@@ -1,0 +1,105 @@
+"""The engine's per-record calls into confluent-kafka: producing, seeking, committing offsets, and the client
+types the runtime holds as opaque handles.
+
+Only ``streams.kafka`` imports confluent-kafka (an import-linter contract): its exceptions are caught and
+mapped here, and the rest of the engine names the client types through this module.
+
+Compiled with mypyc (streams/_native.py): ``produce`` runs for every output, dead letter and changelog record.
+"""
+
+from __future__ import annotations
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+__all__ = [
+    "OFFSET_BEGINNING", "Consumer", "KafkaError", "Message", "Producer", "TopicPartition", "close_consumer",
+    "commit_offsets", "error_text", "flush", "is_partition_eof", "partitions", "produce", "seek", "try_seek",
+]
+
+
+def produce(
+    producer: Producer, topic: str, key: bytes | None, value: bytes | None,
+    headers: object, partition: int | None = None,
+) -> None:
+    """Produce, waiting for queue space instead of failing: the queue bound is backpressure, not an error.
+
+    Keyword arguments, even ``headers=None``, cost confluent-kafka ~0.5 us a record in argument parsing, so a
+    record without headers (an entity's changelog value) passes none.
+    """
+    while True:
+        try:
+            if headers is not None:
+                if partition is None:
+                    producer.produce(topic, value, key, headers=headers)
+                else:
+                    producer.produce(topic, value, key, partition=partition, headers=headers)
+            elif partition is None:
+                producer.produce(topic, value, key)
+            else:
+                producer.produce(topic, value, key, partition)  # positionally: topic, value, key, partition
+            return
+        except BufferError:
+            producer.poll(0.05)
+        except KafkaException as exc:
+            # exactly_once: a transaction in an abortable error state (e.g. the coordinator aborted it on
+            # timeout) refuses records until it is aborted. It can only abort now, at the latest when the
+            # commit is refused, and then its batch is redone: this record is not lost.
+            if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() == KafkaError._STATE:
+                return
+            raise
+
+
+def partitions(topics: list[str] | tuple[str, ...], p: int) -> list[TopicPartition]:
+    """Partition ``p`` of each of ``topics``, without a position (for pause, resume and lag queries)."""
+    return [TopicPartition(t, p) for t in topics]
+
+
+def seek(consumer: Consumer, topic: str, p: int, offset: int) -> None:
+    """Seek an assigned partition; a failure is raised as confluent-kafka's own (the partition must be ours)."""
+    consumer.seek(TopicPartition(topic, p, offset))
+
+
+def try_seek(consumer: Consumer, topic: str, p: int, offset: int) -> str | None:
+    """Seek; the error's text instead of an exception when the partition is no longer assigned (lost or revoked
+    within this consume() or assignment, so seek would raise)."""
+    try:
+        consumer.seek(TopicPartition(topic, p, offset))
+    except KafkaException as exc:
+        return str(exc)
+    return None
+
+
+def commit_offsets(consumer: Consumer, offsets: list[tuple[str, int, int]]) -> str | None:
+    """Commit (topic, partition, next offset) synchronously; the broker's reason when it refused."""
+    try:
+        consumer.commit(offsets=[TopicPartition(t, p, o) for t, p, o in offsets], asynchronous=False)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else exc
+        return err.str() if isinstance(err, KafkaError) else str(err)
+    return None
+
+
+def close_consumer(consumer: Consumer) -> str | None:
+    """Close (which runs the revoke callback); the error's text if librdkafka or the callback failed."""
+    try:
+        consumer.close()
+    except (KafkaException, RuntimeError) as exc:
+        return str(exc)
+    return None
+
+
+def flush(producer: Producer, timeout_s: float) -> str | None:
+    """Flush; the error's text when the producer cannot (a fenced transactional one has nothing to deliver)."""
+    try:
+        producer.flush(timeout_s)
+    except KafkaException as exc:
+        return str(exc)
+    return None
+
+
+def is_partition_eof(err: KafkaError) -> bool:
+    return bool(err.code() == KafkaError._PARTITION_EOF)
+
+
+def error_text(err: KafkaError) -> str:
+    return str(err.str())
