@@ -87,7 +87,7 @@ class Access:
     def check_bind(self, host: str, flag: str = "--token") -> None:
         """Refuse to serve beyond this machine without credentials; ``flag`` is the command's own option."""
         if not is_loopback(host) and not self.required:
-            raise ConfigError(f"refusing to bind {host}: a non-loopback address needs credentials (pass {flag} or "
+            raise ConfigError(f"refusing to bind {host}: a non-loopback address needs a bearer token (pass {flag} or "
                               f"set STREAMS_HTTP_TOKEN), or bind 127.0.0.1")
 
     def right(self, authorization: str | None, client: str | None) -> tuple[str, bool]:
@@ -165,8 +165,8 @@ class Op:
         return [s for s in self.path.split("/") if s]
 
 
-FLAG = {"type": "boolean"}
-TEXT = {"type": "string"}
+FLAG: Mapping[str, Any] = {"type": "boolean"}
+TEXT: Mapping[str, Any] = {"type": "string"}
 
 
 def _match(ops: list[Op], method: str, segs: list[str]) -> tuple[Op, dict[str, str]]:
@@ -228,7 +228,7 @@ class App:
     def __init__(self, title: str, ops: list[Op], access: Access, *, bind_host: str = "127.0.0.1",
                  limits: Limits | None = None, translate: Callable[[Exception], HttpError | None] = lambda e: None,
                  headers: Mapping[str, str] | None = None, media: str = "application/json",
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, log_all: bool = False) -> None:
         self.ops = [*ops, Op("GET", "/openapi.json", lambda c: self.document, "public", "this document",
                              inline=True)]
         self.document = openapi(title, self.ops)
@@ -238,7 +238,9 @@ class App:
         self.translate = translate
         self.headers = dict(headers or {})
         self.media = media
-        self.log = log or _LOG.warning
+        self.title = title
+        self.log = log  # failures (every request with log_all), never a query string or a header
+        self.log_all = log_all
         self._pool = anyio.CapacityLimiter(self.limits.handler_threads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -250,6 +252,9 @@ class App:
                 response = await self._answer(request)
         except TimeoutError:
             response = self._error(HttpError(503, f"the request took longer than {self.limits.request_s:g} s"))
+        if self.log is not None and (self.log_all or response.status_code >= 400):
+            client = request.client.host if request.client else "-"
+            self.log(f"{self.title}: {client} {request.method} {request.url.path} -> {response.status_code}")
         await response(scope, receive, send)
 
     async def _answer(self, request: Request) -> Response:

@@ -37,7 +37,7 @@ from streams.errors import ConfigError
 from streams.kafka.admin import Admin
 from streams.kafka.client import make_consumer, make_producer
 from streams.ops.dashboard import Dashboard, DashboardSettings, Sampler, histogram_quantile
-from streams.ops.httpauth import is_loopback
+from streams.web import is_loopback
 from streams.topology import TopicSpec
 from support import hang_up
 

@@ -7,6 +7,7 @@ configs come back exactly as they were, and several instances on one topic agree
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from types import TracebackType
 
@@ -17,6 +18,10 @@ from streams.contracts.service import RegistryService
 from streams.web import Access, App, Server
 
 DEFAULT_TOPIC = "_schemas"
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 class RegistryServer:
@@ -43,7 +48,8 @@ class RegistryServer:
         self.access_log = access_log
         self.service = RegistryService(self.log)
         app = App("streams schema registry", operations(self.service), self.access, bind_host=host,
-                  translate=translate, media=CONTENT_TYPE, log=logger)
+                  translate=translate, media=CONTENT_TYPE,
+                  log=(logger or _stderr) if access_log else None, log_all=True)
         self._http = Server(app, host, port, "schema-registry-http")
 
     @property
