@@ -186,8 +186,8 @@ def _derive(token: str | None, purpose: str, topic: str) -> str | None:
 
 def _ops(srv: StatusServer) -> list[Op]:
     key = {"key": {"type": "string", "minLength": 1}}
-    listing_query: dict[str, Mapping[str, Any]] = {"state": TEXT, "stuck": FLAG, "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
-                     "after": TEXT}
+    listing_query: dict[str, Mapping[str, Any]] = {
+        "state": TEXT, "stuck": FLAG, "limit": {"type": "integer", "minimum": 1, "maximum": 1000}, "after": TEXT}
     signal_body = {"type": "object", "required": ["type"], "properties": {
         "type": {"type": "string"}, "data": {"type": "object"}, "id": {"type": "string"}}}
     return [
