@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,15 +30,18 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
 from streams.config import KafkaSettings, WorkerSettings
-from streams.contracts import RegistryClient, RegistryServer
+from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
 from streams.contracts.client import RegistrySettings
 from streams.errors import ConfigError, SchemaRegistryError
+from streams.kafka.admin import Admin
 from streams.ops.dashboard import Dashboard, DashboardSettings
+from streams.ops.signal import Signaller
 from streams.ops.status import Endpoints, StatusServer
 from streams.processors import resolve
+from streams.processors.avro import default_schemas
 from streams.runtime.worker import Worker, WorkerSpec
 from streams.topology import TopicSpec, load
-from support import counter_topology, produce_counts
+from support import counter_topology, produce_counts, read_all
 
 pytestmark = pytest.mark.kafka
 
@@ -69,17 +73,31 @@ def registry(kafka: KafkaSettings) -> Iterator[RegistryServer]:
         yield server
 
 
+@dataclass
+class _Workflow:
+    """What a signal needs of a workflow: its input topic, the events it handles and its (real) serde."""
+
+    input_topic: str
+    serde: Serde
+    handled_events: frozenset[str]
+
+
 @pytest.fixture(scope="module")
-def worker_server(kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StatusServer]:
-    """A running counter worker with a few entities, and its status server (no token: loopback)."""
+def worker_server(kafka: KafkaSettings, registry: RegistryServer,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[StatusServer]:
+    """A running counter worker with a few entities, and its status server (no token: loopback) that also
+    takes signals into an orders workflow's input topic."""
     import uuid
 
     tmp = tmp_path_factory.mktemp("worker")
     name = f"http{uuid.uuid4().hex[:8]}"
     topo_path = counter_topology(tmp, name, 2, kafka=kafka)
+    Admin(kafka).ensure([TopicSpec(f"{name}.orders", 1, 1)])
     produce_counts(kafka, f"{name}.in", 20, 5)
     worker, thread = _start_worker(kafka, topo_path, tmp / "state")
-    server = StatusServer(worker, None, 2).start()
+    serde = Serde(RegistryClient(registry.url), Catalogue.load(default_schemas()))
+    target = _Workflow(f"{name}.orders", serde, frozenset({"PaymentCompleted"}))
+    server = StatusServer(worker, None, 2, signaller=Signaller(kafka, target)).start()
     try:
         deadline = time.monotonic() + 60
         while not worker.scan(None, 1, lambda raw: True) and time.monotonic() < deadline:
@@ -158,6 +176,20 @@ def test_every_server_publishes_its_operations(registry: RegistryServer, worker_
                       (dashboard.url.rstrip("/"), "/api/snapshot")):
         status, doc = request(f"{url}/openapi.json")
         assert status == 200 and doc["openapi"].startswith("3.") and path in doc["paths"], doc
+
+
+def test_a_signal_over_http(worker_server: StatusServer, kafka: KafkaSettings) -> None:
+    url = f"{worker_server.url}/workflows/o-1/events"
+    paid = {"order_id": "o-1", "payment_id": "pay-1", "amount_cents": 100}
+    status, sent = request(url, "POST", orjson.dumps({"type": "PaymentCompleted", "data": paid, "id": "e-1"}), JSON)
+    assert status == 202 and (sent["id"], sent["key"], sent["event"]) == ("e-1", "o-1", "PaymentCompleted"), sent
+    [(key, value, _headers)] = read_all(kafka, sent["topic"], 1)
+    assert key == b"o-1" and value
+    status, err = request(url, "POST", orjson.dumps({"type": "PaymentCompleted", "data": {**paid, "x": 1}}), JSON)
+    assert (status, err["field"]) == (400, "x") and "no field" in err["message"], err
+    status, err = request(url, "POST", orjson.dumps({"type": "PaymentCompleted", "data": paid}),
+                          {"Content-Type": "text/plain"})  # what a page may post cross-origin: refused
+    assert status == 415 and "Content-Type" in err["message"]
 
 
 # ------------------------------------------------------------------------------------------------ access
@@ -299,8 +331,6 @@ class _Listener:
 def test_a_forged_announcement_gets_no_token_and_changes_no_answer(kafka: KafkaSettings, unique: str,
                                                                    tmp_path: Path) -> None:
     topic = f"http{unique}.endpoints"
-    from streams.kafka.admin import Admin
-
     Admin(kafka).ensure([TopicSpec(topic, 1, 1, "compact")])
     topo_path = counter_topology(tmp_path, f"http{unique}", 2, kafka=kafka)
     produce_counts(kafka, f"http{unique}.in", 4, 2)
