@@ -53,8 +53,7 @@ def run(args: argparse.Namespace) -> int:
                 threading.Thread(target=server.stop, daemon=True).start()
 
         signal.signal(signal.SIGTERM, on_signal)
-        port = server.url.rsplit(":", 1)[1]
-        log(f"streams: schema registry listening on {args.host}:{port} (log topic {args.topic} at "
+        log(f"streams: schema registry listening on {server.listening} (log topic {args.topic} at "
             f"{settings.bootstrap_servers})")
         try:
             server.wait()

@@ -58,6 +58,11 @@ class RegistryServer:
             raise RuntimeError("registry server not started")
         return self._http.url("127.0.0.1" if self.host in ("0.0.0.0", "") else "::1" if self.host == "::" else None)
 
+    @property
+    def listening(self) -> str:
+        """The address it is bound to (``url`` is where a client on this machine reaches it)."""
+        return self._http.url()
+
     def start(self) -> RegistryServer:
         """Replay the log, then listen; returns once both are done (the URL answers immediately)."""
         self.service.open()
