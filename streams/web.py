@@ -19,6 +19,7 @@ pool of handler threads, uvicorn's concurrent-connection limit and idle keep-ali
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -37,6 +38,7 @@ import uvicorn
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from streams.errors import ConfigError
 
@@ -341,6 +343,15 @@ def _unquote(segment: bytes) -> str:
 # ---------------------------------------------------------------------------------------------- the server thread
 
 
+class _H11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, with its idle timeout also on a connection that has sent nothing yet (uvicorn
+    starts it only after a first response, so a silent connection held a slot for ever)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+
 class Server:
     """uvicorn serving an :class:`App` in a thread of its own, on a socket bound in ``start()`` (so a taken port
     fails there, as an OSError, and port 0 is known at once)."""
@@ -372,7 +383,7 @@ class Server:
             raise
         sock.listen(128)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off", http="h11",
+        config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off", http=_H11,
                                 timeout_keep_alive=self.limits.keep_alive_s,
                                 limit_concurrency=self.limits.connections, timeout_graceful_shutdown=2)
         server = self._server = uvicorn.Server(config)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import socket
 import subprocess
 import threading
 import time
@@ -378,3 +379,32 @@ def test_a_forged_announcement_gets_no_token_and_changes_no_answer(kafka: KafkaS
         server.stop()
         worker.stop()
         thread.join(30)
+
+
+# ------------------------------------------------------------------------------------------------ the layer
+
+
+def test_a_stalled_client_gets_503_at_the_deadline_and_an_idle_one_is_closed() -> None:
+    """The request deadline and the idle keep-alive timeout of streams.web, on uvicorn with short limits."""
+    from streams.web import Access, App, Limits, Op, Server
+
+    ops = [Op("POST", "/echo", lambda c: c.body, body={"type": "object"}), Op("GET", "/ok", lambda c: {"ok": True})]
+    server = Server(App("t", ops, Access(), limits=Limits(request_s=0.5, keep_alive_s=1)), "127.0.0.1", 0, "t")
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as stalled:
+            stalled.sendall(b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: 100\r\n\r\n{\"a\":")
+            t0 = time.monotonic()
+            assert request(f"{server.url()}/ok") == (200, {"ok": True})  # others are not held up meanwhile
+            answer = b""
+            while b"}" not in answer and (chunk := stalled.recv(65536)):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 503") and b"longer than 0.5 s" in answer, answer
+            assert time.monotonic() - t0 < 3
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as idle:
+            t0 = time.monotonic()
+            assert idle.recv(1) == b""  # closed by the server, not by our timeout
+            assert 0.5 < time.monotonic() - t0 < 4
+    finally:
+        server.stop()
