@@ -362,6 +362,7 @@ class Server:
         self.limits = limits or (app.limits if isinstance(app, App) else Limits())
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
         self.port = 0
 
     @property
@@ -372,7 +373,10 @@ class Server:
         host = host or self.host
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
-    def start(self) -> None:
+    def bind(self) -> None:
+        """Take the port now (``start()`` does if nothing did): a taken port fails here, as an OSError."""
+        if self._sock is not None:
+            return
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -383,6 +387,11 @@ class Server:
             raise
         sock.listen(128)
         self.port = sock.getsockname()[1]
+        self._sock = sock
+
+    def start(self) -> None:
+        self.bind()
+        sock, self._sock = self._sock, None
         config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off", http=_H11,
                                 timeout_keep_alive=self.limits.keep_alive_s,
                                 limit_concurrency=self.limits.connections, timeout_graceful_shutdown=2)
@@ -400,6 +409,9 @@ class Server:
             thread.join(0.5)
 
     def stop(self) -> None:
+        if self._sock is not None:  # bound, never started
+            self._sock.close()
+            self._sock = None
         server, self._server = self._server, None
         if server is not None:
             server.should_exit = True

@@ -218,6 +218,7 @@ class StatusServer:
         self.advertised: str | None = None  # what other workers reach us at; set by whoever wires us
         app = App("streams worker", _ops(self), access, bind_host=host, limits=Limits(body_bytes=1 << 20))
         self._http = Server(app, host, port, "worker-http")
+        self._http.bind()  # the URL is known (and a taken port fails) before start(), as callers expect
 
     @property
     def url(self) -> str:
