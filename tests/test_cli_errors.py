@@ -193,6 +193,9 @@ CASES = [
     (["status", "abc", "--topology", COUNTER, "--bootstrap", DOWN], 1, "cannot connect to Kafka"),
     (["schemas", "list", "--registry", "{down}"], 1, "unreachable"),
     (["registry", "--port", "0", "--bootstrap", DOWN], 1, "cannot connect to Kafka"),
+    (["registry", "--host", "0.0.0.0", "--bootstrap", DOWN], 2, "refusing to bind 0.0.0.0: a non-loopback address "
+     "needs a bearer token (pass --token or --user"),
+    (["registry", "--user", "nopassword", "--bootstrap", DOWN], 2, "a user is NAME:PASSWORD[:read|write|admin]"),
     (["dashboard", "--bootstrap", DOWN, "--worker", "http://[::1"], 2, "a --worker URL (or dns+http://name:port)"),
     (["demo", "--counter", "--bootstrap", DOWN], 1, "cannot connect to Kafka"),
     (["bench", "--quick", "--bootstrap", DOWN], 1, "cannot connect to Kafka"),

@@ -37,8 +37,8 @@ from streams.errors import ConfigError
 from streams.kafka.admin import Admin
 from streams.kafka.client import make_consumer, make_producer
 from streams.ops.dashboard import Dashboard, DashboardSettings, Sampler, histogram_quantile
-from streams.ops.httpauth import is_loopback
 from streams.topology import TopicSpec
+from streams.web import is_loopback
 from support import hang_up
 
 pytestmark = pytest.mark.kafka

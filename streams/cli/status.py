@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         group = args.group or topo.default_group(proc)
         parts = topo.topics[proc.inputs[0]].partitions
         with kafka_or_embedded(args, quiet=True) as kafka:
-            url = Endpoints(kafka, f"{group}.endpoints").owner(partition_for(args.key.encode(), parts))
+            url = Endpoints(kafka, f"{group}.endpoints", args.token).owner(partition_for(args.key.encode(), parts))
         if url is None:
             raise ConfigError(f"no worker of group {group} announces an HTTP endpoint (start them with --http-port)")
     code, body = get_entity(url, args.key, args.token, 10.0)

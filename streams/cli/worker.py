@@ -127,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
         partitions = prepare(topo, proc, kafka, create=not args.no_create_topics, extra=extra)
         spec = WorkerSpec(proc.name, proc.inputs, proc.changelog, proc.store, topo.dlq_topic,
                           topo.key_formats(proc), topo.partitioner, topo.misrouted)
-        endpoints = Endpoints(kafka, endpoints_topic) if args.http_port is not None else None
+        endpoints = (Endpoints(kafka, endpoints_topic, args.http_token, log=log)
+                     if args.http_port is not None else None)
         url: list[str] = []
 
         def announce(parts: list[int]) -> None:
@@ -158,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if server is not None:
                 server.stop()
+            if endpoints is not None:
+                endpoints.close()
         s = worker.stats
         log(f"worker: stopped after {s.records_in} records in, {s.records_out} out, {s.duplicates} duplicates, "
             f"{s.dead_letters} dead letters, {s.rerouted} re-routed, {s.commits} commits")

@@ -38,6 +38,7 @@ class RegistrySettings:
     url: str = DEFAULT_URL
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)  # a bearer token, sent when there is no user
     ca_location: str | None = None  # CA bundle that signed the registry's certificate
     certificate_location: str | None = None  # client certificate for mutual TLS
     key_location: str | None = None
@@ -48,7 +49,8 @@ class RegistrySettings:
         """``url`` (a flag) wins over ``SCHEMA_REGISTRY_URL``; user info in the URL becomes basic auth.
 
         Other variables: ``SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO`` (``user:password``),
-        ``SCHEMA_REGISTRY_SSL_CA_LOCATION``, ``SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION``,
+        ``SCHEMA_REGISTRY_BEARER_AUTH_TOKEN``, ``SCHEMA_REGISTRY_SSL_CA_LOCATION``,
+        ``SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION``,
         ``SCHEMA_REGISTRY_SSL_KEY_LOCATION``.
         """
         env = os.environ if env is None else env
@@ -64,6 +66,7 @@ class RegistrySettings:
             url=clean,
             username=urllib.parse.unquote(user) if user else None,
             password=urllib.parse.unquote(password) if password else None,
+            token=env.get("SCHEMA_REGISTRY_BEARER_AUTH_TOKEN") or None,
             ca_location=env.get("SCHEMA_REGISTRY_SSL_CA_LOCATION"),
             certificate_location=env.get("SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION"),
             key_location=env.get("SCHEMA_REGISTRY_SSL_KEY_LOCATION"),
@@ -94,6 +97,8 @@ class RegistryClient:
         if settings.username is not None:
             token = base64.b64encode(f"{settings.username}:{settings.password or ''}".encode()).decode()
             self._headers["Authorization"] = f"Basic {token}"
+        elif settings.token:
+            self._headers["Authorization"] = f"Bearer {settings.token}"
         self._ssl: ssl.SSLContext | None = None
         if settings.url.startswith("https"):
             try:

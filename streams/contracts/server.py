@@ -7,27 +7,37 @@ configs come back exactly as they were, and several instances on one topic agree
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from types import TracebackType
 
 from streams.config import KafkaSettings
 from streams.contracts.log import KafkaSchemaLog, MemorySchemaLog, SchemaLog
-from streams.contracts.rest import RegistryHTTPServer
+from streams.contracts.rest import CONTENT_TYPE, operations, translate
 from streams.contracts.service import RegistryService
+from streams.web import Access, App, Server
 
 DEFAULT_TOPIC = "_schemas"
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 class RegistryServer:
     """``with RegistryServer(kafka_settings) as reg: reg.url`` — or ``start()`` / ``stop()``.
 
-    ``port=0`` picks a free port; ``topic`` isolates registries sharing one cluster (tests, tenants).
+    ``port=0`` picks a free port; ``topic`` isolates registries sharing one cluster (tests, tenants). Clients on
+    this machine need no credentials; any other needs ``token`` (bearer, every right) or one of ``users``
+    (basic auth, name -> (password, ``read``|``write``|``admin``)), and binding beyond loopback needs one of them.
     """
 
     def __init__(self, store: KafkaSettings | SchemaLog | None = None, *, host: str = "127.0.0.1", port: int = 0,
                  topic: str = DEFAULT_TOPIC, access_log: bool = False,
-                 logger: Callable[[str], None] | None = None) -> None:
+                 logger: Callable[[str], None] | None = None, token: str | None = None,
+                 users: Mapping[str, tuple[str, str]] | None = None) -> None:
+        self.access = Access(token, dict(users or {}), loopback_free=True)
+        self.access.check_bind(host)
         if store is None:
             store = MemorySchemaLog()
         elif isinstance(store, KafkaSettings):
@@ -37,49 +47,42 @@ class RegistryServer:
         self.port = port
         self.access_log = access_log
         self.service = RegistryService(self.log)
-        self._httpd: RegistryHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        app = App("streams schema registry", operations(self.service), self.access, bind_host=host,
+                  translate=translate, media=CONTENT_TYPE,
+                  log=(logger or _stderr) if access_log else None, log_all=True)
+        self._http = Server(app, host, port, "schema-registry-http")
 
     @property
     def url(self) -> str:
-        if self._httpd is None:
+        if not self._http.running:
             raise RuntimeError("registry server not started")
-        host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-        return f"http://{host}:{self._httpd.server_address[1]}"
+        return self._http.url("127.0.0.1" if self.host in ("0.0.0.0", "") else "::1" if self.host == "::" else None)
+
+    @property
+    def listening(self) -> str:
+        """The address it is bound to (``url`` is where a client on this machine reaches it)."""
+        return self._http.url()
 
     def start(self) -> RegistryServer:
         """Replay the log, then listen; returns once both are done (the URL answers immediately)."""
         self.service.open()
         try:
-            self._httpd = RegistryHTTPServer((self.host, self.port), self.service, self.access_log)
+            self._http.start()
         except OSError:
             self.service.close()
             raise
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="schema-registry-http", daemon=True)
-        self._thread.start()
         return self
 
     def wait(self) -> None:
-        """Block until ``stop()`` (from a signal handler or another thread). Holds its own reference: ``stop()``
-        clears ``self._thread`` concurrently."""
-        thread = self._thread
-        if thread is not None:
-            while thread.is_alive():
-                thread.join(0.5)
+        """Block until ``stop()`` (from a signal handler or another thread)."""
+        self._http.wait()
 
     def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        self._http.stop()
         self.service.close()
 
     def __enter__(self) -> RegistryServer:
-        return self.start() if self._httpd is None else self
+        return self.start() if not self._http.running else self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

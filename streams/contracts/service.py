@@ -102,6 +102,7 @@ class RegistryService:
         refs = self._refs(body.get("references"))
         try:
             raw = json.loads(body["schema"])
+            compat.check_bounds(body["schema"], raw)
             text = json.dumps(raw, separators=(",", ":"), ensure_ascii=False)
             canon = canonical_text(raw)
             with self._lock:

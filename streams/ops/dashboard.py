@@ -38,17 +38,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.responses import Response
 
 from streams.config import KafkaSettings, http_url
 from streams.errors import ConfigError, StreamsError
-from streams.ops.httpauth import bearer_ok, check_bind
 from streams.ops.lag import GroupLag, LagReader, PartitionLag, UnknownGroupError
+from streams.web import Access, App, Op, Server
 
 LATENCY_WINDOW_S = 60.0
 # Histograms the workers expose, by the short name the page shows.
@@ -90,7 +89,7 @@ class DashboardSettings:
         for url in self.workers:  # checked once here, not by the sampler thread at every refresh
             text = url if "://" in url else f"http://{url}"
             http_url(text.replace("dns+http://", "http://", 1), "a --worker URL (or dns+http://name:port)")
-        check_bind(self.host, self.token)
+        Access(self.token).check_bind(self.host)
 
 
 # ---------------------------------------------------------------------------------------------- metrics parsing
@@ -459,65 +458,18 @@ _PAGE_HEADERS = {
 }
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    server_version = "streams-dashboard"
-    sys_version = ""
-
-    def handle(self) -> None:
-        try:
-            super().handle()
-        except ConnectionError:
-            self.close_connection = True  # the browser went away before its answer: nothing to report
-
-    def do_GET(self) -> None:
-        path = urllib.parse.urlsplit(self.path).path
-        if path in ("/", "/index.html"):
-            self._send(HTTPStatus.OK, "text/html; charset=utf-8", self.server.page)
-        elif path == "/api/snapshot":
-            if not bearer_ok(self.headers.get("Authorization"), self.server.token):
-                self._send(HTTPStatus.UNAUTHORIZED, "application/json",
-                           b'{"error":"missing or wrong bearer token"}', {"WWW-Authenticate": "Bearer"})
-            else:
-                self._send(HTTPStatus.OK, "application/json", self.server.sampler.snapshot_bytes())
-        elif path == "/healthz":
-            self._send(HTTPStatus.OK, "text/plain; charset=utf-8", b"ok\n")
-        else:
-            self._send(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"not found\n")
-
-    def _send(self, status: HTTPStatus, ctype: str, body: bytes, extra: Mapping[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in {**_PAGE_HEADERS, **(extra or {})}.items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        """Only failures, and never the query string or headers (where a token could be)."""
-        if isinstance(code, HTTPStatus):
-            code = code.value
-        if str(code).isdigit() and int(code) >= 400:
-            path = urllib.parse.urlsplit(self.path).path
-            self.server.log(f"dashboard: {self.client_address[0]} {self.command} {path} -> {code}")
-
-    def log_error(self, format: str, *args: Any) -> None:
-        """The base class would log the raw request line, query string (and so a token) included."""
-        self.server.log(f"dashboard: {self.client_address[0]} sent a request that failed before routing")
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, addr: tuple[str, int], sampler: Sampler, token: str | None, log: Log) -> None:
-        family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
-        self.address_family = family
-        super().__init__(addr, _Handler)
-        self.sampler = sampler
-        self.token = token
-        self.log = log
-        self.page = page()
+def _ops(sampler: Sampler) -> list[Op]:
+    html = page()
+    return [
+        Op("GET", "/", lambda c: Response(html, media_type="text/html; charset=utf-8"), "public", "the page",
+           produces="text/html", inline=True),
+        Op("GET", "/index.html", lambda c: Response(html, media_type="text/html; charset=utf-8"), "public",
+           "the page", produces="text/html", inline=True),
+        Op("GET", "/api/snapshot", lambda c: Response(sampler.snapshot_bytes(), media_type="application/json"),
+           summary="what the page draws", inline=True),
+        Op("GET", "/healthz", lambda c: Response(b"ok\n", media_type="text/plain; charset=utf-8"), "public",
+           produces="text/plain", inline=True),
+    ]
 
 
 class Dashboard:
@@ -529,26 +481,24 @@ class Dashboard:
         self._log = log
         self.sampler = sampler or Sampler(settings, kafka, worker_token=settings.token)
         self._stop = threading.Event()
-        self._server: _Server | None = None
+        app = App("dashboard", _ops(self.sampler), Access(settings.token), bind_host=settings.host,
+                  headers=_PAGE_HEADERS, log=log)
+        self._http = Server(app, settings.host, settings.port, "dashboard-http")
         self._threads: list[threading.Thread] = []
 
     @property
     def url(self) -> str:
-        if self._server is None:
+        if not self._http.running:
             raise StreamsError("dashboard not started")
-        host = self.settings.host
-        return f"http://{f'[{host}]' if ':' in host else host}:{self._server.server_port}/"
+        return self._http.url() + "/"
 
     def start(self) -> Dashboard:
         try:
-            self._server = _Server((self.settings.host, self.settings.port), self.sampler, self.settings.token,
-                                   self._log)
+            self._http.start()
         except OSError as exc:
             raise ConfigError(f"cannot listen on {self.settings.host}:{self.settings.port}: {exc.strerror}") from exc
         self.sampler.tick()
-        self._threads = [threading.Thread(target=self._sample_forever, name="dashboard-sampler", daemon=True),
-                         threading.Thread(target=self._server.serve_forever, args=(0.2,), name="dashboard-http",
-                                          daemon=True)]
+        self._threads = [threading.Thread(target=self._sample_forever, name="dashboard-sampler", daemon=True)]
         for t in self._threads:
             t.start()
         return self
@@ -559,9 +509,7 @@ class Dashboard:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        self._http.stop()
         for t in self._threads:
             t.join(timeout=self.settings.timeout_s + 5)
 

@@ -22,7 +22,7 @@ from fastavro.validation import ValidationError, validate
 
 from streams.config import KafkaSettings
 from streams.contracts import Serde
-from streams.errors import ConfigError, KafkaUnavailableError, StreamsError
+from streams.errors import ConfigError, KafkaUnavailableError
 from streams.kafka.client import make_producer, translate
 from streams.processors.avro import envelope
 from streams.records import H_EVENT_ID
@@ -145,11 +145,3 @@ def _field_of(exc: ValidationError, fields: Mapping[str, Any]) -> str | None:
     text = _first_problem(exc)
     return next((f for f in fields if f".{f} " in text or f".{f}." in text), None)
 
-
-def describe_error(exc: StreamsError) -> dict[str, Any]:
-    """The JSON body of a refused signal."""
-    body: dict[str, Any] = {"error": "bad_request" if isinstance(exc, SignalError) else "unavailable",
-                            "message": str(exc)}
-    if isinstance(exc, SignalError) and exc.field is not None:
-        body["field"] = exc.field
-    return body

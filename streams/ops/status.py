@@ -6,33 +6,35 @@ partition is computed with Kafka's murmur2 partitioner, which is how the key was
 lists this worker's entities (``?state=``, ``?stuck=true``, paging with ``?limit=`` and ``?after=KEY``).
 
 Bound to 127.0.0.1 by default. Bound anywhere else it refuses to start without a bearer token, and then asks for
-``Authorization: Bearer <token>`` on every request; the token never appears in logs or errors.
+``Authorization: Bearer <token>`` on every request (``streams.web``); the token never appears in logs or errors,
+and is never sent to another worker: a forwarded query carries a read-only credential derived from it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
+from starlette.responses import Response
 
 from streams.config import KafkaSettings, http_url
 from streams.errors import StreamsError, WorkerUnreachableError
 from streams.kafka.client import read_to_end
 from streams.kafka.io import Producer
 from streams.kafka.partition import partition_of as partition_for
-from streams.ops.httpauth import bearer_ok, check_bind
-from streams.ops.signal import SignalError, Signaller, describe_error
+from streams.ops.signal import SignalError, Signaller
 from streams.runtime.worker import Worker
+from streams.web import FLAG, TEXT, Access, App, Call, HttpError, Limits, Op, Server, is_loopback
 
 H_FORWARDED = "X-Streams-Forwarded"
-_MAX_SIGNAL_BODY = 1 << 20
 
 __all__ = ["Endpoints", "StatusServer", "partition_for"]
 
@@ -65,18 +67,62 @@ def _json(raw: bytes) -> dict[str, Any]:
 
 
 class Endpoints:
-    """Who serves which partition, announced by the workers themselves in a compacted topic."""
+    """Who serves which partition, announced by the workers themselves in a compacted topic.
 
-    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+    An announcement is believed only if it proves it comes from a member: signed with an HMAC keyed by a key
+    derived from the group's shared token (without a token, only loopback URLs are believed: the servers of such a
+    group are loopback-only), pointing at http(s) on an ``allow_hosts`` host when the operator lists them, and
+    leased: it expires :data:`LEASE_S` after it was made, checked on the reader's clock, so it cannot outlive its
+    worker, which renews it while it runs. The latest valid announcement in the log wins a partition, not the
+    one claiming the latest time. An invalid one is ignored and logged once.
+    """
+
+    LEASE_S = 30.0
+
+    def __init__(self, kafka: KafkaSettings, topic: str, token: str | None = None,
+                 allow_hosts: tuple[str, ...] = (), log: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.kafka = kafka
         self.topic = topic
+        self._key = _derive(token, "endpoints", topic)
+        self.forward_token = _derive(token, "forward", topic)
+        self.allow_hosts = allow_hosts
+        self._log = log or (lambda _m: None)
+        self._clock = clock
         self._producer = Producer({**kafka.common(), "enable.idempotence": True})
         self._cache: tuple[float, dict[int, str]] = (0.0, {})
+        self._mine: tuple[str, str, list[int]] | None = None
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+        self._reported: set[bytes] = set()
 
     def announce(self, instance: str, url: str, partitions: list[int]) -> None:
-        body = orjson.dumps({"url": url, "partitions": partitions, "at": int(time.time() * 1000)})
-        self._producer.produce(self.topic, body, instance.encode())
+        """Announce (and keep renewing until ``close()``) that ``instance`` serves ``partitions`` at ``url``."""
+        self._mine = (instance, url, list(partitions))
+        self._publish()
+        if self._renewer is None:
+            self._renewer = threading.Thread(target=self._renew, name="endpoints-renewer", daemon=True)
+            self._renewer.start()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.LEASE_S / 3):
+            self._publish()
+
+    def _publish(self) -> None:
+        if self._mine is None:
+            return
+        instance, url, partitions = self._mine
+        ann: dict[str, Any] = {"url": url, "partitions": partitions, "expires": self._clock() + self.LEASE_S}
+        ann["sig"] = self._sign(instance, ann)
+        self._producer.produce(self.topic, orjson.dumps(ann), instance.encode())
         self._producer.flush(10)
+
+    def _sign(self, instance: str, ann: dict[str, Any]) -> str:
+        text = orjson.dumps([instance, ann.get("url"), ann.get("partitions"), ann.get("expires")])
+        return hmac.new(self._key.encode(), text, hashlib.sha256).hexdigest() if self._key else ""
 
     def owner(self, partition: int, max_age_s: float = 2.0) -> str | None:
         at, owners = self._cache
@@ -86,23 +132,83 @@ class Endpoints:
         return owners.get(partition)
 
     def _read(self) -> dict[int, str]:
-        latest: dict[bytes, dict[str, Any]] = {}
+        latest: dict[bytes, bytes] = {}
         for m in read_to_end(self.kafka, self.topic, timeout_s=5):
             if m.key() is not None and m.value():
-                latest[m.key()] = orjson.loads(m.value())
-        owners: dict[int, tuple[int, str]] = {}
-        for ann in latest.values():
+                latest.pop(m.key(), None)  # re-inserted: the dict keeps log order, the latest last
+                latest[m.key()] = m.value()
+        owners: dict[int, str] = {}
+        for key, value in latest.items():
+            ann, problem = self._check(key, value)
+            if problem is not None:
+                if (key + value) not in self._reported:
+                    self._reported.add(key + value)
+                    self._log(f"status: ignoring an endpoint announcement in {self.topic} "
+                              f"(key {key[:64].decode('utf-8', 'replace')!r}): {problem}")
+                continue
             for p in ann["partitions"]:
-                if p not in owners or ann["at"] > owners[p][0]:
-                    owners[p] = (ann["at"], ann["url"])
-        return {p: url for p, (_at, url) in owners.items()}
+                owners[p] = ann["url"]
+        return owners
+
+    def _check(self, key: bytes, value: bytes) -> tuple[dict[str, Any], str | None]:
+        """(the announcement, why it is not believed, or None)."""
+        try:
+            ann = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return {}, "not JSON"
+        if not (isinstance(ann, dict) and isinstance(ann.get("url"), str) and isinstance(ann.get("partitions"), list)
+                and all(isinstance(p, int) for p in ann["partitions"])
+                and isinstance(ann.get("expires"), int | float) and isinstance(ann.get("sig"), str)):
+            return {}, "not an announcement {url, partitions, expires, sig}"
+        now = self._clock()
+        if not now < ann["expires"] <= now + 2 * self.LEASE_S:
+            return ann, "its lease is over (or claims more than a lease)"
+        parts = urllib.parse.urlsplit(ann["url"])
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return ann, "its URL is not http(s)://HOST[:PORT]"
+        if self.allow_hosts and parts.hostname not in self.allow_hosts:
+            return ann, f"{parts.hostname} is not an allowed host"
+        if self._key is None:
+            if not is_loopback(parts.hostname):
+                return ann, "without a token only loopback endpoints are believed"
+        elif not hmac.compare_digest(ann["sig"], self._sign(key.decode("utf-8", "replace"), ann)):
+            return ann, "its signature does not match the group's key"
+        return ann, None
+
+
+def _derive(token: str | None, purpose: str, topic: str) -> str | None:
+    """A per-group secret for one purpose, derived from the shared token: what it signs or opens cannot be
+    turned into the token itself."""
+    if not token:
+        return None
+    return hmac.new(token.encode(), f"streams-{purpose}:{topic}".encode(), hashlib.sha256).hexdigest()
+
+
+def _ops(srv: StatusServer) -> list[Op]:
+    key = {"key": {"type": "string", "minLength": 1}}
+    listing_query: dict[str, Mapping[str, Any]] = {
+        "state": TEXT, "stuck": FLAG, "limit": {"type": "integer", "minimum": 1, "maximum": 1000}, "after": TEXT}
+    signal_body = {"type": "object", "required": ["type"], "properties": {
+        "type": {"type": "string"}, "data": {"type": "object"}, "id": {"type": "string"}}}
+    return [
+        Op("GET", "/metrics", lambda c: Response(srv.worker.metrics.exposition(),
+                                                 media_type="text/plain; version=0.0.4"), produces="text/plain"),
+        Op("GET", "/healthz", lambda c: {"ok": True, "partitions": srv.worker.active}),
+        Op("GET", "/workflows", srv.listing, query=listing_query, summary="this worker's entities"),
+        Op("GET", "/workflows/{key}", lambda c: srv.entity(c.params["key"].encode(), H_FORWARDED in c.headers),
+           params=key, summary="one entity, from whichever worker owns it"),
+        Op("POST", "/workflows/{key}/events", lambda c: srv.signal(c.params["key"], c.body), "write",
+           "send a signal into the entity's workflow", params=key, body=signal_body),
+    ]
 
 
 class StatusServer:
     def __init__(self, worker: Worker, describe: Callable[[bytes, int], dict[str, Any]] | None, partitions: int,
                  host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  endpoints: Endpoints | None = None, signaller: Signaller | None = None) -> None:
-        check_bind(host, token, "--http-token")
+        forward = endpoints.forward_token if endpoints is not None else None
+        access = Access(token, tokens={forward: "read"} if forward else {})
+        access.check_bind(host, "--http-token")
         self.signaller = signaller
         self.worker = worker
         self.describe = describe
@@ -110,54 +216,47 @@ class StatusServer:
         self.token = token
         self.endpoints = endpoints
         self.advertised: str | None = None  # what other workers reach us at; set by whoever wires us
-        self._server = ThreadingHTTPServer((host, port), _handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        app = App("streams worker", _ops(self), access, bind_host=host, limits=Limits(body_bytes=1 << 20))
+        self._http = Server(app, host, port, "worker-http")
+        self._http.bind()  # the URL is known (and a taken port fails) before start(), as callers expect
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host if isinstance(host, str) else host.decode()}:{port}"
+        return self._http.url()
 
     @property
     def public_url(self) -> str:
         return self.advertised or self.url
 
     def start(self) -> StatusServer:
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
-    def authorized(self, header: str | None) -> bool:
-        return bearer_ok(header, self.token)
-
-    def signal(self, key: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    def signal(self, key: str, doc: dict[str, Any]) -> Response:
         """``POST /workflows/{key}/events``: ``{"type": EVENT, "data": {...}, "id": optional}`` → 202."""
         if self.signaller is None:
-            return 404, {"error": "not_found", "message": "this worker runs no workflow to signal"}
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return 400, {"error": "bad_request", "message": f"the body is not JSON: {exc}"}
+            raise HttpError(404, "this worker runs no workflow to signal")
         if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
-            return 400, {"error": "bad_request", "message": 'expected {"type": EVENT, "data": {...}}',
-                         "field": "type"}
+            raise HttpError(400, 'expected {"type": EVENT, "data": {...}}', field="type")
         data, event_id = doc.get("data", {}), doc.get("id")
         if not isinstance(data, dict):
-            return 400, {"error": "bad_request", "message": "data must be a JSON object", "field": "data"}
+            raise HttpError(400, "data must be a JSON object", field="data")
         if event_id is not None and not isinstance(event_id, str):
-            return 400, {"error": "bad_request", "message": "id must be a string", "field": "id"}
+            raise HttpError(400, "id must be a string", field="id")
         try:
-            return 202, self.signaller.send(key, doc["type"], data, event_id).as_dict()
+            sent = self.signaller.send(key, doc["type"], data, event_id).as_dict()
         except SignalError as exc:
-            return 400, describe_error(exc)
+            if exc.field is None:
+                raise HttpError(400, str(exc)) from exc
+            raise HttpError(400, str(exc), field=exc.field) from exc
         except StreamsError as exc:
-            return 503, describe_error(exc)
+            raise HttpError(503, str(exc)) from exc
+        return Response(orjson.dumps(sent), 202, media_type="application/json")
 
-    def entity(self, key: bytes, forwarded: bool) -> tuple[int, dict[str, Any]]:
+    def entity(self, key: bytes, forwarded: bool) -> Any:
         found = self.worker.lookup(key)
         parked = self.worker.parked(key)
         now_ms = int(time.time() * 1000)
@@ -168,29 +267,32 @@ class StatusServer:
                 p, raw = found
                 body = self.describe(raw, now_ms) if self.describe else {"state": raw.hex()}
             body["parked"] = [{"event_id": e, "until": until} for e, until in (parked[1] if parked else [])]
-            return 200, {"key": key.decode("utf-8", "replace"), "partition": p, "served_by": self.public_url,
-                         **body}
+            return {"key": key.decode("utf-8", "replace"), "partition": p, "served_by": self.public_url, **body}
         p = partition_for(key, self.partitions)
         owner = self.endpoints.owner(p) if self.endpoints and not forwarded else None
         if owner and owner != self.public_url:
             return self._forward(owner, key)
-        return 404, {"error": "not_found", "message": f"no entity {key.decode('utf-8', 'replace')!r} "
-                     f"(partition {p}) on this worker or its owner"}
+        raise HttpError(404, f"no entity {key.decode('utf-8', 'replace')!r} (partition {p}) on this worker or "
+                             f"its owner")
 
-    def _forward(self, owner: str, key: bytes) -> tuple[int, dict[str, Any]]:
+    def _forward(self, owner: str, key: bytes) -> Response:
+        """Ask the owner, with the group's forwarding credential (read-only, derived), never the caller's."""
+        cred = self.endpoints.forward_token if self.endpoints else None
+        headers = {H_FORWARDED: "1", **({"Authorization": f"Bearer {cred}"} if cred else {})}
         try:
-            return get_entity(owner, key.decode("utf-8", "replace"), self.token, 5.0, {H_FORWARDED: "1"})
+            status, body = get_entity(owner, key.decode("utf-8", "replace"), None, 5.0, headers)
         except StreamsError as exc:
-            return 502, {"error": "owner_unreachable", "message": f"the owner of the key: {exc}"}
+            raise HttpError(502, f"the owner of the key: {exc}") from exc
+        return Response(orjson.dumps(body), status, media_type="application/json")
 
-    def listing(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
-        state = _first(query, "state")
-        stuck = (_first(query, "stuck") or "false").lower() == "true"
-        try:
-            limit = min(max(int((query.get("limit") or ["50"])[0]), 1), 1000)
-        except ValueError:
-            return 400, {"error": "bad_request", "message": "limit must be an integer"}
-        after = _first(query, "after")
+    def listing(self, call: Call) -> dict[str, Any]:
+        state = call.query.get("state")
+        stuck = call.flag("stuck")
+        raw_limit = call.text("limit", "50")
+        if not raw_limit.isdigit():
+            raise HttpError(400, f"limit must be an integer, got {raw_limit!r}", field="limit")
+        limit = min(max(int(raw_limit), 1), 1000)
+        after = call.query.get("after")
         now_ms = int(time.time() * 1000)
         describe = self.describe
 
@@ -204,66 +306,4 @@ class StatusServer:
         items = [{"key": k.decode("utf-8", "replace"), **(describe(raw, now_ms) if describe else {})}
                  for k, raw in rows]
         nxt = items[-1]["key"] if len(items) == limit else None
-        return 200, {"items": items, "next_after": nxt, "served_by": self.public_url}
-
-
-def _first(query: dict[str, list[str]], name: str) -> str | None:
-    values = query.get(name)
-    return values[0] if values else None
-
-
-def _handler(srv: StatusServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, fmt: str, *args: Any) -> None:  # quiet: no per-request lines, no tokens in logs
-            return
-
-        def handle(self) -> None:
-            try:
-                super().handle()
-            except ConnectionError:
-                self.close_connection = True  # the client went away before its answer: nothing to report
-
-        def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self) -> None:
-            if not srv.authorized(self.headers.get("Authorization")):
-                self._send(401, b'{"error":"unauthorized","message":"bearer token required"}')
-                return
-            url = urllib.parse.urlsplit(self.path)
-            path = url.path.rstrip("/")
-            if path == "/metrics":
-                self._send(200, srv.worker.metrics.exposition(), "text/plain; version=0.0.4")
-            elif path == "/healthz":
-                self._send(200, orjson.dumps({"ok": True, "partitions": srv.worker.active}))
-            elif path == "/workflows":
-                status, body = srv.listing(urllib.parse.parse_qs(url.query))
-                self._send(status, orjson.dumps(body))
-            elif path.startswith("/workflows/"):
-                key = urllib.parse.unquote(path[len("/workflows/"):]).encode()
-                status, body = srv.entity(key, self.headers.get(H_FORWARDED) is not None)
-                self._send(status, orjson.dumps(body))
-            else:
-                self._send(404, b'{"error":"not_found","message":"unknown path"}')
-
-        def do_POST(self) -> None:
-            if not srv.authorized(self.headers.get("Authorization")):
-                self._send(401, b'{"error":"unauthorized","message":"bearer token required"}')
-                return
-            path = urllib.parse.urlsplit(self.path).path.rstrip("/")
-            if not (path.startswith("/workflows/") and path.endswith("/events")):
-                self._send(404, b'{"error":"not_found","message":"unknown path"}')
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > _MAX_SIGNAL_BODY:
-                self._send(413, b'{"error":"too_large","message":"a signal body is at most 1 MiB"}')
-                return
-            key = urllib.parse.unquote(path[len("/workflows/"):-len("/events")])
-            status, body = srv.signal(key, self.rfile.read(length))
-            self._send(status, orjson.dumps(body))
-
-    return Handler
+        return {"items": items, "next_after": nxt, "served_by": self.public_url}
