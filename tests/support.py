@@ -40,8 +40,8 @@ def private_broker(tmp: Path, port: int | None = None) -> Iterator[KafkaSettings
 def saga_cluster(tmp: Path, topology: str) -> Iterator[tuple[KafkaSettings, str, Path, dict[str, str]]]:
     """A private broker and schema registry for the order saga, whose topic names its workflow fixes, with its
     topics created: yields (kafka, registry URL, topology file, environment for `streams` subprocesses)."""
-    from streams.contracts import RegistryServer
     from streams.kafka.admin import Admin
+    from streams.registry import RegistryServer
     from streams.topology import load
 
     with private_broker(tmp) as kafka, RegistryServer(kafka, port=0) as registry:

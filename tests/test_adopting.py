@@ -26,10 +26,11 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError as Conflue
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from streams.config import KafkaSettings
-from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
+from streams.contracts import Catalogue, RegistryClient, Serde
 from streams.ops.status import partition_for
 from streams.processors.avro import default_schemas
 from streams.records import H_EVENT_ID
+from streams.registry import RegistryServer
 from support import orders_topology, saga_cluster
 
 pytestmark = pytest.mark.kafka

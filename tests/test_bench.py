@@ -16,10 +16,10 @@ import pytest
 from streams.errors import ConfigError
 from streams.kafka.admin import Admin
 from streams.kafka.embedded import EmbeddedBroker
-from streams.ops.bench import Bench
-from streams.ops.bench_infra import BenchError
-from streams.ops.bench_latency import percentile
-from streams.ops.bench_model import BenchConfig, BenchResult, table
+from streams.lab.bench import Bench
+from streams.lab.bench_infra import BenchError
+from streams.lab.bench_latency import percentile
+from streams.lab.bench_model import BenchConfig, BenchResult, table
 from streams.topology import TopicSpec
 
 ROOT = Path(__file__).resolve().parents[1]

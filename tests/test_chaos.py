@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.ops.chaos_oracle import CHARGE, LABEL, REFUND, RELEASE, RESERVE, Rates, effect_counts, oracle
-from streams.ops.chaos_plan import (
+from streams.lab.chaos_oracle import CHARGE, LABEL, REFUND, RELEASE, RESERVE, Rates, effect_counts, oracle
+from streams.lab.chaos_plan import (
     GARBAGE_VARIANTS,
     INVALID,
     ORCHESTRATORS,
@@ -216,11 +216,11 @@ def test_redone_batch_leaves_no_orphan_timer_in_the_changelog(tmp_path: Path) ->
     restarted worker skips the uncommitted changelog records, redoes the OrderPlaced a moment later and so sets
     the payment timer at another due time. A store rebuilt from the changelog afterwards must hold the same
     timers as the live one."""
-    from streams.contracts import RegistryServer
     from streams.kafka.admin import Admin
     from streams.kafka.embedded import EmbeddedBroker
-    from streams.ops.loadgen import place_orders
+    from streams.lab.loadgen import place_orders
     from streams.processors.avro import make_serde
+    from streams.registry import RegistryServer
     from streams.runtime.rebuild import rebuild
     from streams.state import timers
     from streams.state.store import PartitionStore, store_path

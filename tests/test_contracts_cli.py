@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from streams.config import KafkaSettings
-from streams.contracts import Catalogue, RegistryClient, RegistryServer
+from streams.contracts import Catalogue, RegistryClient
 from streams.kafka.embedded import free_port
 from streams.processors.avro import default_schemas
+from streams.registry import RegistryServer
 
 pytestmark = pytest.mark.kafka
 

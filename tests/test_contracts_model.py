@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from streams.contracts import MemorySchemaLog
 from streams.contracts.avsc import canonical_text, fingerprint
 from streams.contracts.compat import breaking, check, parse_avro
-from streams.contracts.log import Records
 from streams.contracts.model import Claim, RegistryState
-from streams.contracts.service import RegistryService
 from streams.errors import SchemaRegistryError
+from streams.registry import MemorySchemaLog
+from streams.registry.log import Records
+from streams.registry.service import RegistryService
 
 
 def rec(fields: list[dict[str, Any]], name: str = "R", ns: str = "t") -> dict[str, Any]:

@@ -18,9 +18,10 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError as Conflue
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from streams.config import KafkaSettings
-from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
+from streams.contracts import Catalogue, RegistryClient, Serde
 from streams.errors import ConfigError
 from streams.processors.avro import default_schemas
+from streams.registry import RegistryServer
 from support import hang_up
 
 pytestmark = pytest.mark.kafka

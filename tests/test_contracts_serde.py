@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.config import KafkaSettings
-from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
+from streams.contracts import Catalogue, RegistryClient, Serde
 from streams.contracts.serde import header
 from streams.errors import (
     ConfigError,
@@ -29,6 +29,7 @@ from streams.errors import (
     UnknownSchemaError,
 )
 from streams.processors.avro import default_schemas
+from streams.registry import RegistryServer
 
 SCHEMAS = default_schemas()
 V2 = SCHEMAS / "evolution" / "OrderPlaced.v2.avsc"

@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
 from streams.config import KafkaSettings, WorkerSettings
-from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
+from streams.contracts import Catalogue, RegistryClient, Serde
 from streams.contracts.client import RegistrySettings
 from streams.errors import ConfigError, SchemaRegistryError
 from streams.kafka.admin import Admin
@@ -40,6 +40,7 @@ from streams.ops.signal import Signaller
 from streams.ops.status import Endpoints, StatusServer
 from streams.processors import resolve
 from streams.processors.avro import default_schemas
+from streams.registry import RegistryServer
 from streams.runtime.worker import Worker, WorkerSpec
 from streams.topology import TopicSpec, load
 from support import counter_topology, produce_counts, read_all

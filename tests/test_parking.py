@@ -23,7 +23,7 @@ from confluent_kafka import Producer
 from streams.config import KafkaSettings
 from streams.contracts import Serde
 from streams.kafka.embedded import free_port
-from streams.ops.loadgen import place_orders
+from streams.lab.loadgen import place_orders
 from streams.processors.avro import envelope, make_serde
 from streams.records import H_DLQ_REASON, H_EVENT_ID, H_PARKED_OFFSET, H_PARKED_UNTIL, InputRecord, header
 from streams.runtime import parking

@@ -25,7 +25,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from streams.contracts import RegistryClient
 from streams.kafka.partition import crc32_partition_of, partition_of
-from streams.ops.loadgen import order_placed
+from streams.lab.loadgen import order_placed
 from streams.processors.avro import make_serde
 from streams.records import H_DLQ_MESSAGE, H_DLQ_REASON, header
 from support import read_all, saga_cluster, wait_until

@@ -20,7 +20,7 @@ import pytest
 from streams.config import KafkaSettings
 from streams.contracts import Serde
 from streams.kafka.embedded import free_port
-from streams.ops.loadgen import place_orders
+from streams.lab.loadgen import place_orders
 from streams.processors.avro import default_schemas, make_serde
 from streams.processors.services import fate
 from streams.runtime.rebuild import rebuild
@@ -343,7 +343,7 @@ def test_trace_context_follows_an_order_through_commands_and_replies(saga: Saga)
 def test_v1_and_v2_reader_workers_both_process_v1_and_v2_orders(saga: Saga) -> None:
     """Issue 4's evolution case at the worker level: OrderPlaced v2 adds `channel` (default "web")."""
     from streams.contracts import Catalogue, Serde
-    from streams.ops.loadgen import order_placed
+    from streams.lab.loadgen import order_placed
     from streams.processors.workflow import WorkflowProcessor
 
     v2 = default_schemas() / "evolution" / "OrderPlaced.v2.avsc"

@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.contracts import RegistryServer
-from streams.ops import bench_data as data
+from streams.lab import bench_data as data
 from streams.processors.avro import envelope
 from streams.processors.workflow import TIMER_FIRED, WorkflowProcessor
 from streams.records import H_EVENT_ID, OutputRecord
+from streams.registry import RegistryServer
 from streams.state import entity
 from streams.workflow import Timer
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from streams.config import KafkaSettings
-from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
+from streams.contracts import Catalogue, RegistryClient, Serde
 from streams.kafka.admin import Admin
+from streams.registry import RegistryServer
 from streams.topology import load
 from support import loans_decided, request_loans, run_ok, write_loan_project
 

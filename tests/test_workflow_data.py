@@ -16,13 +16,14 @@ from confluent_kafka import Producer
 from streams import Field, WorkflowBuilder, data_fields, emit, record, record_with
 from streams.cli import main
 from streams.config import KafkaSettings
-from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
+from streams.contracts import Catalogue, RegistryClient, Serde
 from streams.errors import WorkflowDefinitionError
 from streams.kafka.admin import Admin
 from streams.kafka.client import read_to_end
 from streams.processors.avro import envelope
 from streams.processors.workflow import WorkflowProcessor
 from streams.records import H_EVENT_ID, InputRecord
+from streams.registry import RegistryServer
 from streams.state import entity
 from streams.topology import load
 from streams.workflow import Driver, Event, WorkflowState, step
@@ -268,7 +269,7 @@ def test_a_field_version_2_loses_without_saying_so_stops_the_worker(project: Pat
 
 def test_the_orders_example_reads_states_stored_with_its_former_hand_written_record() -> None:
     """OrderState.avsc was replaced by the record derived from the saga's declarations: same name, same fields."""
-    from streams.ops import bench_data as data
+    from streams.lab import bench_data as data
 
     with RegistryServer(port=0) as server:
         proc = WorkflowProcessor({"workflow": "orders", "registry": server.url}, [])

@@ -11,8 +11,9 @@ import pytest
 
 from streams.cli import main
 from streams.config import KafkaSettings
-from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
+from streams.contracts import Catalogue, RegistryClient, Serde
 from streams.kafka.admin import Admin
+from streams.registry import RegistryServer
 from streams.topology import load
 from support import WorkerProc, loans_decided, request_loans, write_loan_project
 

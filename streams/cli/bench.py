@@ -1,4 +1,4 @@
-"""``streams bench``: measure the order saga end to end (see :mod:`streams.ops.bench` for what each figure means).
+"""``streams bench``: measure the order saga end to end (see :mod:`streams.lab.bench` for what each figure means).
 
 Progress goes to stderr; stdout carries only the result (one JSON object with ``--json``), so
 ``streams bench --json > result.json`` works. SIGTERM stops the bench like Ctrl-C: every child and broker it
@@ -16,8 +16,8 @@ from types import FrameType
 
 from streams.config import KafkaSettings
 from streams.kafka.admin import check_reachable
-from streams.ops.bench import Bench
-from streams.ops.bench_model import BenchConfig, progress, table
+from streams.lab.bench import Bench
+from streams.lab.bench_model import BenchConfig, progress, table
 
 # --quick: the suite's variant; each value applies unless its flag is given explicitly.
 QUICK = {"orders": 20_000, "latency_orders_per_s": 500.0, "latency_seconds": 4.0, "restore_entities": 20_000,

@@ -1,4 +1,4 @@
-"""``streams chaos``: the seeded fault-injection run of the order saga (see :mod:`streams.ops.chaos`).
+"""``streams chaos``: the seeded fault-injection run of the order saga (see :mod:`streams.lab.chaos`).
 
 It always runs on an embedded broker of its own: it pauses the broker (the only broker fault a memory-only
 broker survives) and the saga's topic names are fixed, so it never touches ``$KAFKA_BOOTSTRAP_SERVERS``.
@@ -34,8 +34,8 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streams.ops.chaos import run as run_chaos  # here: every `streams` process imports this module
-    from streams.ops.chaos_plan import Profile
+    from streams.lab.chaos import run as run_chaos  # here: every `streams` process imports this module
+    from streams.lab.chaos_plan import Profile
 
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         log("chaos: ignoring KAFKA_BOOTSTRAP_SERVERS: the run needs a private embedded broker it can pause")

@@ -14,9 +14,9 @@ from typing import TypeVar
 import orjson
 
 from streams.config import LIBRDKAFKA_LOG, KafkaSettings
-from streams.contracts import RegistryServer
 from streams.kafka.admin import check_reachable
 from streams.kafka.embedded import EmbeddedBroker
+from streams.registry import RegistryServer
 
 N = TypeVar("N", int, float)
 

@@ -27,8 +27,8 @@ from streams.contracts import Serde
 from streams.kafka.admin import Admin
 from streams.kafka.client import make_consumer
 from streams.kafka.io import TopicPartition
+from streams.lab.loadgen import place_orders
 from streams.ops.dlq import read as read_dlq
-from streams.ops.loadgen import place_orders
 from streams.processors.avro import make_serde
 from streams.runtime.rebuild import rebuild
 from streams.state import entity

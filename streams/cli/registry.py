@@ -8,9 +8,9 @@ import signal
 import threading
 
 from streams.cli.common import add_kafka_args, kafka_or_embedded, log
-from streams.contracts import RegistryServer
 from streams.errors import ConfigError
 from streams.kafka.admin import check_reachable
+from streams.registry import RegistryServer
 from streams.web import Access, parse_user
 
 

@@ -1,4 +1,4 @@
-"""Contracts: Avro schemas from a schema directory, the Confluent wire format, a registry client and a registry server.
+"""Contracts: Avro schemas from a schema directory, the Confluent wire format, and a registry client.
 
 Runtime use::
 
@@ -27,31 +27,22 @@ TimerFired and the generic WorkflowState, are in ``streams/contracts/common/`` a
 - ``subjects.yaml`` declares which records travel on which topic; ``evolution/`` holds candidate
   future versions, never live.
 
-Embedding the registry::
-
-    with RegistryServer(kafka_settings, port=0, topic="_schemas") as registry:
-        registry.url                                           # http://127.0.0.1:PORT
+The registry server itself is not part of the engine: see :mod:`streams.registry`.
 """
 
 from streams.contracts.catalogue import STRATEGIES, Catalogue, SchemaEntry
 from streams.contracts.client import RegisteredSchema, RegistryClient, RegistrySettings
 from streams.contracts.compat import LEVELS
-from streams.contracts.log import KafkaSchemaLog, MemorySchemaLog, SchemaLog
 from streams.contracts.serde import Encoder, Serde
-from streams.contracts.server import RegistryServer
 
 __all__ = [
     "LEVELS",
     "STRATEGIES",
     "Catalogue",
     "Encoder",
-    "KafkaSchemaLog",
-    "MemorySchemaLog",
     "RegisteredSchema",
     "RegistryClient",
-    "RegistryServer",
     "RegistrySettings",
     "SchemaEntry",
-    "SchemaLog",
     "Serde",
 ]

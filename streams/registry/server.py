@@ -1,6 +1,6 @@
 """``RegistryServer``: the Confluent-compatible schema registry, startable in-process on any port.
 
-Storage is a log (``streams.contracts.log``): the compacted ``_schemas`` topic given Kafka settings, or memory.
+Storage is a log (``streams.registry.log``): the compacted ``_schemas`` topic given Kafka settings, or memory.
 On start the server reads the log from the beginning up to a barrier it writes itself, so ids, versions and
 configs come back exactly as they were, and several instances on one topic agree (see ``model``).
 """
@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 
 from streams.config import KafkaSettings
-from streams.contracts.log import KafkaSchemaLog, MemorySchemaLog, SchemaLog
-from streams.contracts.rest import CONTENT_TYPE, operations, translate
-from streams.contracts.service import RegistryService
+from streams.registry.log import KafkaSchemaLog, MemorySchemaLog, SchemaLog
+from streams.registry.rest import CONTENT_TYPE, operations, translate
+from streams.registry.service import RegistryService
 from streams.web import Access, App, Server
 
 DEFAULT_TOPIC = "_schemas"

@@ -1,4 +1,4 @@
-"""The chaos run's I/O helpers: turning planned :class:`~streams.ops.chaos_plan.Item` records into bytes on
+"""The chaos run's I/O helpers: turning planned :class:`~streams.lab.chaos_plan.Item` records into bytes on
 ``orders.events`` (remembering where each poison record landed), and watching ``orders.results``."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from streams.config import KafkaSettings
 from streams.contracts import Serde
 from streams.kafka.client import make_consumer, plain_producer, read_to_end
 from streams.kafka.io import KafkaError, Message, TopicPartition
-from streams.ops.chaos_plan import GHOST_EVENTS, Item
-from streams.ops.loadgen import order_placed
+from streams.lab.chaos_plan import GHOST_EVENTS, Item
+from streams.lab.loadgen import order_placed
 from streams.processors.avro import envelope
 from streams.records import H_EVENT_ID, H_TRACEPARENT, header
 from streams.runtime import tracing

@@ -24,7 +24,7 @@ from streams.contracts.avsc import without_time_types
 from streams.contracts.catalogue import entry
 from streams.contracts.serde import header
 from streams.kafka.client import make_consumer, make_producer
-from streams.ops.loadgen import ORDERS_TOPIC
+from streams.lab.loadgen import ORDERS_TOPIC
 from streams.records import H_EVENT_ID
 
 OUTPUT_RECORD = "streams.orders.MakePayment"

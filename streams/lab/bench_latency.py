@@ -14,8 +14,8 @@ from streams.contracts import Serde
 from streams.examples.orders.workflow import RESULTS
 from streams.kafka.client import make_consumer
 from streams.kafka.io import TopicPartition
-from streams.ops.bench_infra import Offsets, log_ends
-from streams.ops.loadgen import ORDERS_TOPIC
+from streams.lab.bench_infra import Offsets, log_ends
+from streams.lab.loadgen import ORDERS_TOPIC
 
 
 class Completions(threading.Thread):

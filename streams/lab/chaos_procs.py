@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streams.ops.bench_infra import popen_tied, with_package_path
-from streams.ops.chaos_oracle import Rates
-from streams.ops.chaos_plan import ORCHESTRATORS
+from streams.lab.bench_infra import popen_tied, with_package_path
+from streams.lab.chaos_oracle import Rates
+from streams.lab.chaos_plan import ORCHESTRATORS
 
 ORDERS = "orders"  # the built-in example topology (streams.topology.EXAMPLES)
 _MARK = "=== chaos: start "

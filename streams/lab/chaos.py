@@ -2,7 +2,7 @@
 
 One run, on a private embedded broker:
 
-1. **workload** (:mod:`streams.ops.chaos_plan`): N orders through three orchestrator workers and the payment,
+1. **workload** (:mod:`streams.lab.chaos_plan`): N orders through three orchestrator workers and the payment,
    inventory and shipping services (20% of attempts fail TRANSIENT, 3% of orders PERMANENT, per service);
    ``nopay-`` orders are never answered and must time out; 5% duplicated events (half right after the
    original, half re-sent after the order ended); swapped adjacent pairs; events for entities that never
@@ -10,11 +10,11 @@ One run, on a private embedded broker:
 2. **poison** with a manifest: garbage/truncated records, unknown schema ids, an incompatible writer schema,
    invalid transitions (OrderCompleted written to the saga's input), plus the never-existing entities (their
    events are dead-lettered ``unknown_entity`` by the saga's policy, so they are a DLQ class of the manifest);
-3. **faults** on the seeded schedule of :func:`~streams.ops.chaos_plan.schedule`: SIGKILLs restarted after a
+3. **faults** on the seeded schedule of :func:`~streams.lab.chaos_plan.schedule`: SIGKILLs restarted after a
    few seconds (one with its state directory deleted), every commit-protocol and timer fault point armed once,
    one orchestrator SIGSTOPped past ``max.poll.interval.ms``, broker pauses (the broker is memory-only, so a
    pause is the only broker fault it survives);
-4. **invariants** (:mod:`streams.ops.chaos_check`): every order ends as :mod:`streams.ops.chaos_oracle`
+4. **invariants** (:mod:`streams.lab.chaos_check`): every order ends as :mod:`streams.lab.chaos_oracle`
    predicts; each effect applied exactly once (refunds = compensated charges); the DLQ is exactly the
    manifest; restore equals live; committed = log end; lag drained soon after the last fault; no crash loop.
 
@@ -39,13 +39,12 @@ from pathlib import Path
 from typing import Any
 
 from streams.config import KafkaSettings
-from streams.contracts import RegistryServer
 from streams.kafka.admin import Admin
 from streams.kafka.embedded import EmbeddedBroker
-from streams.ops import chaos_check as check
-from streams.ops.chaos_io import Results, Writer
-from streams.ops.chaos_oracle import LEDGERS, Rates, effect_counts, oracle, outcome_class
-from streams.ops.chaos_plan import (
+from streams.lab import chaos_check as check
+from streams.lab.chaos_io import Results, Writer
+from streams.lab.chaos_oracle import LEDGERS, Rates, effect_counts, oracle, outcome_class
+from streams.lab.chaos_plan import (
     GHOST,
     ORCHESTRATORS,
     PROCESSES,
@@ -58,8 +57,9 @@ from streams.ops.chaos_plan import (
     score,
     workload,
 )
-from streams.ops.chaos_procs import ORDERS, Fleet, Proc
+from streams.lab.chaos_procs import ORDERS, Fleet, Proc
 from streams.processors.avro import make_serde
+from streams.registry import RegistryServer
 from streams.runtime.faults import POINTS
 from streams.topology import Topology, load
 

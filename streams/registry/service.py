@@ -19,7 +19,6 @@ import avro.schema
 
 from streams.contracts import compat
 from streams.contracts.avsc import Ref, canonical_text, fingerprint, resolve
-from streams.contracts.log import SchemaLog
 from streams.contracts.model import (
     DELETED_VALUE,
     HWM_KEY,
@@ -32,6 +31,7 @@ from streams.contracts.model import (
     ref_dicts,
 )
 from streams.errors import ConfigError, IncompatibleSchemaError, SchemaRegistryError
+from streams.registry.log import SchemaLog
 
 T = TypeVar("T")
 MAX_VERSION = 2**31 - 1

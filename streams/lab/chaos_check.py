@@ -4,7 +4,7 @@
 * restore equals live: every processor's stores rebuilt from its changelog into fresh directories hash equal
   to the stores of the worker directories that hold each partition at its log end (after a clean stop);
 * committed offsets equal log end on every input partition of every group;
-* the DLQ as :class:`~streams.ops.chaos_plan.Letter` records, for the precision/recall score.
+* the DLQ as :class:`~streams.lab.chaos_plan.Letter` records, for the precision/recall score.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import orjson
 
 from streams.config import KafkaSettings
 from streams.kafka.lag import LagReader
-from streams.ops.chaos_plan import Letter
+from streams.lab.chaos_plan import Letter
 from streams.ops.dlq import read as read_dlq
 from streams.records import H_EVENT_ID
 from streams.runtime.rebuild import rebuild

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from streams.contracts.service import RegistryService
 from streams.errors import SchemaRegistryError
+from streams.registry.service import RegistryService
 from streams.web import FLAG, TEXT, Call, HttpError, Op
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"

@@ -4,7 +4,7 @@ Phases (each on its own fresh embedded broker by default, so one phase's logs ne
 
 1. **throughput** — a preloaded ``orders.events`` holding every event of N orders in saga order; ONE
    orchestrator worker subprocess, timed from its first assignment until its committed offsets reach the log
-   end on every partition. The **floor** (:mod:`streams.ops.bench_floor`) consumes the same log in-process,
+   end on every partition. The **floor** (:mod:`streams.lab.bench_floor`) consumes the same log in-process,
    once before and once after the orchestrator; their mean is the floor, so drift on a shared machine hits both.
 2. **latency** — orchestrator and the three reference services as subprocesses; orders offered open-loop at a
    fixed rate; latency is OrderPlaced produce time → OrderCompleted *received* by the bench's consumer of
@@ -37,12 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streams.config import KafkaSettings
-from streams.contracts import RegistryServer, Serde
+from streams.contracts import Serde
 from streams.examples.orders.workflow import INVENTORY, PAYMENTS, RESULTS, SHIPPING
 from streams.kafka.admin import Admin
-from streams.ops import bench_data as data
-from streams.ops.bench_floor import run_floor
-from streams.ops.bench_infra import (
+from streams.lab import bench_data as data
+from streams.lab.bench_floor import run_floor
+from streams.lab.bench_infra import (
     BenchError,
     Child,
     Children,
@@ -54,11 +54,12 @@ from streams.ops.bench_infra import (
     wait_for,
     with_package_path,
 )
-from streams.ops.bench_latency import Completions, diagnose, percentile
-from streams.ops.bench_model import BenchConfig, BenchResult
-from streams.ops.loadgen import ORDERS_TOPIC, place_orders
+from streams.lab.bench_latency import Completions, diagnose, percentile
+from streams.lab.bench_model import BenchConfig, BenchResult
+from streams.lab.loadgen import ORDERS_TOPIC, place_orders
 from streams.processors.avro import make_serde
 from streams.processors.workflow import WorkflowProcessor
+from streams.registry import RegistryServer
 from streams.runtime import gcpolicy
 from streams.runtime.rebuild import rebuild
 from streams.state import entity

@@ -17,7 +17,7 @@ from streams.contracts import Serde
 from streams.kafka.client import make_producer
 from streams.kafka.io import Producer, produce
 from streams.kafka.partition import partition_of as key_partition
-from streams.ops.loadgen import ORDERS_TOPIC, order_placed
+from streams.lab.loadgen import ORDERS_TOPIC, order_placed
 from streams.processors.avro import envelope
 from streams.processors.workflow import WorkflowProcessor
 from streams.records import H_EVENT_ID, InputRecord
