@@ -3,13 +3,29 @@ reference services as real workers on the broker, with a reviewer's decision sen
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 import streams
+from streams.config import KafkaSettings
+from streams.contracts import Catalogue, RegistryClient, RegistryServer, Serde
+from streams.examples.loan.services import documents_outcome
 from streams.examples.loan.workflow import loan_application
+from streams.kafka.admin import Admin
+from streams.kafka.embedded import free_port
+from streams.ops.signal import Signaller, signal_target
+from streams.processors import resolve
+from streams.records import H_EVENT_ID
+from streams.topology import load
+from support import WorkerProc, read_all, wait_until
 
 H = 3_600_000
 PARAMS: dict[str, Any] = {"reminder_every_ms": 10 * H, "max_reminders": 3, "review_sla_ms": 48 * H,
@@ -191,3 +207,127 @@ def test_every_delay_is_a_parameter_and_bad_ones_are_refused() -> None:
         loan_application(review_sla_ms=0)
     with pytest.raises(streams.WorkflowDefinitionError, match="must come after the last of 3 reminders"):
         loan_application(reminder_every_ms=10, max_reminders=3, documents_expire_ms=30)
+
+
+# --- the example on the broker: orchestrator and services as workers, reviewers' signals by CLI and HTTP ---------
+
+TIMINGS = {"LOAN_REPLY_TIMEOUT_MS": "20000", "LOAN_REMINDER_EVERY_MS": "1500", "LOAN_MAX_REMINDERS": "3",
+           "LOAN_REVIEW_SLA_MS": "6000", "LOAN_ESCALATION_MS": "6000", "LOAN_SEED": "1",
+           "LOAN_CREDIT_REJECT_RATE": "0", "LOAN_CREDIT_UNAVAILABLE_RATE": "0", "LOAN_DOCUMENTS_REJECT_RATE": "0",
+           "LOAN_DOCUMENTS_LATE_RATE": "0.5", "LOAN_DOCUMENTS_NEVER_RATE": "0", "LOAN_DOCUMENTS_LATE_MS": "2000",
+           # Apache Kafka refuses a session timeout below its group.min.session.timeout.ms (6 s by default)
+           "KAFKA_CONSUMER_SESSION_TIMEOUT_MS": "6000", "KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS": "600"}
+
+
+def _decoded(kafka: KafkaSettings, serde: Serde, topic: str) -> list[tuple[str, str, dict[str, Any], str | None]]:
+    """(key, record short name, body, id header) of every record on ``topic``."""
+    out = []
+    for key, value, headers in read_all(kafka, topic, 4):
+        name, body = serde.decode(value)
+        body.pop("envelope", None)
+        eid = next((v.decode() for k, v in headers if k == H_EVENT_ID), None)
+        out.append(((key or b"").decode(), name.rsplit(".", 1)[-1], body, eid))
+    return out
+
+
+def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(url, orjson.dumps(body), {"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read() or b"{}")
+
+
+def _pick(fate: str, taken: set[str]) -> str:
+    """A loan id the seeded document service treats as ``fate`` (with TIMINGS' rates)."""
+    for i in range(1000):
+        loan = f"loan-{i}"
+        if loan not in taken and documents_outcome(1, loan, 0.0, 0.5, 0.0) == fate:
+            taken.add(loan)
+            return loan
+    raise AssertionError(f"no loan id with documents {fate}")
+
+
+@pytest.mark.kafka
+def test_the_loan_example_runs_on_the_broker_with_signals_from_the_cli_and_http(
+        kafka: KafkaSettings, subprocess_env: dict[str, str], tmp_path: Path, unique: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ns = f"t{unique}."
+    taken: set[str] = set()
+    by_cli, by_http, unanswered, late = (_pick("on_time", taken), _pick("on_time", taken), _pick("on_time", taken),
+                                         _pick("late", taken))
+    topo = load("loan", {"LOAN_NS": ns})
+    assert topo.name == f"{ns}loan" and f"{ns}loan.events" in topo.topics
+    Admin(kafka).ensure(topo.all_topics())
+    with RegistryServer(port=0) as registry:
+        env = {**subprocess_env, **TIMINGS, "LOAN_NS": ns, "SCHEMA_REGISTRY_URL": registry.url}
+        for name, value in {**TIMINGS, "LOAN_NS": ns, "SCHEMA_REGISTRY_URL": registry.url}.items():
+            monkeypatch.setenv(name, value)
+        serde = Serde(RegistryClient(registry.url), Catalogue.load(topo.schemas or ""), strategy="record")
+        port = free_port()
+        workers = [WorkerProc(Path("loan"), tmp_path / "orchestrator", env, tmp_path / "orchestrator.log",
+                              ["--processor", "orchestrator", "--http-port", str(port)])]
+        workers += [WorkerProc(Path("loan"), tmp_path / name, env, tmp_path / f"{name}.log", ["--processor", name])
+                    for name in ("credit", "documents")]
+        try:
+            proc = topo.processor("orchestrator")
+            target = signal_target(resolve(proc.processor, proc.options, proc.outputs))
+            assert target is not None and target.input_topic == f"{ns}loan.events"
+            applications = Signaller(kafka, target)
+            for loan in (by_cli, by_http, unanswered, late):
+                applications.send(loan, "LoanApplied", {"loan_id": loan, "applicant": f"cust-{loan}",
+                                                        "amount_cents": 1_000_000, "term_months": 24})
+
+            def in_review() -> set[str]:
+                return {k for k, name, _b, _i in _decoded(kafka, serde, f"{ns}loan.reviews") if name == "RequestReview"}
+
+            wait_until(lambda: {by_cli, by_http} <= in_review(), 90, "two loans to reach review")
+            # A person approves through the CLI; a payload of the wrong type is refused first, naming the field.
+            cli = [sys.executable, "-m", "streams", "signal", by_cli, "ReviewApproved", "--topology", "loan",
+                   "--processor", "orchestrator"]
+            bad = subprocess.run([*cli, "--data", '{"reviewer": 5}', "--id", f"bad-cli-{unique}"], env=env,
+                                 capture_output=True, text=True, timeout=60)
+            assert bad.returncode == 2 and "reviewer" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+            ok = subprocess.run([*cli, "--data", '{"reviewer": "ana"}'], env=env, capture_output=True, text=True,
+                                timeout=60)
+            assert ok.returncode == 0, ok.stderr
+            assert orjson.loads(ok.stdout)["topic"] == f"{ns}loan.events"
+            # Another declines over HTTP; a body missing a required field is refused with the field named.
+            url = f"http://127.0.0.1:{port}/workflows/{by_http}/events"
+            code, body = _post(url, {"type": "ReviewDeclined", "data": {"reviewer": "bo"}, "id": f"bad-http-{unique}"})
+            assert (code, body.get("field")) == (400, "reason"), body
+            code, body = _post(url, {"type": "ReviewDeclined", "data": {"reviewer": "bo", "reason": "debt too high"}})
+            assert code == 202, body
+            wait_until(lambda: late in in_review(), 60, "the late documents to arrive")
+            assert _post(f"http://127.0.0.1:{port}/workflows/{late}/events",
+                         {"type": "ReviewApproved", "data": {"reviewer": "cy"}})[0] == 202
+
+            def outcomes() -> dict[str, tuple[str, dict[str, Any]]]:
+                return {k: (name, b) for k, name, b, _i in _decoded(kafka, serde, f"{ns}loan.results")}
+
+            wait_until(lambda: len(outcomes()) == 4, 90, "every loan to end")
+        finally:
+            for w in workers:
+                w.stop()
+        logs = "".join(w.log_text() for w in workers)
+        assert "Traceback" not in logs, logs[-3000:]
+        ends = outcomes()
+        assert ends[by_cli][0] == "LoanApproved" and ends[by_cli][1]["reviewer"] == "ana"
+        assert ends[late][0] == "LoanApproved" and ends[late][1]["escalated"] is False
+        assert ends[by_http] == ("LoanDeclined", {"loan_id": by_http, "reason": "review_declined",
+                                                  "detail": "review failed: debt too high",
+                                                  "released_hold_id": f"hold-{by_http}"})
+        assert ends[unanswered][0] == "LoanDeclined" and ends[unanswered][1]["reason"] == "review_expired"
+        # Both declines released the hold at the bureau, which acknowledged it before the outcome was reported.
+        credit = _decoded(kafka, serde, f"{ns}credit.commands")
+        assert sorted(k for k, name, _b, _i in credit if name == "ReleaseCreditHold") == sorted([by_http, unanswered])
+        events = _decoded(kafka, serde, f"{ns}loan.events")
+        assert sorted(k for k, name, _b, _i in events if name == "CreditHoldReleased") == sorted([by_http, unanswered])
+        notes = [(k, name) for k, name, _b, _i in _decoded(kafka, serde, f"{ns}loan.notifications")]
+        assert (unanswered, "ReviewEscalated") in notes and (late, "DocumentsReminder") in notes
+        assert all(k == late for k, name in notes if name == "DocumentsReminder")
+        # The refused signals produced nothing; nothing was dead-lettered.
+        ids = {i for _k, _n, _b, i in events}
+        assert f"bad-cli-{unique}" not in ids and f"bad-http-{unique}" not in ids
+        assert read_all(kafka, f"{ns}loan.dlq", 1) == []
