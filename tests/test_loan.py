@@ -193,6 +193,15 @@ def test_a_bureau_that_is_down_is_retried_then_declines_as_unavailable() -> None
     d.advance(H)  # attempts 2 and 3 go out after a backoff and time out unanswered
     assert [o.payload["attempt"] for o in d.outputs_for(topic="credit.commands")] == [1, 2, 3]
     assert declined(d)["reason"] == "credit_unavailable"
+    # Down for every attempt, answering each time: the same, not a verdict on the applicant.
+    d = streams.Driver(loan_application(**PARAMS))
+    d.send("LoanApplied", "L1", APPLY)
+    for attempt in (1, 2, 3):
+        d.send("CreditRejected", "L1", {"loan_id": "L1", "reason": "bureau down", "failure": "TRANSIENT",
+                                        "attempt": attempt})
+        d.advance(10_000)  # past the backoff, within the reply timeout
+    assert declined(d)["reason"] == "credit_unavailable"
+    assert declined(d)["detail"] == "credit failed after 3 attempts: bureau down"
 
 
 def test_every_delay_is_a_parameter_and_bad_ones_are_refused() -> None:
@@ -331,3 +340,37 @@ def test_the_loan_example_runs_on_the_broker_with_signals_from_the_cli_and_http(
         ids = {i for _k, _n, _b, i in events}
         assert f"bad-cli-{unique}" not in ids and f"bad-http-{unique}" not in ids
         assert read_all(kafka, f"{ns}loan.dlq", 1) == []
+
+
+@pytest.mark.kafka
+def test_the_loan_demo_ends_every_application_as_its_oracle_predicts(subprocess_env: dict[str, str]) -> None:
+    with RegistryServer(port=0) as registry:
+        env = {**subprocess_env, "SCHEMA_REGISTRY_URL": registry.url}
+        run = subprocess.run([sys.executable, "-m", "streams", "demo", "--example", "loan", "--loans", "30"],
+                             env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    assert "  oracle          30/30 ended as the seeded fates predict" in lines
+    approved, declined = (int(next(x for x in lines if x.strip().startswith(w)).split()[1])
+                          for w in ("approved", "declined"))
+    assert approved + declined == 30 and approved > 0 and declined > 0
+    assert "Traceback" not in run.stderr
+
+
+def test_the_oracle_follows_the_seeded_fates() -> None:
+    from streams.cli.demo_loan import SETTINGS, End, predict, review_outcome
+
+    ends = [predict(f"loan-{i}") for i in range(400)]
+    reasons = {e.reason for e in ends}
+    assert reasons >= {None, "credit_rejected", "documents_rejected", "documents_expired", "review_declined",
+                       "review_expired"}
+    assert all(e.released == (e.reason is not None and not e.reason.startswith("credit")) for e in ends)
+    assert all(e.escalated for e in ends if e.reason == "review_expired")
+    # Every rate at zero: every application reaches review and ends as its reviewer decides.
+    calm = {**SETTINGS, **{k: "0" for k in SETTINGS if k.endswith("_RATE")}}
+    for i in range(50):
+        review = review_outcome(1, f"loan-{i}")
+        want = {"approve": End("LoanApproved"), "late_approve": End("LoanApproved", escalated=True),
+                "decline": End("LoanDeclined", "review_declined", released=True),
+                "never": End("LoanDeclined", "review_expired", escalated=True, released=True)}[review]
+        assert predict(f"loan-{i}", calm) == want

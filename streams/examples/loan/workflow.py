@@ -98,6 +98,8 @@ def decline_code(ctx: StepContext) -> str:
     """Which event made the application give up: the one that left the forward path (into ``releasing``, or
     straight to ``declined`` when there was no hold to release)."""
     trigger = ctx.event.name
+    if trigger == "CreditRejected" and ctx.event.payload.get("failure") == "TRANSIENT":
+        return "credit_unavailable"  # the bureau was down for every attempt: no verdict on the applicant
     if ctx.state.state == "releasing":
         trigger = next((t.event for t in reversed(ctx.state.history)
                         if t.to_state == "releasing" and t.from_state != "releasing"), trigger)
