@@ -63,7 +63,8 @@ def test_schemas_is_relative_to_the_topology_and_checked(tmp_path: Path) -> None
 def test_an_unknown_topology_name_says_what_the_built_ins_are(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(TopologyError, match=r"^cannot read topology ordrs: .*\(nor a built-in: orders, loan, counter\)$"):
+    with pytest.raises(TopologyError,
+                       match=r"^cannot read topology ordrs: .*\(nor a built-in: orders, loan, counter\)$"):
         load("ordrs", {})
 
 
