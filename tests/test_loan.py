@@ -25,7 +25,7 @@ from streams.ops.signal import Signaller, signal_target
 from streams.processors import resolve
 from streams.records import H_EVENT_ID
 from streams.topology import load
-from support import WorkerProc, read_all, wait_until
+from support import WorkerProc, committed, read_all, wait_until
 
 H = 3_600_000
 PARAMS: dict[str, Any] = {"reminder_every_ms": 10 * H, "max_reminders": 3, "review_sla_ms": 48 * H,
@@ -374,3 +374,54 @@ def test_the_oracle_follows_the_seeded_fates() -> None:
                 "decline": End("LoanDeclined", "review_declined", released=True),
                 "never": End("LoanDeclined", "review_expired", escalated=True, released=True)}[review]
         assert predict(f"loan-{i}", calm) == want
+
+
+@pytest.mark.kafka
+def test_documents_arriving_later_survive_a_crash_of_the_service(
+        kafka: KafkaSettings, subprocess_env: dict[str, str], tmp_path: Path, unique: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service keeps a late verdict as a durable timer: killed while it waits, a new worker (with an empty
+    state directory: restored from the changelog) still sends it, once."""
+    ns = f"t{unique}."
+    settings = {**TIMINGS, "LOAN_NS": ns, "LOAN_DOCUMENTS_LATE_RATE": "1", "LOAN_DOCUMENTS_LATE_MS": "9000",
+                "LOAN_REMINDER_EVERY_MS": "4000", "LOAN_MAX_REMINDERS": "3"}
+    topo = load("loan", settings)
+    Admin(kafka).ensure(topo.all_topics())
+    with RegistryServer(port=0) as registry:
+        settings["SCHEMA_REGISTRY_URL"] = registry.url
+        env = {**subprocess_env, **settings}
+        for name, value in settings.items():
+            monkeypatch.setenv(name, value)
+        serde = Serde(RegistryClient(registry.url), Catalogue.load(topo.schemas or ""), strategy="record")
+
+        def worker(name: str, run: int) -> WorkerProc:
+            return WorkerProc(Path("loan"), tmp_path / f"{name}{run}", env, tmp_path / f"{name}{run}.log",
+                              ["--processor", name])
+
+        workers = [worker("orchestrator", 1), worker("credit", 1)]
+        documents = worker("documents", 1)
+        try:
+            proc = topo.processor("orchestrator")
+            target = signal_target(resolve(proc.processor, proc.options, proc.outputs))
+            assert target is not None
+            Signaller(kafka, target).send("L1", "LoanApplied", {"loan_id": "L1", "applicant": "ada",
+                                                                "amount_cents": 900_000, "term_months": 12})
+            group = f"{ns}loan-documents"
+            wait_until(lambda: sum(max(o, 0) for o in committed(kafka, group, f"{ns}documents.commands", 4).values())
+                       == 1, 60, "the document service to commit the command (its timer stored)")
+            documents.kill()
+            documents = worker("documents", 2)
+
+            def seen(topic: str, record: str) -> list[str]:
+                return [k for k, name, _b, _i in _decoded(kafka, serde, f"{ns}{topic}") if name == record]
+
+            wait_until(lambda: seen("loan.reviews", "RequestReview") == ["L1"], 90, "the loan to reach review")
+        finally:
+            for w in [*workers, documents]:
+                w.stop()
+        assert seen("loan.events", "DocumentsVerified") == ["L1"]
+        # Reminded while it waited (how often depends on how soon the new worker got its partitions), not expired.
+        reminders = seen("loan.notifications", "DocumentsReminder")
+        assert set(reminders) == {"L1"} and 1 <= len(reminders) <= 3
+        # The new worker read no command: the verdict came from the timer it restored from the changelog.
+        assert "stopped after 0 records in" in documents.log_text() and "Traceback" not in documents.log_text()
