@@ -149,7 +149,7 @@ def run(args: argparse.Namespace, kafka: KafkaSettings, registry_url: str) -> in
                               Path(tmp))
         log("demo: started the loan orchestrator, the credit bureau and document verification")
         try:
-            return _drive(args, kafka, topo, target, procs)
+            return _drive(args, kafka, topo, target, procs, ns)
         finally:
             stop_workers(procs)
 
@@ -157,10 +157,9 @@ def run(args: argparse.Namespace, kafka: KafkaSettings, registry_url: str) -> in
 class _Watch:
     """Outcomes and notifications as they arrive, and the reviewers answering their inbox."""
 
-    def __init__(self, kafka: KafkaSettings, topo: Topology, target: SignalTarget) -> None:
+    def __init__(self, kafka: KafkaSettings, topo: Topology, target: SignalTarget, ns: str) -> None:
         self.kafka, self.target = kafka, target
         self.serde: Serde = make_serde(topo.processor("orchestrator").options)
-        ns = topo.name[: -len(LOAN)]
         self.topics = {t: f"{ns}{t}" for t in ("loan.results", "loan.notifications", "loan.reviews")}
         self.ends: dict[str, End] = {}
         self.notes: Counter[str] = Counter()
@@ -222,8 +221,8 @@ class _Watch:
 
 
 def _drive(args: argparse.Namespace, kafka: KafkaSettings, topo: Topology, target: SignalTarget,
-           procs: Procs) -> int:
-    watch = _Watch(kafka, topo, target)
+           procs: Procs, ns: str) -> int:
+    watch = _Watch(kafka, topo, target, ns)
     threads = [threading.Thread(target=watch.results, daemon=True),
                threading.Thread(target=watch.reviewers, daemon=True)]
     for t in threads:

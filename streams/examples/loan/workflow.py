@@ -96,7 +96,8 @@ class Topics:
 
 def decline_code(ctx: StepContext) -> str:
     """Which event made the application give up: the one that left the forward path (into ``releasing``, or
-    straight to ``declined`` when there was no hold to release)."""
+    straight to ``declined`` when there was no hold to release). Read from the entity's history, which keeps
+    the last ``history_limit`` transitions: far more than the release's retries add."""
     trigger = ctx.event.name
     if trigger == "CreditRejected" and ctx.event.payload.get("failure") == "TRANSIENT":
         return "credit_unavailable"  # the bureau was down for every attempt: no verdict on the applicant
