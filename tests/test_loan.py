@@ -220,10 +220,10 @@ def test_every_delay_is_a_parameter_and_bad_ones_are_refused() -> None:
 
 # --- the example on the broker: orchestrator and services as workers, reviewers' signals by CLI and HTTP ---------
 
-TIMINGS = {"LOAN_REPLY_TIMEOUT_MS": "20000", "LOAN_REMINDER_EVERY_MS": "3000", "LOAN_MAX_REMINDERS": "3",
+TIMINGS = {"LOAN_REPLY_TIMEOUT_MS": "20000", "LOAN_REMINDER_EVERY_MS": "4000", "LOAN_MAX_REMINDERS": "3",
            "LOAN_REVIEW_SLA_MS": "6000", "LOAN_ESCALATION_MS": "6000", "LOAN_SEED": "1",
            "LOAN_CREDIT_REJECT_RATE": "0", "LOAN_CREDIT_UNAVAILABLE_RATE": "0", "LOAN_DOCUMENTS_REJECT_RATE": "0",
-           "LOAN_DOCUMENTS_LATE_RATE": "0.5", "LOAN_DOCUMENTS_NEVER_RATE": "0", "LOAN_DOCUMENTS_LATE_MS": "4000",
+           "LOAN_DOCUMENTS_LATE_RATE": "0.5", "LOAN_DOCUMENTS_NEVER_RATE": "0", "LOAN_DOCUMENTS_LATE_MS": "6000",
            # Apache Kafka refuses a session timeout below its group.min.session.timeout.ms (6 s by default)
            "KAFKA_CONSUMER_SESSION_TIMEOUT_MS": "6000", "KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS": "600"}
 
