@@ -36,6 +36,7 @@ MISROUTED = ("reroute", "dlq")
 # through importlib.resources so an installed wheel finds them as a checkout does. Package names as strings:
 # the engine imports no example until one is asked for.
 EXAMPLES: Mapping[str, str] = MappingProxyType({"orders": "streams.examples.orders",
+                                                "loan": "streams.examples.loan",
                                                 "counter": "streams.examples.counter"})
 
 

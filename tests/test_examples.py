@@ -14,7 +14,7 @@ from streams.processors.avro import default_schemas
 from streams.topology import load, locate
 
 
-@pytest.mark.parametrize("name", ["orders", "counter"])
+@pytest.mark.parametrize("name", ["orders", "loan", "counter"])
 def test_a_built_in_example_is_named_and_found_in_the_package(name: str, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # from anywhere, not only the checkout
@@ -64,7 +64,8 @@ def test_schemas_is_relative_to_the_topology_and_checked(tmp_path: Path) -> None
 def test_an_unknown_topology_name_says_what_the_built_ins_are(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(TopologyError, match=r"^cannot read topology ordrs: .*\(nor a built-in: orders, counter\)$"):
+    with pytest.raises(TopologyError,
+                       match=r"^cannot read topology ordrs: .*\(nor a built-in: orders, loan, counter\)$"):
         load("ordrs", {})
 
 

@@ -238,7 +238,8 @@ def test_a_new_user_inits_tests_and_runs_a_project_with_the_installed_wheel(
                 assert orjson.loads(sent.stdout)["topic"] == "orders.events"
             else:
                 body = orjson.dumps({"type": "OrderPlaced", "data": _place(key)})
-                req = urllib.request.Request(f"{worker}/workflows/{key}/events", body, method="POST")
+                req = urllib.request.Request(f"{worker}/workflows/{key}/events", body, method="POST",
+                                             headers={"Content-Type": "application/json"})
                 with urllib.request.urlopen(req, timeout=10) as resp:
                     assert resp.status == 202
         ends = {**dict.fromkeys(completed, "completed"), **dict.fromkeys(cancelled, "cancelled")}

@@ -15,8 +15,8 @@ from support import write_loan_project
 def test_list_names_the_registered_workflows(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["workflow", "list"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("orders\tinput=orders.events\tstates=8\t")
-    assert "terminal=cancelled,compensation_failed,completed" in out
+    assert out.startswith("loan\tinput=loan.events\tstates=8\tterminal=approved,declined,release_failed\n")
+    assert "\norders\tinput=orders.events\tstates=8\tterminal=cancelled,compensation_failed,completed\n" in out
 
 
 def test_diagram_prints_every_rule_as_a_mermaid_edge(capsys: pytest.CaptureFixture[str]) -> None:
@@ -39,7 +39,7 @@ def test_unknown_workflow_is_one_line_on_stderr(capsys: pytest.CaptureFixture[st
     assert main(["workflow", "diagram", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == ("streams: WorkflowDefinitionError: unknown workflow 'nope': expected a built-in name "
-                           "(orders) or 'package.module:factory'")
+                           "(loan, orders) or 'package.module:factory'")
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_a_users_workflow_is_listed_drawn_and_validated_by_reference(
     ("loanflow.nope:loan", "cannot import module 'loanflow.nope': No module named 'loanflow.nope'"),
     ("loanflow.flows:nope", "module 'loanflow.flows' has no attribute 'nope'"),
     ("loanflow.flows:not_a_factory", "the factory returned str, not a Definition"),
-    ("loanflow.flows:", "expected a built-in name (orders) or 'package.module:factory'"),
+    ("loanflow.flows:", "expected a built-in name (loan, orders) or 'package.module:factory'"),
     ("loanflow.flows:raises", "the factory raised ValueError: no loans on Sundays"),
     ("loanflow.broken:loan", "importing 'loanflow.broken' raised ZeroDivisionError: division by zero"),
 ])

@@ -1,4 +1,5 @@
-"""``streams demo``: the order saga end to end on the embedded default.
+"""``streams demo``: the order saga end to end on the embedded default (``--example loan``: the loan
+application, :mod:`streams.cli.demo_loan`).
 
 Broker, schema registry, topics, the orchestrator and the three reference services (each its own process),
 orders generated at a chosen rate with a mix of failures, live progress, and a summary: orders completed and
@@ -9,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -18,10 +17,10 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import IO
 
-from streams.cli import demo_counter
-from streams.cli.common import add_kafka_args, kafka_or_embedded, log, registry_or_embedded
+from streams.cli import demo_counter, demo_loan
+from streams.cli.common import add_kafka_args, kafka_or_embedded, log, number, registry_or_embedded
+from streams.cli.demo_loan import Procs, start_workers, stop_workers
 from streams.config import KafkaSettings
 from streams.contracts import Serde
 from streams.kafka.admin import Admin
@@ -39,7 +38,10 @@ ORDERS = "orders"  # the built-in example topology (streams.topology.EXAMPLES)
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("demo", help="run the order-saga demo on the embedded default")
+    p = sub.add_parser("demo", help="run the order-saga demo (or --example loan) on the embedded default")
+    p.add_argument("--example", choices=("orders", "loan"), default="orders",
+                   help="which example: the order saga, or the loan application with simulated reviewers")
+    p.add_argument("--loans", type=number(int, 1, 100_000), default=60, help="--example loan: applications")
     p.add_argument("--orders", type=int, default=2000)
     p.add_argument("--rate", type=float, default=200.0, help="orders per second")
     p.add_argument("--orchestrators", type=int, default=1, help="orchestrator worker processes")
@@ -61,9 +63,12 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.counter:
         return demo_counter.run(args)
+    if args.example == "loan":
+        with kafka_or_embedded(args) as kafka, registry_or_embedded(kafka, "demo") as url:
+            return demo_loan.run(args, kafka, url)
     if (args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) and not os.environ.get("STREAMS_DEMO_SHARED"):
         log("demo: using the Kafka in KAFKA_BOOTSTRAP_SERVERS; the saga's topic names are fixed (orders.*)")
-    with kafka_or_embedded(args) as kafka, registry_or_embedded(kafka, 'demo') as url, \
+    with kafka_or_embedded(args) as kafka, registry_or_embedded(kafka, "demo") as url, \
             tempfile.TemporaryDirectory(prefix="streams-demo-") as tmp:
         env = {**os.environ, **kafka.child_env(), "SCHEMA_REGISTRY_URL": url,
                "PAYMENT_TIMEOUT_MS": str(args.payment_timeout_ms)}
@@ -75,18 +80,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             return _drive(args, kafka, serde, Path(tmp), procs)
         finally:
-            for p, _logf in procs:
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-            for p, logf in procs:
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                logf.close()
-
-
-Procs = list[tuple[subprocess.Popen[bytes], IO[bytes]]]
+            stop_workers(procs)
 
 
 def _start(args: argparse.Namespace, env: dict[str, str], tmp: Path) -> Procs:
@@ -101,19 +95,9 @@ def _start(args: argparse.Namespace, env: dict[str, str], tmp: Path) -> Procs:
         ("inventory", ["service", "inventory", *seed, "--shortage-rate", str(args.shortage_rate)]),
         ("shipping", ["service", "shipping", *seed, "--permanent-rate", str(args.shipping_failure_rate)]),
     ]
-    procs: Procs = []
-    for name, cmd in specs:
-        logf = open(tmp / f"{name}.log", "wb")  # noqa: SIM115
-        procs.append((subprocess.Popen(
-            [sys.executable, "-m", "streams", *cmd, "--state-dir", str(tmp / name), "--commit-interval-ms", "20"],
-            env=env, stdout=logf, stderr=subprocess.STDOUT), logf))
+    # Orders placed before every group has joined would measure start-up, not the saga: this waits for them.
+    procs = start_workers(specs, env, tmp)
     log(f"demo: started {args.orchestrators} orchestrator(s) and the payment, inventory and shipping services")
-    # Orders placed before every group has joined would measure start-up, not the saga.
-    logs = [tmp / f"{name}.log" for name, _ in specs]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not all("restored; processing" in f.read_text(errors="replace")
-                                                  for f in logs):
-        time.sleep(0.2)
     log("demo: all workers are processing")
     return procs
 

@@ -28,7 +28,7 @@ SERVICES = ("payment", "inventory", "shipping")
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("worker", help="run one stream worker (a consumer-group member)")
-    p.add_argument("--topology", required=True, help="topology YAML file, or a built-in example: orders, counter")
+    p.add_argument("--topology", required=True, help="topology YAML file, or a built-in example: orders, loan, counter")
     p.add_argument("--processor", help="which processor of the topology (default: the only one)")
     _worker_args(p)
     p.set_defaults(func=run, options={})

@@ -18,7 +18,8 @@ from streams.workflow.definition import Definition
 
 Factory = Callable[..., Definition]
 
-ALIASES: Mapping[str, str] = MappingProxyType({"orders": "streams.examples.orders.workflow:order_saga"})
+ALIASES: Mapping[str, str] = MappingProxyType({"orders": "streams.examples.orders.workflow:order_saga",
+                                              "loan": "streams.examples.loan.workflow:loan_application"})
 
 
 def names() -> list[str]:

@@ -1,0 +1,278 @@
+"""``streams demo --example loan``: the loan application end to end on the embedded default.
+
+The orchestrator, the credit bureau and document verification (each its own worker process), applications
+submitted as signals, and simulated reviewers: a loop that reads the reviewers' inbox (``loan.reviews``) and
+answers by signal, some at once, some only after the review was escalated, some never. Every outcome is seeded
+(the services' :func:`~streams.examples.loan.services.credit_outcome` and ``documents_outcome``, the reviewers'
+:func:`review_outcome`), so an oracle predicts each application's end; the demo exits 0 only if every one
+ended as predicted. Delays are seconds here where the example's defaults are days.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from streams.cli.common import log
+from streams.config import KafkaSettings
+from streams.contracts import Serde
+from streams.examples.loan.services import credit_outcome, documents_outcome
+from streams.examples.loan.workflow import CREDIT_RETRY
+from streams.kafka.admin import Admin
+from streams.kafka.client import make_consumer
+from streams.kafka.io import TopicPartition
+from streams.ops.signal import Signaller, SignalTarget, signal_target
+from streams.processors import resolve
+from streams.processors.avro import make_serde
+from streams.processors.services import fate
+from streams.topology import Topology, load
+
+LOAN = "loan"  # the built-in example topology (streams.topology.EXAMPLES)
+SEED = 1
+SLA_MS, ESCALATION_MS = 4_000, 4_000
+# The topology's knobs (``${VAR}`` in streams/examples/loan/topology.yaml) for a demo that ends in seconds.
+SETTINGS = {
+    "LOAN_SEED": str(SEED), "LOAN_REPLY_TIMEOUT_MS": "5000",
+    "LOAN_REMINDER_EVERY_MS": "1500", "LOAN_MAX_REMINDERS": "2",  # documents expire after 4.5 s
+    "LOAN_REVIEW_SLA_MS": str(SLA_MS), "LOAN_ESCALATION_MS": str(ESCALATION_MS),
+    "LOAN_CREDIT_REJECT_RATE": "0.15", "LOAN_CREDIT_UNAVAILABLE_RATE": "0.1",
+    "LOAN_DOCUMENTS_REJECT_RATE": "0.05", "LOAN_DOCUMENTS_LATE_RATE": "0.2", "LOAN_DOCUMENTS_NEVER_RATE": "0.05",
+    "LOAN_DOCUMENTS_LATE_MS": "2500",  # after the first reminder, well before the expiry
+}
+# What the simulated reviewers do with a task: answer at once, answer after it was escalated (half way between
+# the SLA and the final decline), or never.
+REVIEWS = (("approve", 0.55), ("decline", 0.20), ("late_approve", 0.15), ("never", 0.10))
+THINK_MS = 300
+SERVICES = ("orchestrator", "credit", "documents")
+
+
+def review_outcome(seed: int, loan_id: str) -> str:
+    """What the reviewers do with this application (one of :data:`REVIEWS`)."""
+    u = fate(seed, loan_id, "review")
+    for outcome, share in REVIEWS:
+        if u < share:
+            return outcome
+        u -= share
+    return REVIEWS[-1][0]
+
+
+@dataclass(frozen=True)
+class End:
+    outcome: str  # LoanApproved | LoanDeclined
+    reason: str | None = None
+    escalated: bool = False
+    released: bool = False  # a decline released the credit hold placed for it
+
+
+def predict(loan_id: str, settings: Mapping[str, str] = SETTINGS) -> End:
+    """The end the seeded services and reviewers lead this application to."""
+    seed = int(settings["LOAN_SEED"])
+    rates = [float(settings[f"LOAN_CREDIT_{n}_RATE"]) for n in ("REJECT", "UNAVAILABLE")]
+    credit = [credit_outcome(seed, loan_id, a, *rates) for a in range(1, CREDIT_RETRY.max_attempts + 1)]
+    if credit[0] == "rejected":
+        return End("LoanDeclined", "credit_rejected")
+    if "approved" not in credit:
+        return End("LoanDeclined", "credit_unavailable")
+    docs = documents_outcome(seed, loan_id, *(float(settings[f"LOAN_DOCUMENTS_{n}_RATE"])
+                                              for n in ("REJECT", "LATE", "NEVER")))
+    if docs in ("rejected", "never"):
+        return End("LoanDeclined", "documents_rejected" if docs == "rejected" else "documents_expired",
+                   released=True)
+    review = review_outcome(seed, loan_id)
+    if review == "decline":
+        return End("LoanDeclined", "review_declined", released=True)
+    if review == "never":
+        return End("LoanDeclined", "review_expired", escalated=True, released=True)
+    return End("LoanApproved", escalated=review == "late_approve")
+
+
+Procs = list[tuple[subprocess.Popen[bytes], IO[bytes]]]
+
+
+def start_workers(specs: list[tuple[str, list[str]]], env: Mapping[str, str], tmp: Path) -> Procs:
+    """One ``streams`` process per spec, logging to ``tmp/<name>.log``; returns once each is processing."""
+    procs: Procs = []
+    for name, cmd in specs:
+        logf = open(tmp / f"{name}.log", "wb")  # noqa: SIM115
+        procs.append((subprocess.Popen(
+            [sys.executable, "-m", "streams", *cmd, "--state-dir", str(tmp / name), "--commit-interval-ms", "20"],
+            env=dict(env), stdout=logf, stderr=subprocess.STDOUT), logf))
+    logs = [tmp / f"{name}.log" for name, _ in specs]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all("restored; processing" in f.read_text(errors="replace")
+                                                  for f in logs):
+        time.sleep(0.2)
+    return procs
+
+
+def stop_workers(procs: Procs) -> None:
+    for p, _logf in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p, logf in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        logf.close()
+
+
+def run(args: argparse.Namespace, kafka: KafkaSettings, registry_url: str) -> int:
+    ns = f"demo-{uuid.uuid4().hex[:6]}."  # a fresh set of topics, so a demo never reads an earlier one's records
+    settings = {"LOAN_NS": ns, "SCHEMA_REGISTRY_URL": registry_url, **SETTINGS}
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, **settings}
+    # Apache Kafka refuses a consumer session timeout below its group.min.session.timeout.ms (6 s by default).
+    env.setdefault("KAFKA_CONSUMER_SESSION_TIMEOUT_MS", "6000")
+    env.setdefault("KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS", "600")
+    os.environ.update(settings)  # the in-process signaller builds the same orchestrator the workers run
+    topo = load(LOAN, env)
+    Admin(kafka).ensure(topo.all_topics())
+    orchestrator = topo.processor("orchestrator")
+    target = signal_target(resolve(orchestrator.processor, orchestrator.options, orchestrator.outputs))
+    assert target is not None
+    with tempfile.TemporaryDirectory(prefix="streams-demo-") as tmp:
+        procs = start_workers([(n, ["worker", "--topology", LOAN, "--processor", n]) for n in SERVICES], env,
+                              Path(tmp))
+        log("demo: started the loan orchestrator, the credit bureau and document verification")
+        try:
+            return _drive(args, kafka, topo, target, procs, ns)
+        finally:
+            stop_workers(procs)
+
+
+class _Watch:
+    """Outcomes and notifications as they arrive, and the reviewers answering their inbox."""
+
+    def __init__(self, kafka: KafkaSettings, topo: Topology, target: SignalTarget, ns: str) -> None:
+        self.kafka, self.target = kafka, target
+        self.serde: Serde = make_serde(topo.processor("orchestrator").options)
+        self.topics = {t: f"{ns}{t}" for t in ("loan.results", "loan.notifications", "loan.reviews")}
+        self.ends: dict[str, End] = {}
+        self.notes: Counter[str] = Counter()
+        self.escalated: set[str] = set()
+        self.signals = 0
+        self.stop = threading.Event()
+
+    def results(self) -> None:
+        consumer = make_consumer(self.kafka, f"demo-loan-results-{uuid.uuid4().hex}")
+        consumer.assign([TopicPartition(self.topics[t], p, 0) for t in ("loan.results", "loan.notifications")
+                         for p in range(4)])
+        try:
+            while not self.stop.is_set():
+                for m in consumer.consume(1000, 0.2):
+                    if m.error() is not None:
+                        continue
+                    name, body = self.serde.decode(m.value())
+                    name = name.rsplit(".", 1)[-1]
+                    loan = str(body["loan_id"])
+                    if name == "LoanApproved":
+                        self.ends.setdefault(loan, End(name, None, bool(body["escalated"])))
+                    elif name == "LoanDeclined":
+                        self.ends.setdefault(loan, End(name, str(body["reason"]),  # escalated: see _drive
+                                                       released=body["released_hold_id"] == f"hold-{loan}"))
+                    else:
+                        self.notes[name] += 1
+                        if name == "ReviewEscalated":
+                            self.escalated.add(loan)
+        finally:
+            consumer.close()
+
+    def reviewers(self) -> None:
+        """Answer each review task as its seeded reviewer would, at its time (from when the task was sent)."""
+        consumer = make_consumer(self.kafka, f"demo-loan-reviewers-{uuid.uuid4().hex}")
+        consumer.assign([TopicPartition(self.topics["loan.reviews"], p, 0) for p in range(4)])
+        signaller = Signaller(self.kafka, self.target)
+        due: list[tuple[float, str, str, dict[str, Any]]] = []
+        try:
+            while not self.stop.is_set():
+                for m in consumer.consume(1000, 0.1):
+                    if m.error() is not None:
+                        continue
+                    _name, body = self.serde.decode(m.value())
+                    loan, sent_ms = str(body["loan_id"]), m.timestamp()[1]
+                    what = review_outcome(SEED, loan)
+                    at_ms = sent_ms + (SLA_MS + ESCALATION_MS // 2 if what == "late_approve" else THINK_MS)
+                    if what == "decline":
+                        heapq.heappush(due, (at_ms, loan, "ReviewDeclined",
+                                             {"reviewer": "bo", "reason": "debt-to-income ratio too high"}))
+                    elif what != "never":
+                        heapq.heappush(due, (at_ms, loan, "ReviewApproved",
+                                             {"reviewer": "supervisor" if what == "late_approve" else "ana"}))
+                while due and due[0][0] <= time.time() * 1000:
+                    _at, loan, event, data = heapq.heappop(due)
+                    signaller.send(loan, event, data, event_id=f"review-{loan}")
+                    self.signals += 1
+        finally:
+            consumer.close()
+
+
+def _drive(args: argparse.Namespace, kafka: KafkaSettings, topo: Topology, target: SignalTarget,
+           procs: Procs, ns: str) -> int:
+    watch = _Watch(kafka, topo, target, ns)
+    threads = [threading.Thread(target=watch.results, daemon=True),
+               threading.Thread(target=watch.reviewers, daemon=True)]
+    for t in threads:
+        t.start()
+    run_id = uuid.uuid4().hex[:6]
+    ids = [f"loan-{run_id}-{i:04d}" for i in range(args.loans)]
+    t0 = time.monotonic()
+    applications = Signaller(kafka, target)
+    for i, loan in enumerate(ids):
+        applications.send(loan, "LoanApplied", {"loan_id": loan, "applicant": f"cust-{i % 97}",
+                                                "amount_cents": 500_000 + 10_000 * (i % 50), "term_months": 36},
+                          event_id=f"applied-{loan}")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and len(watch.ends) < len(ids):
+        if any(p.poll() is not None for p, _ in procs):
+            log("demo: a worker exited early; its log is in the demo directory")
+            watch.stop.set()
+            return 1
+        print(f"\r  applied {len(ids)}   ended {len(watch.ends)}   reviewer answers {watch.signals}",
+              end="" if sys.stderr.isatty() else "\n", file=sys.stderr, flush=True)
+        time.sleep(1.0)
+    print(file=sys.stderr)
+    elapsed = time.monotonic() - t0
+    watch.stop.set()
+    for t in threads:
+        t.join(5)
+    # Whether a declined review was escalated first is read from the notifications, complete only now.
+    ends = {k: End(e.outcome, e.reason, k in watch.escalated, e.released) if e.outcome == "LoanDeclined" else e
+            for k, e in watch.ends.items()}
+    return _summary(ids, ends, watch.notes, elapsed)
+
+
+def _summary(ids: list[str], ends: dict[str, End], notes: Counter[str], elapsed: float) -> int:
+    outcomes = Counter(ends[i].outcome for i in ids if i in ends)
+    reasons = Counter(ends[i].reason for i in ids if i in ends and ends[i].outcome == "LoanDeclined")
+    after_escalation = sum(1 for i in ids if i in ends and ends[i].outcome == "LoanApproved" and ends[i].escalated)
+    wrong = [(i, ends[i], predict(i)) for i in ids if i in ends and ends[i] != predict(i)]
+    unfinished = [i for i in ids if i not in ends]
+    print("streams demo: loan applications")
+    print(f"  applications    {len(ids)} ended in {elapsed:.1f}s")
+    print(f"  approved        {outcomes['LoanApproved']} ({after_escalation} after escalation to a supervisor)")
+    print(f"  declined        {outcomes['LoanDeclined']}")
+    for reason, n in reasons.most_common():
+        print(f"    {n:>6}  {reason}")
+    released = sum(1 for i in ids if i in ends and ends[i].released)
+    print(f"  holds released  {released} credit holds released before declining")
+    print(f"  escalated       {notes['ReviewEscalated']} reviews passed their SLA")
+    print(f"  reminders       {notes['DocumentsReminder']} document reminders sent")
+    print(f"  oracle          {len(ids) - len(wrong) - len(unfinished)}/{len(ids)} ended as the seeded fates predict")
+    for loan, got, want in wrong[:5]:
+        print(f"  MISMATCH        {loan}: ended {got}, predicted {want}")
+    if unfinished:
+        print(f"  UNFINISHED      {len(unfinished)} applications did not end in time")
+    return 0 if not wrong and not unfinished else 1
