@@ -44,8 +44,9 @@ def bindings(grants: Sequence[Grant], principal: str, host: str = "*") -> list[A
 
 def create_acls(settings: KafkaSettings, grants: Sequence[Grant], principal: str) -> None:
     """Grant them (the caller's principal needs Alter on the cluster, e.g. a super user)."""
+    admin = make_admin(settings)  # held until every future is done: dropping it cancels them
     try:
-        futures = make_admin(settings).create_acls(bindings(grants, principal))
+        futures = admin.create_acls(bindings(grants, principal))
     except KafkaException as exc:
         raise translate(exc, "creating ACLs") from exc
     for binding, fut in futures.items():
