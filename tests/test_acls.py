@@ -56,7 +56,7 @@ def test_a_worker_reads_inputs_writes_outputs_and_owns_its_changelog_group_and_r
     assert _ops(grants, TOPIC, "shop.dlq") == {"Write", "Describe"}
     assert _ops(grants, TOPIC, "other") == set()  # another processor's topic: nothing without topic creation
     assert _ops(grants, GROUP, "shop-p") == {"Read", "Describe"}
-    assert _ops(grants, GROUP, "shop-p.restore") == {"Read", "Describe"}
+    assert _ops(grants, GROUP, "shop-p.restore") == {"Describe"}  # looked up, never joined
     assert not [g for g in grants if g.resource in (TRANSACTIONAL_ID, CLUSTER) or g.operation == "Create"]
     assert grants == sorted(set(grants))
 

@@ -7,8 +7,9 @@ What each grant is for follows what the worker actually does (streams/cli/worker
 - changelog: written as state changes, read back on restore (Read, Write).
 - every topic it touches: Describe, because metadata hides topics a principal cannot describe and the worker
   checks partition counts (co-partitioning) through metadata.
-- its consumer group (Read: join, fetch and commit offsets); the restore consumer carries ``<group>.restore``
-  as its group id, which librdkafka looks its coordinator up for although it never joins (Describe, Read).
+- its consumer group (Read: join, fetch and commit offsets; Describe); the restore consumer carries
+  ``<group>.restore`` as its group id and librdkafka looks up that group's coordinator although the consumer
+  never joins or commits (FindCoordinator needs Describe, and its refusal is logged on every restore).
 - exactly_once: its transactional ids ``<group>.<instance>`` (a prefixed TransactionalId grant, Write and
   Describe) and IdempotentWrite on the cluster.
 - creating topics: at start the worker creates every missing topic of the whole topology, so it needs Create
@@ -63,8 +64,8 @@ def worker_grants(topo: Topology, proc: ProcessorSpec, group: str | None = None,
     if create_topics:
         for spec in topo.all_topics():
             topic(spec.name, "Create")
-    for g in (group, f"{group}.restore"):
-        out.update((Grant(GROUP, g, "Read"), Grant(GROUP, g, "Describe")))
+    out.update((Grant(GROUP, group, "Read"), Grant(GROUP, group, "Describe"),
+                Grant(GROUP, f"{group}.restore", "Describe")))
     if eos:
         out.update((Grant(TRANSACTIONAL_ID, group, "Write", PREFIXED),
                     Grant(TRANSACTIONAL_ID, group, "Describe", PREFIXED),
