@@ -26,7 +26,7 @@ from streams.kafka.admin import Admin
 from streams.kafka.apache import ApacheKafka
 from streams.kafka.apache_security import MTLS, SASL_SSL, Security
 from streams.kafka.client import read_to_end
-from streams.ops.acls import TOPIC, Grant, kafka_acls_commands, worker_grants
+from streams.ops.acls import GROUP, TOPIC, Grant, kafka_acls_commands, worker_grants
 from streams.ops.loadgen import place_orders
 from streams.processors.avro import make_serde
 from streams.topology import load
@@ -92,7 +92,7 @@ def _capture(argv: list[str]) -> str:
 def secured_saga(tmp: Path, mode: str) -> Iterator[Secured]:
     """A secured single node and a registry on it, the saga's topics made by admin, each processor's principal
     granted what `streams acls` prints for it, and the saga's workers running as those principals."""
-    security = Security.of(mode, *PROCESSORS, "partial")
+    security = Security.of(mode, *PROCESSORS, "partial", "groupless")
     with ApacheKafka(tmp / "kafka", security=security) as cluster:
         admin = KafkaSettings.from_env(cluster.bootstrap, env={**cluster.client_env(), "STREAMS_BROKER": "kafka"})
         with RegistryServer(admin, port=0) as registry:
@@ -164,6 +164,21 @@ def test_a_worker_missing_one_printed_acl_fails_with_one_authorization_line(sasl
     ok = sasl.start("partial", ["worker"], topo, log="partial-granted")
     wait_until(lambda: "secneg.out" in Admin(sasl.admin).list_topics(), 60, "the worker to create its topic")
     assert ok.poll() is None
+
+
+def test_a_worker_refused_its_group_stops_with_one_line_instead_of_logging_forever(sasl: Secured) -> None:
+    """Without Read on its group every poll is refused: the worker exits 2 naming the group and the refusal."""
+    topo = counter_topology(sasl.tmp, "secgrp", kafka=sasl.admin)
+    withheld = Grant(GROUP, "secgrp-counter", "Read")
+    grants = sasl.printed_grants("groupless", "counter", topo)
+    assert withheld in grants
+    create_acls(sasl.admin, [g for g in grants if g != withheld], "User:groupless")
+    proc = sasl.start("groupless", ["worker"], topo)
+    proc.wait(90)
+    lines = (sasl.tmp / "groupless.log").read_text().strip().splitlines()
+    assert proc.returncode == 2, lines
+    assert "group secgrp-counter" in lines[-1] and "GROUP_AUTHORIZATION_FAILED" in lines[-1], lines[-1]
+    assert not any("Traceback" in line for line in lines)
 
 
 def test_saga_completes_over_mutual_tls(tmp_path: Path) -> None:
