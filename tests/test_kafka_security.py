@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -46,7 +47,8 @@ class Secured:
     topology: Path
     tmp: Path
     base_env: dict[str, str]
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)  # by log name
+    saga: dict[str, str] = field(default_factory=dict)  # processor -> log name of its running worker
 
     def env(self, user: str) -> dict[str, str]:
         return {**self.base_env, **self.cluster.client_env(user)}
@@ -67,7 +69,7 @@ class Secured:
                 [sys.executable, "-m", "streams", *args, "--topology", str(topology or self.topology),
                  "--state-dir", str(self.tmp / f"state-{log or user}"), "--commit-interval-ms", "50"],
                 env=self.env(user), stdout=out, stderr=subprocess.STDOUT)
-        self.procs.append(proc)
+        self.procs[log or user] = proc
         return proc
 
     def results(self) -> dict[str, str]:
@@ -109,23 +111,24 @@ def secured_saga(tmp: Path, mode: str) -> Iterator[Secured]:
                 for svc in PROCESSORS[1:]:
                     s.start(svc, ["service", svc])
                 s.start("orchestrator", ["worker", "--processor", "orchestrator"])
+                s.saga = {u: u for u in PROCESSORS}
                 yield s
             finally:
                 os.environ.pop("SCHEMA_REGISTRY_URL", None)
-                for p in s.procs:
+                for p in s.procs.values():
                     if p.poll() is None:
                         p.terminate()
-                for p in s.procs:
+                for p in s.procs.values():
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         p.wait(30)
 
 
-def _saga_completes(s: Secured, n: int) -> None:
-    ids = [f"sec-{i:04d}" for i in range(n)]
+def _saga_completes(s: Secured, n: int, start: int = 0) -> None:
+    ids = [f"sec-{i:04d}" for i in range(start, start + n)]
     place_orders(s.admin, s.serde, ids)
 
     def done() -> bool:
-        dead = [p.args for p in s.procs if p.poll() is not None]
+        dead = [log for log in s.saga.values() if s.procs[log].poll() is not None]
         assert not dead, f"a worker exited: {dead}; see {s.tmp}/*.log"
         return len(s.results().keys() & set(ids)) == n
 
@@ -142,6 +145,18 @@ def sasl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
 
 def test_saga_completes_over_sasl_ssl_with_only_the_printed_acls(sasl: Secured) -> None:
     _saga_completes(sasl, 100)
+    # A replacement payment worker with no local state restores its ledger from the changelog with the same
+    # grants (the restore consumer's reads and group lookup included), then serves the next orders.
+    old = sasl.procs["payment"]
+    old.terminate()
+    assert old.wait(30) == 0
+    sasl.start("payment", ["service", "payment"], log="payment-restored")
+    sasl.saga["payment"] = "payment-restored"
+    _saga_completes(sasl, 20, start=100)
+    log = (sasl.tmp / "payment-restored.log").read_text()
+    restored = [int(m) for m in re.findall(r"restore orders-payments-changelog\[\d+\]: done, (\d+) applied", log)]
+    assert restored and sum(restored) >= 100, log
+    assert "authoriz" not in log.lower(), log
 
 
 def test_a_worker_missing_one_printed_acl_fails_with_one_authorization_line(sasl: Secured) -> None:
