@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 import pytest
 
 from streams.cli import main
@@ -26,10 +27,11 @@ from streams.kafka.acls import create_acls
 from streams.kafka.admin import Admin
 from streams.kafka.apache import ApacheKafka
 from streams.kafka.apache_security import MTLS, SASL_SSL, Security
-from streams.kafka.client import read_to_end
+from streams.kafka.client import plain_producer, read_to_end
 from streams.ops.acls import GROUP, TOPIC, Grant, kafka_acls_commands, worker_grants
 from streams.ops.loadgen import place_orders
 from streams.processors.avro import make_serde
+from streams.records import H_EVENT_ID
 from streams.topology import load
 from support import counter_topology, orders_topology, wait_until
 
@@ -94,7 +96,7 @@ def _capture(argv: list[str]) -> str:
 def secured_saga(tmp: Path, mode: str) -> Iterator[Secured]:
     """A secured single node and a registry on it, the saga's topics made by admin, each processor's principal
     granted what `streams acls` prints for it, and the saga's workers running as those principals."""
-    security = Security.of(mode, *PROCESSORS, "partial", "groupless")
+    security = Security.of(mode, *PROCESSORS, "partial", "groupless", "eos")
     with ApacheKafka(tmp / "kafka", security=security) as cluster:
         admin = KafkaSettings.from_env(cluster.bootstrap, env={**cluster.client_env(), "STREAMS_BROKER": "kafka"})
         with RegistryServer(admin, port=0) as registry:
@@ -194,6 +196,34 @@ def test_a_worker_refused_its_group_stops_with_one_line_instead_of_logging_forev
     assert proc.returncode == 2, lines
     assert "group secgrp-counter" in lines[-1] and "GROUP_AUTHORIZATION_FAILED" in lines[-1], lines[-1]
     assert not any("Traceback" in line for line in lines)
+
+
+def test_exactly_once_runs_with_the_printed_transactional_grants(sasl: Secured) -> None:
+    """exactly_once adds the transactional-id and IdempotentWrite grants: with them (and nothing else) the
+    worker's transactions commit, so a read_committed reader sees one output per input."""
+    topo = counter_topology(sasl.tmp, "seceos", partitions=2, kafka=sasl.admin)
+    grants = worker_grants(load(topo), load(topo).processor("counter"), exactly_once=True)
+    out = _capture(["acls", "--topology", str(topo), "--principal", "eos", "--processing-guarantee",
+                    "exactly_once", "--bootstrap-server", sasl.cluster.bootstrap])
+    assert out.splitlines()[1:] == kafka_acls_commands(grants, "User:eos", sasl.cluster.bootstrap)
+    assert "--transactional-id seceos-counter --resource-pattern-type prefixed" in out
+    create_acls(sasl.admin, grants, "User:eos")
+    worker = sasl.start("eos", ["worker", "--processing-guarantee", "exactly_once"], topo)
+    producer = plain_producer(sasl.admin.common())
+    for i in range(50):
+        producer.produce("seceos.in", orjson.dumps({"amount": 1}), f"k{i % 5}".encode(),
+                         headers=[(H_EVENT_ID, f"ev-{i}".encode())])
+    assert producer.flush(30) == 0
+    committed = KafkaSettings(sasl.admin.bootstrap_servers,
+                              client={**sasl.admin.client, "isolation.level": "read_committed"})
+
+    def outputs() -> list[dict[str, object]]:
+        assert worker.poll() is None, (sasl.tmp / "eos.log").read_text()
+        return [orjson.loads(m.value()) for m in read_to_end(committed, "seceos.out")]
+
+    wait_until(lambda: len(outputs()) >= 50, 60, "50 committed outputs")
+    final = {str(o["key"]): int(str(o["count"])) for o in outputs()}
+    assert len(outputs()) == 50 and final == {f"k{k}": 10 for k in range(5)}
 
 
 def test_saga_completes_over_mutual_tls(tmp_path: Path) -> None:
