@@ -45,7 +45,7 @@ def test_client_settings_of_a_sasl_user_reach_librdkafka_through_the_usual_env_v
         sec.client_env(tmp_path, "x")
 
 
-@pytest.mark.parametrize(("mode", "users"), [("kerberos", {}), (SASL_SSL, {"a b": "p"})])
+@pytest.mark.parametrize(("mode", "users"), [("kerberos", {}), (SASL_SSL, {"a b": "p"}), (SASL_SSL, {"w": "p,w]"})])
 def test_bad_modes_and_user_names_are_refused(mode: str, users: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
         Security(mode, users)

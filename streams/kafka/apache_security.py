@@ -44,6 +44,10 @@ class Security:
         bad = [u for u in self.users if not u.isidentifier()]
         if bad:
             raise ConfigError(f"user names must be letters, digits and _, got {bad}")
+        # Passwords go into StorageTool's [name=...,password=...] and a JAAS string: no quoting in either.
+        bad = [u for u, pw in self.users.items() if not pw or not all(c.isalnum() or c in "-_" for c in pw)]
+        if bad:
+            raise ConfigError(f"passwords must be letters, digits, - and _, not so for {bad}")
         if ADMIN not in self.users:
             object.__setattr__(self, "users", {ADMIN: _password(), **self.users})
 
