@@ -36,6 +36,7 @@ COMMANDS = [
     "streams.cli.workflow",
     "streams.cli.bench",
     "streams.cli.chaos",
+    "streams.cli.acls",
 ]
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 
 from streams.errors import ConfigError, KafkaUnavailableError
+from streams.kafka.apache_security import ADMIN, Security
 from streams.kafka.embedded import free_port, orphan_guarded
 
 KAFKA_VERSION = "4.4.0"
@@ -174,7 +175,8 @@ class ApacheKafka:
     """
 
     def __init__(self, root: Path | None = None, nodes: int = 1, port: int | None = None,
-                 overrides: Mapping[str, str] | None = None, log: Callable[[str], None] = lambda _: None) -> None:
+                 overrides: Mapping[str, str] | None = None, log: Callable[[str], None] = lambda _: None,
+                 security: Security | None = None) -> None:
         if nodes not in (1, 3):
             raise ConfigError(f"--nodes must be 1 or 3, got {nodes}")
         if port is not None and not 1 <= port <= 65535 - 2:
@@ -185,6 +187,7 @@ class ApacheKafka:
         self.size = nodes
         self.port = port
         self.overrides = dict(overrides or {})
+        self.security = security  # None: PLAINTEXT and no authorizer (see apache_security for the rest)
         self.log = log
         self._procs: list[subprocess.Popen[bytes]] = []  # children started by this object, reaped on stop
 
@@ -224,6 +227,8 @@ class ApacheKafka:
                 _check_free(p)
         ports = [self.port + i if self.port is not None else free_port() for i in range(self.size)]
         nodes = [Node(i + 1, ports[i], free_port()) for i in range(self.size)]
+        if self.security is not None:
+            self.security.make_certs(self.root)
         cluster_id = subprocess.run(
             [java, "-cp", f"{libs}/*", "kafka.tools.StorageTool", "random-uuid"],
             capture_output=True, text=True, check=False,
@@ -233,12 +238,15 @@ class ApacheKafka:
         for node in nodes:
             ndir = node.dir(self.root)
             ndir.mkdir(parents=True, exist_ok=True)
-            props = {**node_properties(node, nodes, self.root, self.size), **self.overrides}
+            secured = (self.security.node_properties(node.port, node.controller_port, self.root)
+                       if self.security is not None else {})
+            props = {**node_properties(node, nodes, self.root, self.size), **secured, **self.overrides}
             (ndir / "server.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
             (ndir / "log4j2.properties").write_text(_LOG4J2.format(path=ndir / "server.log"))
             fmt = subprocess.run(
                 [java, "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={ndir / 'log4j2.properties'}",
-                 "kafka.tools.StorageTool", "format", "-t", cluster_id[-1], "-c", str(ndir / "server.properties")],
+                 "kafka.tools.StorageTool", "format", "-t", cluster_id[-1], "-c", str(ndir / "server.properties"),
+                 *(self.security.format_args() if self.security is not None else [])],
                 capture_output=True, text=True, check=False,
             )
             if fmt.returncode != 0:
@@ -296,7 +304,7 @@ class ApacheKafka:
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient({"bootstrap.servers": ",".join(f"127.0.0.1:{n.port}" for n in nodes),
-                             "log_level": 0, "logger": _quiet})
+                             "log_level": 0, "logger": _quiet, **self.client_config(ADMIN)})
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             dead = [i for i, pid in pids.items() if not _alive(pid)]
@@ -311,6 +319,14 @@ class ApacheKafka:
             time.sleep(0.5)
         raise KafkaUnavailableError(f"Kafka in {self.root} did not serve within {timeout_s:.0f}s "
                                     f"(logs: {self.root}/node-*/server.log)")
+
+    def client_config(self, user: str = ADMIN) -> dict[str, str]:
+        """The librdkafka security properties of ``user`` on a secured cluster; nothing on a plain one."""
+        return self.security.client_config(self.root, user) if self.security is not None else {}
+
+    def client_env(self, user: str = ADMIN) -> dict[str, str]:
+        """The same as the environment variables ``KafkaSettings.from_env`` reads."""
+        return self.security.client_env(self.root, user) if self.security is not None else {}
 
     # ----------------------------------------------------------------------------------------- status, stop
 

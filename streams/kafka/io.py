@@ -101,5 +101,15 @@ def is_partition_eof(err: KafkaError) -> bool:
     return bool(err.code() == KafkaError._PARTITION_EOF)
 
 
+# Refusals no retry can lift: the principal lacks an ACL (see `streams acls`) or its credentials are wrong.
+_DENIED = frozenset({KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
+                     KafkaError.CLUSTER_AUTHORIZATION_FAILED, KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                     KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._AUTHENTICATION})
+
+
+def is_denied(err: KafkaError) -> bool:
+    return err.code() in _DENIED
+
+
 def error_text(err: KafkaError) -> str:
     return str(err.str())

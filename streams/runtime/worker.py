@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from streams.config import KafkaSettings, WorkerSettings
+from streams.errors import KafkaOperationError
 from streams.kafka import io
 from streams.kafka.client import committed_offsets, consumer_config, make_consumer, make_producer, resume
 from streams.kafka.io import OFFSET_BEGINNING, Consumer, Message, TopicPartition
@@ -233,6 +234,9 @@ class Worker:
         err = msg.error()
         if io.is_partition_eof(err):
             return
+        if io.is_denied(err):  # logged forever otherwise, while the worker does nothing
+            raise KafkaOperationError(f"consuming {', '.join(self.spec.inputs)} in group {self.settings.group}: "
+                                      f"{io.error_text(err)} ({err.name()}); see `streams acls`")
         self.log(f"worker: consume error on {msg.topic()}[{msg.partition()}]: {io.error_text(err)}")
 
     def _close(self) -> None:
