@@ -22,16 +22,17 @@ import pytest
 
 from streams.cli import main
 from streams.config import KafkaSettings
-from streams.contracts import RegistryServer, Serde
+from streams.contracts import Serde
 from streams.kafka.acls import create_acls
 from streams.kafka.admin import Admin
 from streams.kafka.apache import ApacheKafka
 from streams.kafka.apache_security import MTLS, SASL_SSL, Security
 from streams.kafka.client import plain_producer, read_to_end
+from streams.lab.loadgen import place_orders
 from streams.ops.acls import GROUP, TOPIC, Grant, kafka_acls_commands, worker_grants
-from streams.ops.loadgen import place_orders
 from streams.processors.avro import make_serde
 from streams.records import H_EVENT_ID
+from streams.registry import RegistryServer
 from streams.topology import load
 from support import counter_topology, orders_topology, wait_until
 
