@@ -27,7 +27,7 @@ METRICS = {
     "streams_commit_seconds", "streams_step_latency_seconds", "streams_retries_total", "streams_dead_letters_total",
     "streams_timers_pending", "streams_timers_fired_total", "streams_workflows", "streams_workflows_stuck",
     "streams_restore_records_total", "streams_restore_remaining", "streams_rebalances_total",
-    "streams_duplicates_total", "streams_backpressure_pauses_total",
+    "streams_duplicates_total", "streams_backpressure_pauses_total", "streams_misrouted_total",
 }
 HISTOGRAMS = {"streams_batch_seconds", "streams_commit_seconds", "streams_step_latency_seconds"}
 
@@ -136,7 +136,7 @@ def test_kafka_is_the_tested_version_and_topics_are_replicated_to_every_broker(
         env = _env(svc)
         assert env["STREAMS_BROKER"] == "kafka", name  # not Tansu's workarounds
         assert int(env["STREAMS_REPLICATION"]) == len(brokers), name
-    topo = load(ROOT / "topology" / "orders.yaml", _env(services["orchestrator"]))
+    topo = load("orders", _env(services["orchestrator"]))
     assert {t.replication for t in topo.all_topics()} == {len(brokers)}
     for svc in brokers.values():
         assert int(_env(svc)["KAFKA_MIN_INSYNC_REPLICAS"]) == len(brokers) - 1
