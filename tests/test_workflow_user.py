@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -16,6 +18,8 @@ from streams.kafka.admin import Admin
 from streams.registry import RegistryServer
 from streams.topology import load
 from support import WorkerProc, loans_decided, request_loans, write_loan_project
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.kafka
@@ -63,3 +67,23 @@ def test_schemas_register_takes_a_projects_contracts_from_its_topology(
     with pytest.raises(SystemExit) as usage:
         main(["schemas", "check", "--topology", str(topology), "--dir", str(tmp_path)])
     assert usage.value.code == 2 and "--dir: not allowed with argument --topology" in capsys.readouterr().err
+
+
+def test_a_worker_refuses_to_start_naming_each_record_its_contracts_lack(tmp_path: Path) -> None:
+    """An event it handles or a record it emits without a schema: one line naming each, before any Kafka."""
+    topology = write_loan_project(tmp_path, "loans")
+    schemas = topology.parent / "schemas"
+    (schemas / "LoanDecided.avsc").unlink()
+    (schemas / "LoanApproved.avsc").unlink()
+    (schemas / "subjects.yaml").write_text(
+        "topics:\n  loans.events: [loans.LoanRequested, streams.common.TimerFired]\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    run = subprocess.run([sys.executable, "-m", "streams", "worker", "--topology", str(topology),
+                          "--bootstrap", "127.0.0.1:1"], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
+    assert "no schema" in lines[0]
+    assert "LoanApproved (an event it handles)" in lines[0]
+    assert "LoanDecided (a record it emits" in lines[0]
+    assert "LoanRequested" not in lines[0]

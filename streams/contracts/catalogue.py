@@ -123,6 +123,10 @@ class Catalogue:
 
     # -- lookup ----------------------------------------------------------------------------------------------
 
+    def has(self, name: str) -> bool:
+        """Whether ``name`` (full, or short and unambiguous) names a schema here."""
+        return name in self._entries or sum(n.rpartition(".")[2] == name for n in self._entries) == 1
+
     def resolve(self, name: str) -> str:
         """A full name for ``name``; a short name is accepted when exactly one namespace defines it."""
         if name in self._entries:

@@ -18,7 +18,7 @@ import orjson
 from streams.contracts import Serde
 from streams.errors import ProcessingError, WorkflowDefinitionError
 from streams.processors.avro import envelope, envelope_id, key_of, make_serde
-from streams.processors.workflow_state import check_payloads, check_removals, state_contract
+from streams.processors.workflow_state import check_payloads, check_removals, check_schemas, state_contract
 from streams.records import H_EVENT_ID, InputRecord, OutputRecord
 from streams.runtime import parking
 from streams.runtime.processor import UNCHANGED, Step, TimerChange
@@ -57,6 +57,7 @@ class WorkflowProcessor:
         self.data_fields = contract.data_fields
         self.schema_version = self.definition.version
         # Payload functions whose record has required fields: checked as they run (see process).
+        check_schemas(self.definition, contract.catalogue)
         self._checked_payloads = check_payloads(self.definition, contract.catalogue)
         if contract.derived:
             check_removals(self.definition, self.serde.registry, self.serde.subject(state_topic, contract.record))

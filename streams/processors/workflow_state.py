@@ -28,7 +28,7 @@ from streams.errors import ConfigError, RecordError, SchemaRegistryError, Workfl
 from streams.state import entity, timers
 from streams.workflow import Definition
 from streams.workflow.fields import GENERIC_FIELDS
-from streams.workflow.validate import payload_problems
+from streams.workflow.validate import contract_records, payload_problems
 
 # The state record for contracts that declare none of their own: the entity's data as one JSON document.
 GENERIC_STATE = "streams.common.WorkflowState"
@@ -113,6 +113,17 @@ def required_fields(catalogue: Catalogue, record: str) -> frozenset[str] | None:
         return None
     fields = entry.schema.get("fields", ()) if isinstance(entry.schema, dict) else ()
     return frozenset(f["name"] for f in fields if "default" not in f and f["name"] != "envelope")
+
+
+def check_schemas(definition: Definition, catalogue: Catalogue) -> None:
+    """Refuse to start, in one line naming each, when a record the workflow handles, issues or emits has no
+    schema in its contracts: otherwise the first such record would fail at run time, far from the cause."""
+    missing = [f"{name} ({what})" for name, what in contract_records(definition).items()
+               if not catalogue.has(name)]
+    if missing:
+        raise WorkflowDefinitionError(
+            f"workflow {definition.name!r}: no schema in {catalogue.source or 'its contracts'} for "
+            + "; ".join(missing), tuple(missing))
 
 
 def check_payloads(definition: Definition, catalogue: Catalogue) -> dict[str, frozenset[str]]:

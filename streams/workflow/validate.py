@@ -315,6 +315,16 @@ def payload_problems(
     return sorted(set(problems), key=problems.index), dynamic
 
 
+def contract_records(definition: Definition) -> dict[str, str]:
+    """Every record the workflow reads or writes, with what it is for: each needs a schema in its contracts."""
+    out = {e: "an event it handles" for e in sorted(definition.events)}
+    out.update({c: "a command it issues" for c in sorted(definition.commands)})
+    for where, a in _sites(definition.rules, definition.on_enter.items()):
+        if isinstance(a, Emit):
+            out.setdefault(a.record, f"a record it emits ({where})")
+    return out
+
+
 def compile_draft(d: Draft) -> Definition:
     """Validate ``d`` and build the runnable definition, or raise with every problem found."""
     timer_events, scoped, timer_problems = _timer_events(d)
