@@ -89,11 +89,20 @@ def compare_hashes(kafka: KafkaSettings, topo: Topology, rebuilt: dict[str, dict
                    worker_dirs: dict[str, list[Path]]) -> list[HashCheck]:
     """Per processor and partition: the rebuilt hash against every worker directory whose store for that
     partition has consumed its input to the log end (the last owner; an earlier owner that also got that far
-    must hold the same bytes). A partition whose input is empty is skipped."""
+    must hold the same bytes). A partition whose input is empty is skipped. Where only commit markers follow
+    the group's committed offset, that offset is the end of the input's records."""
     checks: list[HashCheck] = []
     for name, proc in topo.processors.items():
         parts = topo.topics[proc.inputs[0]].partitions
         ends = log_ends(kafka, [(t, p) for t in proc.inputs for p in range(parts)])
+        group = topo.default_group(proc)
+        behind = [{"group": group, "topic": lag.topic, "partition": lag.partition, "committed": lag.committed,
+                   "log_end": lag.log_end}
+                  for lag in LagReader(kafka).read(group, proc.inputs)[0].partitions if lag.committed != lag.log_end]
+        readable = _readable(kafka, behind)
+        for g in behind:
+            if g not in readable and isinstance(g["committed"], int):
+                ends[(str(g["topic"]), int(str(g["partition"])))] = g["committed"]
         for p in range(parts):
             if all(ends[(t, p)] == 0 for t in proc.inputs):
                 continue
