@@ -17,6 +17,9 @@ Phases (each on its own fresh embedded broker by default, so one phase's logs ne
 4. **failover** — two orchestrators in one group with events flowing; one is SIGKILLed; the time until the
    survivor commits progress on every partition the dead one held.
 
+``--kafka`` runs every phase on one fresh single-node Apache Kafka started for the run (phases isolated as on
+an external cluster, below), so each figure is also measured on the reference broker.
+
 Kafka: the saga's topic names (``orders.events``, ``payments.commands``, ...) are fixed by the workflow
 definition, so they cannot be given unique names. On an external cluster the bench therefore refuses to start
 if any of them exists (a live saga there would process the bench's orders), isolates its phases by topology
@@ -40,6 +43,7 @@ from streams.config import KafkaSettings
 from streams.contracts import RegistryServer, Serde
 from streams.examples.orders.workflow import INVENTORY, PAYMENTS, RESULTS, SHIPPING
 from streams.kafka.admin import Admin
+from streams.kafka.apache import ApacheKafka
 from streams.ops import bench_data as data
 from streams.ops.bench_floor import run_floor
 from streams.ops.bench_infra import (
@@ -116,6 +120,14 @@ class Bench:
     # -- the run -------------------------------------------------------------------------------------------
 
     def run(self) -> BenchResult:
+        if not self.cfg.apache_kafka:
+            return self._run()
+        with ApacheKafka(log=self.log) as cluster:  # its own directory: the work directory goes first
+            self._external = KafkaSettings.from_env(cluster.bootstrap, env={}, broker="kafka")
+            self.log(f"bench: a fresh Apache Kafka on {cluster.bootstrap}")
+            return self._run()
+
+    def _run(self) -> BenchResult:
         ok = False
         try:
             if self._external is not None:
