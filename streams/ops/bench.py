@@ -83,15 +83,19 @@ class _Phase:
     path: Path
     env: dict[str, str]
     broker: Child | None
+    broker_pid: int | None = None  # the broker's process when it is ours: embedded, or --kafka's JVM
 
     def broker_cpu(self) -> float:
-        """CPU seconds the phase's embedded broker has used (0 on an external cluster)."""
-        return 0.0 if self.broker is None else cpu_seconds(self.broker.pid)
+        """CPU seconds the phase's broker has used (0 on an external cluster)."""
+        pid = self.broker.pid if self.broker is not None else self.broker_pid
+        return 0.0 if pid is None else cpu_seconds(pid)
 
     def usage(self, who: str, cpu: float, broker_cpu0: float, secs: float) -> str:
         """Cores used over ``secs``: was it CPU-bound, and was the broker the bottleneck?"""
         text = f"{who} {cpu / secs:.2f} cores"
-        return text if self.broker is None else f"{text}, broker {(self.broker_cpu() - broker_cpu0) / secs:.2f} cores"
+        if self.broker is None and self.broker_pid is None:
+            return text
+        return f"{text}, broker {(self.broker_cpu() - broker_cpu0) / secs:.2f} cores"
 
     def group(self, processor: str) -> str:
         return self.topology.default_group(self.topology.processor(processor))
@@ -114,6 +118,7 @@ class Bench:
         self.children = Children(self.workdir, with_package_path(env))
         self._created: list[str] = []
         self._external = KafkaSettings.from_env(config.bootstrap) if config.bootstrap else None
+        self._broker_pid: int | None = None
         self.registry_url = ""
         self.serde: Serde | None = None
 
@@ -124,6 +129,7 @@ class Bench:
             return self._run()
         with ApacheKafka(log=self.log) as cluster:  # its own directory: the work directory goes first
             self._external = KafkaSettings.from_env(cluster.bootstrap, env={}, broker="kafka")
+            self._broker_pid = next(iter(cluster.pids().values()), None)
             self.log(f"bench: a fresh Apache Kafka on {cluster.bootstrap}")
             return self._run()
 
@@ -186,7 +192,7 @@ class Bench:
         env = {**kafka.child_env(), "SCHEMA_REGISTRY_URL": self.registry_url}
         self.log(f"bench: phase {name} on {kafka.bootstrap_servers}")
         try:
-            yield _Phase(name, kafka, topo, path, env, broker)
+            yield _Phase(name, kafka, topo, path, env, broker, self._broker_pid)
         finally:
             if broker is not None:
                 broker.stop(5)
@@ -349,7 +355,7 @@ class Bench:
     def _cpu(ph: _Phase, workers: Sequence[Child]) -> dict[str, float]:
         """CPU seconds so far of everything on the saga's path: where the cores go under the offered load."""
         out = {w.name.removeprefix("latency-"): cpu_seconds(w.pid) for w in workers}
-        if ph.broker is not None:
+        if ph.broker is not None or ph.broker_pid is not None:
             out["broker"] = ph.broker_cpu()
         out["bench (load and collector)"] = time.process_time()
         return out

@@ -47,8 +47,8 @@ class BenchConfig:
     def params(self) -> dict[str, object]:
         return {"orders": self.orders, "partitions": self.partitions,
                 "latency_orders_per_s": self.latency_orders_per_s, "latency_seconds": self.latency_seconds,
-                "restore_entities": self.restore_entities, "kafka": ("apache" if self.apache_kafka else "external" if self.bootstrap
-                                                            else "embedded"),
+                "restore_entities": self.restore_entities,
+                "kafka": "apache" if self.apache_kafka else "external" if self.bootstrap else "embedded",
                 # what this process and the workers it starts run: "compiled" (mypyc) or "pure (why)"
                 "hot_path": _native.status()}
 

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-from collections.abc import Iterator
 import os
 import random
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,24 +113,24 @@ class ChaosRun:
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        with self._brokers() as (kafka, broker, extra):
-            with RegistryServer(kafka, port=0, topic="_streams_schemas") as registry:
-                env = {**os.environ, **kafka.child_env(), **extra,
-                       "SCHEMA_REGISTRY_URL": registry.url,
-                       "PAYMENT_TIMEOUT_MS": str(self.profile.payment_timeout_ms),
-                       "REPLY_TIMEOUT_MS": str(self.profile.reply_timeout_ms),
-                       "KAFKA_MAX_POLL_INTERVAL_MS": str(self.profile.max_poll_ms), "PARK_REPLIES_MS": "0"}
-                saved = os.environ.get("SCHEMA_REGISTRY_URL")
-                os.environ["SCHEMA_REGISTRY_URL"] = registry.url
-                try:
-                    topo = load(ORDERS, env)
-                    Admin(kafka).ensure(topo.all_topics())
-                    report = self._run(kafka, broker, topo, env)
-                finally:
-                    if saved is None:
-                        os.environ.pop("SCHEMA_REGISTRY_URL", None)
-                    else:
-                        os.environ["SCHEMA_REGISTRY_URL"] = saved
+        with self._brokers() as (kafka, broker, extra), \
+                RegistryServer(kafka, port=0, topic="_streams_schemas") as registry:
+            env = {**os.environ, **kafka.child_env(), **extra,
+                   "SCHEMA_REGISTRY_URL": registry.url,
+                   "PAYMENT_TIMEOUT_MS": str(self.profile.payment_timeout_ms),
+                   "REPLY_TIMEOUT_MS": str(self.profile.reply_timeout_ms),
+                   "KAFKA_MAX_POLL_INTERVAL_MS": str(self.profile.max_poll_ms), "PARK_REPLIES_MS": "0"}
+            saved = os.environ.get("SCHEMA_REGISTRY_URL")
+            os.environ["SCHEMA_REGISTRY_URL"] = registry.url
+            try:
+                topo = load(ORDERS, env)
+                Admin(kafka).ensure(topo.all_topics())
+                report = self._run(kafka, broker, topo, env)
+            finally:
+                if saved is None:
+                    os.environ.pop("SCHEMA_REGISTRY_URL", None)
+                else:
+                    os.environ["SCHEMA_REGISTRY_URL"] = saved
         report["elapsed_s"] = round(time.monotonic() - started, 1)
         return report
 
@@ -206,10 +205,11 @@ class ChaosRun:
             now = time.monotonic()
             while clock.actions and clock.actions[0][0] <= now:
                 _at, _s, action, target, arg = heapq.heappop(clock.actions)
-                if action in ("kill_broker", "pause_broker") and not broker.settled(kafka):
-                    if now - clock.t0 < self.schedule.end_s + 120:  # one broker fault at a time
-                        clock.push(now + 2.0, action, target, arg)
-                        continue
+                # one broker fault at a time (for a while: a cluster that never heals still gets the fault)
+                if (action in ("kill_broker", "pause_broker") and now - clock.t0 < self.schedule.end_s + 120
+                        and not broker.settled(kafka)):
+                    clock.push(now + 2.0, action, target, arg)
+                    continue
                 self._act(fleet, broker, clock, action, target, arg, now)
             for name in fleet.reap():
                 delay = self._restart_rng.uniform(*self.profile.restart_s)
@@ -284,8 +284,8 @@ class ChaosRun:
             clock.push(now + arg, "restart_broker", str(node))
             clock.done.append({"at_s": at, "kind": "kill_broker", "target": f"node {node}",
                                "controller": target == CONTROLLER, "down_s": round(arg, 1)})
-            self.log(f"chaos: t={at}s SIGKILL Kafka node {node}{' (the active controller)' if target == CONTROLLER else ''}"
-                     f"; restart in {arg:.1f}s")
+            what = " (the active controller)" if target == CONTROLLER else ""
+            self.log(f"chaos: t={at}s SIGKILL Kafka node {node}{what}; restart in {arg:.1f}s")
         elif action == "restart_broker":
             broker.restart(int(target))
             clock.last_fault_end = now
@@ -365,7 +365,8 @@ class ChaosRun:
         if clock.kills < self.profile.min_kills:
             failures.append(f"only {clock.kills} kills (at least {self.profile.min_kills} planned)")
         broker_kills = clock.broker_faults.get("kills", 0)
-        if broker_kills < self.profile.broker_kills or (self.kafka3 and not clock.broker_faults.get("controller_kills")):
+        no_controller = self.kafka3 and not clock.broker_faults.get("controller_kills")
+        if broker_kills < self.profile.broker_kills or no_controller:
             failures.append(f"only {broker_kills} broker kills (at least {self.profile.broker_kills} planned, "
                             f"the active controller among them): {clock.broker_faults}")
         if self.profile.exactly_once:

@@ -96,9 +96,7 @@ def compare_hashes(kafka: KafkaSettings, topo: Topology, rebuilt: dict[str, dict
         parts = topo.topics[proc.inputs[0]].partitions
         ends = log_ends(kafka, [(t, p) for t in proc.inputs for p in range(parts)])
         group = topo.default_group(proc)
-        behind = [{"group": group, "topic": lag.topic, "partition": lag.partition, "committed": lag.committed,
-                   "log_end": lag.log_end}
-                  for lag in LagReader(kafka).read(group, proc.inputs)[0].partitions if lag.committed != lag.log_end]
+        behind = _behind(kafka, group, proc.inputs)
         readable = _readable(kafka, behind)
         for g in behind:
             if g not in readable and isinstance(g["committed"], int):
@@ -123,15 +121,15 @@ def compare_hashes(kafka: KafkaSettings, topo: Topology, rebuilt: dict[str, dict
 
 def offset_gaps(kafka: KafkaSettings, topo: Topology) -> list[dict[str, object]]:
     """Input partitions where a group's committed offset is not the log end and a record lies between."""
-    reader = LagReader(kafka)
-    behind: list[dict[str, object]] = []
-    for proc in topo.processors.values():
-        group = topo.default_group(proc)
-        for lag in reader.read(group, proc.inputs)[0].partitions:
-            if lag.committed != lag.log_end:
-                behind.append({"group": group, "topic": lag.topic, "partition": lag.partition,
-                               "committed": lag.committed, "log_end": lag.log_end})
+    behind = [g for proc in topo.processors.values() for g in _behind(kafka, topo.default_group(proc), proc.inputs)]
     return _readable(kafka, behind)
+
+
+def _behind(kafka: KafkaSettings, group: str, topics: Iterable[str]) -> list[dict[str, object]]:
+    """The group's partitions of ``topics`` whose committed offset is not the log end."""
+    return [{"group": group, "topic": lag.topic, "partition": lag.partition, "committed": lag.committed,
+             "log_end": lag.log_end}
+            for lag in LagReader(kafka).read(group, topics)[0].partitions if lag.committed != lag.log_end]
 
 
 def total_lag(kafka: KafkaSettings, topo: Topology) -> int:
