@@ -18,10 +18,11 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.config import KafkaSettings
 from streams.errors import KafkaUnavailableError, StreamsError
@@ -193,7 +194,8 @@ def log_ends(kafka: KafkaSettings, topic: str, partitions: int, timeout_s: float
     try:
         tps = []
         for p in range(partitions):
-            _lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            _lo, hi = _settled(partial(c.get_watermark_offsets, TopicPartition(topic, p), timeout=10),
+                               time.monotonic() + timeout_s)
             tps.append(TopicPartition(topic, p, max(hi - 1, 0)))
         c.assign(tps)
         ends: dict[int, int] = {}
@@ -208,6 +210,26 @@ def log_ends(kafka: KafkaSettings, topic: str, partitions: int, timeout_s: float
         return ends
     finally:
         c.close()
+
+
+_SETTLING = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                       KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.NOT_COORDINATOR,
+                       KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE})
+T = TypeVar("T")
+
+
+def _settled(call: Callable[[], T], deadline: float) -> T:
+    """``call()``, again while the broker answers a retriable error: on a fresh real Kafka a topic just created
+    has a leader in the metadata before that broker serves it, and the group coordinator is still loading."""
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            settling = isinstance(err, KafkaError) and (err.retriable() or err.code() in _SETTLING)
+            if not settling or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 class Offsets:
@@ -230,7 +252,7 @@ def commit_at(kafka: KafkaSettings, group: str, offsets: Mapping[str, Mapping[in
     try:
         tps = [TopicPartition(t, p, o) for t, offs in offsets.items() for p, o in offs.items()]
         if tps:
-            c.commit(offsets=tps, asynchronous=False)
+            _settled(lambda: c.commit(offsets=tps, asynchronous=False), time.monotonic() + 60)
     finally:
         c.close()
 

@@ -214,7 +214,7 @@ class ChaosRun:
             for name in fleet.reap():
                 delay = self._restart_rng.uniform(*self.profile.restart_s)
                 clock.push(now + delay, "restart", name)
-                self.log(f"chaos: {name} exited by itself ({fleet.procs[name].points_hit or 'crash'}); "
+                self.log(f"chaos: {name} exited by itself ({fleet.procs[name].last_exit}); "
                          f"restarting in {delay:.1f}s")
             if not clock.actions:
                 if give_up is None:

@@ -45,6 +45,7 @@ class Proc:
     killed: bool = False  # the harness killed or stopped it on purpose
     stopped: bool = False  # SIGSTOPped
     points_hit: list[str] = field(default_factory=list)
+    last_exit: str = ""  # why it last exited by itself: its fault point, "fenced" or "crash"
 
     @property
     def alive(self) -> bool:
@@ -167,9 +168,12 @@ class Fleet:
             if point is not None and f"fault point {point} reached" in text:
                 proc.points_hit.append(point)
                 proc.armed = None
+                proc.last_exit = f"fault point {point}"
             elif self.exactly_once and "streams: ProducerFencedError" in text:
                 self.fenced += 1  # its transaction outlived a freeze or a broker fault; it wrote nothing since
+                proc.last_exit = "fenced"
             else:
+                proc.last_exit = "crash"
                 tail = text.strip().splitlines()[-5:]
                 self.unexpected.append({"process": name, "returncode": proc.popen.returncode, "log_tail": tail})
             proc.killed = True  # handled: not reported twice
