@@ -44,6 +44,7 @@ from streams.contracts import RegistryServer, Serde
 from streams.examples.orders.workflow import INVENTORY, PAYMENTS, RESULTS, SHIPPING
 from streams.kafka.admin import Admin
 from streams.kafka.apache import ApacheKafka
+from streams.kafka.partition import partition_of as key_partition
 from streams.ops import bench_data as data
 from streams.ops.bench_floor import run_floor
 from streams.ops.bench_infra import (
@@ -426,7 +427,7 @@ class Bench:
             before = self._counts(ph)
             k = max(min(cfg.orders, cfg.restore_entities) // 4, 1)
             data.produce_all(ph.kafka, ORDERS_TOPIC, data.saga_records(
-                self._serde(), ids[:k], data.REPLIES, partition_of=lambda i: i % parts))
+                self._serde(), ids[:k], data.REPLIES, partition_of=lambda i: key_partition(ids[i].encode(), parts)))
             ends = log_ends(ph.kafka, ORDERS_TOPIC, parts)
             worker = self._worker(ph, "memory-orchestrator", ["worker", "--processor", "orchestrator"])
             t0 = wait_for(lambda: "worker: assigned partitions" in worker.log_text(), 120,

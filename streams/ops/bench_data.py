@@ -17,6 +17,7 @@ from confluent_kafka import Producer
 from streams.config import KafkaSettings
 from streams.contracts import Serde
 from streams.kafka.client import make_producer
+from streams.kafka.partition import partition_of as key_partition
 from streams.ops.loadgen import ORDERS_TOPIC, order_placed
 from streams.processors.avro import envelope
 from streams.processors.workflow import WorkflowProcessor
@@ -165,9 +166,11 @@ def state_templates(processor: WorkflowProcessor, placeholder: str, source_offse
 
 
 def changelog_records(templates: Sequence[Sequence[bytes]], placeholder: str, ids: Sequence[str]) -> Iterator[Record]:
-    """One changelog record per order: order i lives in partition ``i % len(templates)``."""
+    """One changelog record per order, in the partition its key belongs to (Java's partitioner, as the workers
+    check: a record elsewhere is re-routed, and its state would be in the wrong store)."""
     ph = placeholder.encode()
     parts = len(templates)
     for i, oid in enumerate(ids):
-        tmpl = templates[i % parts]
-        yield i % parts, b"d" + oid.encode(), tmpl[i % len(tmpl)].replace(ph, oid.encode()), None
+        p = key_partition(oid.encode(), parts)
+        tmpl = templates[p]
+        yield p, b"d" + oid.encode(), tmpl[i % len(tmpl)].replace(ph, oid.encode()), None
