@@ -72,3 +72,16 @@ def test_percentile_is_nearest_rank_and_the_table_names_targets() -> None:
     assert [ln.split()[0] for ln in text.splitlines() if ln.rstrip().endswith("MISS")] == ["p99_ms"]
     with pytest.raises(ConfigError, match="orders must be > 0"):
         BenchConfig(orders=0)
+
+
+def test_kafka_and_an_external_cluster_are_refused_together_in_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    res = subprocess.run([sys.executable, "-m", "streams", "bench", "--kafka", "--bootstrap", "127.0.0.1:1"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--kafka" in lines[0] and "--bootstrap" in lines[0], res.stderr
+    with pytest.raises(ConfigError, match="--kafka starts its own"):
+        BenchConfig(apache_kafka=True, bootstrap="127.0.0.1:1")
+    assert BenchConfig(apache_kafka=True).params()["kafka"] == "apache"

@@ -1,5 +1,6 @@
-"""`streams chaos`: the pure parts (plan, schedule, oracle, DLQ score) without a broker, and one quick run of
-the real thing as a subprocess with its own embedded broker."""
+"""`streams chaos`: the pure parts (plan, schedule, oracle, DLQ score) without a broker, and quick runs of the
+real thing as a subprocess: one on its own embedded broker, one on its own three-node Apache Kafka cluster in
+exactly_once mode (broker kills included)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import pytest
 
 from streams.lab.chaos_oracle import CHARGE, LABEL, REFUND, RELEASE, RESERVE, Rates, effect_counts, oracle
 from streams.lab.chaos_plan import (
+    CONTROLLER,
+    EOS_COMMIT_POINTS,
     GARBAGE_VARIANTS,
     INVALID,
     ORCHESTRATORS,
@@ -26,7 +29,7 @@ from streams.lab.chaos_plan import (
     workload,
 )
 from streams.processors.services import fate
-from streams.runtime.faults import POINTS, TIMER_POINTS
+from streams.runtime.faults import EOS_POINTS, POINTS, TIMER_POINTS
 from streams.topology import locate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +65,32 @@ def test_default_schedule_meets_the_issue(seed: int) -> None:
     assert sorted(p for p, _n in s.armed.values()) == sorted(POINTS)
     assert all(proc in ORCHESTRATORS for proc, (p, _n) in s.armed.items() if p in TIMER_POINTS)
     assert json.dumps(s.to_json())  # goes into the report as is
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_kafka3_schedule_adds_broker_faults_one_at_a_time(seed: int) -> None:
+    base = Profile.default()
+    prof = base.on_kafka3()
+    s = schedule(seed, prof)
+    # the worker faults are those of the single-broker run
+    assert [f for f in s.faults if f.kind in ("kill", "pause_worker")] == \
+        [f for f in schedule(seed, base).faults if f.kind in ("kill", "pause_worker")]
+    kills = [f for f in s.faults if f.kind == "kill_broker"]
+    assert len(kills) >= 3 and kills[0].target == CONTROLLER
+    assert all(k.target in (CONTROLLER, "1", "2", "3") and 3 <= k.duration_s <= 8 for k in kills)
+    pauses = [f for f in s.faults if f.kind == "pause_broker"]
+    assert len(pauses) == 2 and all(p.target in ("1", "2", "3") and p.duration_s > 9 for p in pauses)
+    # planned apart: kills in the first half, pauses in the second (the executor also waits for a full ISR)
+    assert max(k.at_s for k in kills) < min(p.at_s for p in pauses)
+    assert len({p for p, _ in s.armed.values()}) == len(POINTS) and not prof.exactly_once
+    assert Profile.quick().on_kafka3().broker_kills == 1
+
+
+def test_exactly_once_arms_its_own_commit_steps() -> None:
+    prof = Profile.quick().on_kafka3(exactly_once=True)
+    armed = {p for p, _ in schedule(5, prof).armed.values()}
+    assert armed == set(EOS_COMMIT_POINTS) | set(TIMER_POINTS) == set(prof.points)
+    assert set(EOS_POINTS) <= armed and "after_offset_commit" not in armed
 
 
 def test_workload_has_the_issue_mix() -> None:
@@ -171,13 +200,14 @@ def _env() -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("argv", [["--orders", "ten"], ["--orders", "5"], ["--seed", "x"]])
+@pytest.mark.parametrize("argv", [["--orders", "ten"], ["--orders", "5"], ["--seed", "x"], ["--guarantee", "once"],
+                                  ["--guarantee", "exactly_once"]])
 def test_bad_arguments_exit_2_with_one_line(argv: list[str]) -> None:
     res = subprocess.run([sys.executable, "-m", "streams", "chaos", *argv], env=_env(), capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and ("--orders" in lines[0] or "--seed" in lines[0]), res.stderr
+    assert len(lines) == 1 and argv[0] in lines[0], res.stderr
 
 
 @pytest.mark.kafka
@@ -273,3 +303,25 @@ def test_redone_batch_leaves_no_orphan_timer_in_the_changelog(tmp_path: Path) ->
     assert len(live) == 1  # the payment timeout of the one order
     assert rebuilt == live, f"rebuilt from the changelog: {[timers.due_of(k) for k in rebuilt]}, live: " \
         f"{[timers.due_of(k) for k in live]}"
+
+
+@pytest.mark.kafka
+def test_quick_chaos_run_on_three_kafka_nodes_in_exactly_once_passes(tmp_path: Path) -> None:
+    """The same workload and invariants on a private three-node Apache Kafka, with the active controller
+    SIGKILLed and a node paused past its session; exactly_once adds: no result or dead letter read twice."""
+    res = subprocess.run([sys.executable, "-m", "streams", "chaos", "--kafka3", "--guarantee", "exactly_once",
+                          "--quick", "--json", "--seed", "7", "--keep", str(tmp_path / "run")],
+                         env=_env(), capture_output=True, text=True, timeout=420)
+    report = json.loads(res.stdout)
+    assert report["passed"], (report["failures"], res.stderr[-3000:])
+    assert res.returncode == 0
+    assert report["broker"] == "kafka3" and report["guarantee"] == "exactly_once"
+    assert report["broker_faults"]["kills"] >= 1 and report["broker_faults"]["controller_kills"] == 1
+    assert report["broker_faults"]["pauses"] == 1 and report["kills"] >= 4
+    assert report["lost"] == 0 and report["wrong_outcomes"] == 0
+    assert report["duplicate_effects"] == 0 and report["effect_mismatches"] == 0
+    assert report["result_copies"] == report["orders"] and report["dlq_copies"] == report["dlq_actual"]
+    assert report["dlq_precision"] == 1.0 and report["dlq_recall"] == 1.0
+    assert report["state_mismatches"] == 0 and report["state_partitions_compared"] == 16
+    assert set(report["fault_points_hit"]) == set(EOS_COMMIT_POINTS) | set(TIMER_POINTS)
+    assert "--kafka3 --guarantee exactly_once" in report["reproduce"]

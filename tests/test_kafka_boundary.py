@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from streams.errors import KafkaOperationError, KafkaUnavailableError
+from streams.errors import KafkaOperationError, KafkaUnavailableError, ProducerFencedError
 from streams.kafka import io
 from streams.kafka.client import plain_producer, translated
 
@@ -34,3 +34,23 @@ def test_partition_eof_is_told_apart_from_a_real_consume_error() -> None:
     assert io.is_partition_eof(KafkaError(KafkaError._PARTITION_EOF))
     assert not io.is_partition_eof(KafkaError(KafkaError._TRANSPORT))
     assert io.error_text(KafkaError(KafkaError._TRANSPORT)) == KafkaError(KafkaError._TRANSPORT).str()
+
+
+class _Refusing:
+    """A producer whose produce() fails as librdkafka's does: the mapping of that failure is what is tested."""
+
+    def __init__(self, err: KafkaError) -> None:
+        self.err = err
+
+    def produce(self, *args: object, **kwargs: object) -> None:
+        raise KafkaException(self.err)
+
+
+def test_a_fatal_produce_error_ends_the_worker_as_a_fenced_producer_and_others_are_ours() -> None:
+    fatal = KafkaError(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, "out of order", fatal=True)
+    with pytest.raises(ProducerFencedError, match=r"producing to t: .*OUT_OF_ORDER_SEQUENCE_NUMBER"):
+        io.produce(_Refusing(fatal), "t", b"k", b"v", None)  # type: ignore[arg-type]
+    with pytest.raises(KafkaOperationError, match="producing to t") as plain:
+        io.produce(_Refusing(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)), "t", b"k", b"v", None)  # type: ignore[arg-type]
+    assert not isinstance(plain.value, ProducerFencedError)
+    io.produce(_Refusing(KafkaError(KafkaError._STATE)), "t", b"k", b"v", None)  # type: ignore[arg-type]

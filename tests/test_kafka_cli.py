@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -13,6 +15,8 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from streams.config import KafkaSettings
+from streams.kafka.admin import Admin
 from streams.kafka.apache import ApacheKafka, cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,6 +136,24 @@ def test_three_nodes_replicate_a_topic_and_serve_it() -> None:
         finally:
             c.close()
         assert got == {f"v{i}".encode() for i in range(30)}
+
+        # One node down at a time, the active controller first (what `streams chaos --kafka3` does).
+        leader = cluster.quorum_leader()
+        assert leader in (1, 2, 3)
+        cluster.signal_node(leader, signal.SIGKILL)
+        assert not cluster.running()[leader]
+        deadline = time.monotonic() + 90
+        while cluster.quorum_leader() in (leader, None):  # the survivors elect one of themselves
+            assert time.monotonic() < deadline, "no new quorum leader within 90 s"
+            time.sleep(0.5)
+        for i in range(30, 40):  # acks=all still succeeds with two in-sync replicas
+            p.produce(topic, f"v{i}".encode(), f"k{i}".encode())
+        assert p.flush(60) == 0
+        cluster.restart_node(leader)
+        kafka = KafkaSettings.from_env(bootstrap, env={})
+        while Admin(kafka).unready([topic]) or not all(cluster.running().values()):
+            assert time.monotonic() < deadline + 90, Admin(kafka).unready([topic])
+            time.sleep(0.5)
         root = cluster.root
     assert not root.exists()  # a throwaway cluster leaves nothing behind
 

@@ -15,6 +15,7 @@ import sys
 from types import FrameType
 
 from streams.config import KafkaSettings
+from streams.errors import ConfigError
 from streams.kafka.admin import check_reachable
 from streams.lab.bench import Bench
 from streams.lab.bench_model import BenchConfig, progress, table
@@ -38,6 +39,8 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="the short CI variant: " + ", ".join(f"{k.replace('_', '-')} {v:g}" for k, v in QUICK.items()))
     p.add_argument("--json", action="store_true", help="print one JSON object (figures and parameters) on stdout")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, state) after success")
+    p.add_argument("--kafka", action="store_true", help="run every phase on a fresh single-node Apache Kafka "
+                   "started for the run (default: a fresh embedded broker per phase)")
     p.add_argument("--bootstrap", help="an external Kafka (default: $KAFKA_BOOTSTRAP_SERVERS, else embedded brokers);"
                    " refused if the saga's topics exist there")
     p.set_defaults(func=run)
@@ -54,8 +57,11 @@ def run(args: argparse.Namespace) -> int:
         orders=int(chosen["orders"]), partitions=args.partitions,
         latency_orders_per_s=float(chosen["latency_orders_per_s"]), latency_seconds=float(chosen["latency_seconds"]),
         restore_entities=int(chosen["restore_entities"]), failover_events_per_s=float(chosen["failover_events_per_s"]),
-        bootstrap=args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None, keep_workdir=args.keep,
+        bootstrap=None if args.kafka else args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+        keep_workdir=args.keep, apache_kafka=args.kafka,
     )
+    if args.kafka and args.bootstrap:
+        raise ConfigError("--kafka starts its own Apache Kafka; drop --bootstrap")
     if config.bootstrap:
         check_reachable(KafkaSettings.from_env(config.bootstrap))  # at once, not after a metadata timeout
     previous = signal.signal(signal.SIGTERM, _terminate)

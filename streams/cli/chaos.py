@@ -1,7 +1,7 @@
 """``streams chaos``: the seeded fault-injection run of the order saga (see :mod:`streams.lab.chaos`).
 
-It always runs on an embedded broker of its own: it pauses the broker (the only broker fault a memory-only
-broker survives) and the saga's topic names are fixed, so it never touches ``$KAFKA_BOOTSTRAP_SERVERS``.
+It always runs on brokers of its own, an embedded one or (``--kafka3``) a three-node Apache Kafka cluster: it
+pauses and kills them, and the saga's topic names are fixed, so it never touches ``$KAFKA_BOOTSTRAP_SERVERS``.
 Exit status 0 when every invariant holds, 1 when one does not (the seed to reproduce it is printed), 2 for a
 bad argument.
 """
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from streams.cli.common import log, number
+from streams.config import AT_LEAST_ONCE, EXACTLY_ONCE, GUARANTEES
+from streams.errors import ConfigError
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,6 +29,11 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="seeds the workload, the failures and the fault schedule")
     p.add_argument("--quick", action="store_true", help="a short run (~1,000 orders, >= 4 kills, every poison "
                    "class, every fault point) for the test suite")
+    p.add_argument("--kafka3", action="store_true", help="run on a private three-node Apache Kafka cluster "
+                   "(replication 3, min.insync.replicas=2) and add broker faults: SIGKILLs of one node at a time, "
+                   "the active controller first, and a node paused past its session")
+    p.add_argument("--guarantee", choices=GUARANTEES, default=AT_LEAST_ONCE,
+                   help="the workers' processing guarantee (exactly_once needs --kafka3)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("--keep", metavar="DIR", help="keep logs and state directories in DIR (default: a temporary "
                    "directory, removed at the end)")
@@ -37,9 +44,13 @@ def run(args: argparse.Namespace) -> int:
     from streams.lab.chaos import run as run_chaos  # here: every `streams` process imports this module
     from streams.lab.chaos_plan import Profile
 
+    if args.guarantee == EXACTLY_ONCE and not args.kafka3:
+        raise ConfigError("--guarantee exactly_once needs --kafka3: the embedded broker cannot do transactions")
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        log("chaos: ignoring KAFKA_BOOTSTRAP_SERVERS: the run needs a private embedded broker it can pause")
+        log("chaos: ignoring KAFKA_BOOTSTRAP_SERVERS: the run needs private brokers it can pause and kill")
     profile = Profile.quick(args.orders or 1000) if args.quick else Profile.default(args.orders or 5000)
+    if args.kafka3:
+        profile = profile.on_kafka3(exactly_once=args.guarantee == EXACTLY_ONCE)
     # SIGTERM unwinds like Ctrl-C, so the run stops the processes it started instead of orphaning them.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     report = run_chaos(args.seed, profile, log, Path(args.keep) if args.keep else None, quick=args.quick)
@@ -55,8 +66,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print(r: dict[str, Any]) -> None:
-    print(f"streams chaos: seed {r['seed']}, {r['orders']} orders, {r['elapsed_s']} s")
+    print(f"streams chaos: seed {r['seed']}, {r['orders']} orders, {r['broker']}, {r['guarantee']}, "
+          f"{r['elapsed_s']} s")
     print(f"  faults          {r['kills']} SIGKILLs, fault points hit: {', '.join(r['fault_points_hit']) or 'none'}")
+    b = r["broker_faults"]
+    print(f"  broker faults   {b['kills']} node SIGKILLs ({b['controller_kills']} of the active controller), "
+          f"{b['pauses']} pauses; {r['fenced_exits']} workers ended fenced and were restarted")
     print(f"  outcomes        {r['outcomes']}")
     print(f"  lost            {r['lost']}   wrong outcome {r['wrong_outcomes']}")
     print(f"  effects         {r['duplicate_effects']} duplicate, {r['effect_mismatches']} mismatched; "

@@ -7,12 +7,14 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from streams import _native
 from streams.cli.common import add_kafka_args, kafka_or_embedded, log, number
 from streams.config import GUARANTEES, KafkaSettings, WorkerSettings
-from streams.errors import ConfigError, KafkaUnavailableError
+from streams.errors import ConfigError, KafkaUnavailableError, SchemaRegistryUnavailableError
 from streams.kafka.admin import Admin, check_reachable
 from streams.kafka.transactions import check_guarantee
 from streams.ops.signal import Signaller, signal_target
@@ -90,16 +92,28 @@ def prepare(topo: Topology, proc: ProcessorSpec, kafka: KafkaSettings, create: b
             extra: list[TopicSpec] | None = None) -> int:
     """Create topics (unless told not to) and refuse a non-co-partitioned layout; wait while Kafka is down.
     Returns the processor's partition count."""
+    def once() -> int:
+        check_reachable(kafka)  # says at once that Kafka is down, where the first request would take 10 s
+        admin = Admin(kafka)
+        if create:
+            admin.ensure([*topo.all_topics(), *(extra or [])])
+        return admin.check_copartitioned(proc)
+
+    return _waiting(once, f"Kafka at {kafka.bootstrap_servers}")
+
+
+T = TypeVar("T")
+
+
+def _waiting(fn: Callable[[], T], what: str) -> T:
+    """``fn()``, again with backoff while Kafka or the schema registry is unavailable: a worker started during
+    a broker failover or a registry restart waits for them, as it would once running, instead of exiting."""
     delay = 0.5
     while True:
         try:
-            check_reachable(kafka)  # says at once that Kafka is down, where the first request would take 10 s
-            admin = Admin(kafka)
-            if create:
-                admin.ensure([*topo.all_topics(), *(extra or [])])
-            return admin.check_copartitioned(proc)
-        except KafkaUnavailableError as exc:
-            log(f"worker: Kafka at {kafka.bootstrap_servers} unavailable ({exc}); retrying in {delay:.1f}s")
+            return fn()
+        except (KafkaUnavailableError, SchemaRegistryUnavailableError) as exc:
+            log(f"worker: {what} unavailable ({exc}); retrying in {delay:.1f}s")
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
 
@@ -120,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
         max_batch=args.max_batch, max_in_flight=args.max_in_flight, instance_id=args.instance_id,
         dedupe_window=args.dedupe_window, processing_guarantee=guarantee,
     )
-    processor = resolve(proc.processor, {**proc.options, **args.options}, proc.outputs)
+    processor = _waiting(lambda: resolve(proc.processor, {**proc.options, **args.options}, proc.outputs),
+                         "the schema registry")
     endpoints_topic = f"{group}.endpoints"
     with kafka_or_embedded(args, service=True) as kafka:
         extra = [TopicSpec(endpoints_topic, 1, 1, "compact")] if args.http_port is not None else []

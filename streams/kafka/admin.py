@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -69,6 +70,24 @@ class Admin:
             raise translate(exc, "listing topics") from exc
         return {t: len(m.partitions) for t, m in md.topics.items() if not m.error}
 
+    def unready(self, topics: Iterable[str] | None = None, timeout_s: float = 10.0) -> list[str]:
+        """Partitions (``topic[p]``) of ``topics`` (default: all) that have no leader yet or fewer in-sync
+        replicas than replicas, as the metadata shows them now: a topic just created, or a broker catching up."""
+        try:
+            md = self._admin.list_topics(timeout=timeout_s)
+        except KafkaException as exc:
+            raise translate(exc, "listing topics") from exc
+        names = md.topics if topics is None else list(topics)
+        out: list[str] = []
+        for t in names:
+            meta = md.topics.get(t)
+            if meta is None or meta.error is not None:
+                out.append(f"{t}[*]")
+                continue
+            out += [f"{t}[{p}]" for p, pm in sorted(meta.partitions.items())
+                    if pm.error is not None or pm.leader < 0 or len(pm.isrs) < len(pm.replicas)]
+        return out
+
     def describe(self, names: Iterable[str]) -> list[TopicState]:
         counts = self.partitions(names)
         out: list[TopicState] = []
@@ -112,7 +131,24 @@ class Admin:
                     raise translate(exc, f"creating topic {name}") from exc
                 except TimeoutError as exc:
                     raise KafkaUnavailableError(f"creating topic {name}: no answer from Kafka within 30s") from exc
+        if created:
+            self._wait_leaders(created)
         return created, [s.name for s in specs if s.name in have]
+
+    def _wait_leaders(self, topics: list[str], timeout_s: float = 30.0) -> None:
+        """Until every partition of ``topics`` has a leader in the metadata: Kafka answers CreateTopics before
+        its brokers know the topics, so a request right after it can find them missing or leaderless."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                md = self._admin.list_topics(timeout=5)
+                missing = [t for t in topics if t not in md.topics or md.topics[t].error is not None
+                           or any(p.leader < 0 for p in md.topics[t].partitions.values())]
+            except KafkaException:
+                missing = topics
+            if not missing or time.monotonic() > deadline:
+                return  # late ones: the caller's own request reports them, as it would have without the wait
+            time.sleep(0.1)
 
     def delete(self, names: Iterable[str]) -> None:
         for name, fut in self._admin.delete_topics(list(names), operation_timeout=30).items():

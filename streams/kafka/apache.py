@@ -328,6 +328,47 @@ class ApacheKafka:
         """The same as the environment variables ``KafkaSettings.from_env`` reads."""
         return self.security.client_env(self.root, user) if self.security is not None else {}
 
+    # ------------------------------------------------------------------------------- one node's faults
+
+    def signal_node(self, node_id: int, sig: signal.Signals) -> None:
+        """Send ``sig`` to one running node's process group (the JVM and, for a child cluster, its guard):
+        SIGKILL, SIGSTOP and SIGCONT are how a fault-injection run breaks one broker."""
+        pid = self.pids().get(node_id)
+        if pid is None or not _alive(pid):
+            raise KafkaUnavailableError(f"Kafka node {node_id} in {self.root} is not running")
+        os.killpg(pid, sig)
+        if sig == signal.SIGKILL:  # reap it, so its pid no longer counts as running
+            for proc in self._procs:
+                if proc.pid == pid:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(10)
+
+    def restart_node(self, node_id: int) -> None:
+        """Start one node again (after a kill) on its own data; does not wait for it to rejoin."""
+        nodes = {n.id: n for n in self.nodes()}
+        if node_id not in nodes:
+            raise ConfigError(f"{self.root} has no Kafka node {node_id}")
+        if self.running().get(node_id):
+            return
+        pids = self.pids()
+        pids[node_id] = self._spawn(_java(), ensure_libs(self.log), nodes[node_id], detach=False)
+        self._write_state(list(nodes.values()), str((self.state() or {}).get("cluster_id", "")), pids)
+
+    def quorum_leader(self) -> int | None:
+        """The active controller: the KRaft quorum leader with the newest epoch in the nodes' quorum-state files
+        (a broker's metadata answer names a random live broker as "controller" in KRaft, not the leader)."""
+        best: tuple[int, int] | None = None
+        for node in self.nodes():
+            path = node.dir(self.root) / "data" / "__cluster_metadata-0" / "quorum-state"
+            try:
+                data = json.loads(path.read_text())
+                epoch, leader = int(data.get("leaderEpoch", -1)), int(data.get("leaderId", -1))
+            except (OSError, ValueError, TypeError):
+                continue
+            if leader >= 0 and (best is None or epoch > best[0]):
+                best = (epoch, leader)
+        return None if best is None else best[1]
+
     # ----------------------------------------------------------------------------------------- status, stop
 
     def pids(self) -> dict[int, int]:

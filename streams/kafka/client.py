@@ -10,13 +10,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streams.config import KAFKA_REPEATS, KafkaSettings
 from streams.errors import ConfigError, KafkaOperationError, KafkaUnavailableError, StreamsError
+
+T = TypeVar("T")
 
 _RETRYABLE = {
     KafkaError._TRANSPORT,
@@ -237,3 +239,24 @@ def read_to_end(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) ->
                     done.add(m.partition())
     finally:
         consumer.close()
+
+
+# What a freshly started (or just re-elected) cluster answers for a while: not a failure, a cluster settling.
+_SETTLING = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                       KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.NOT_COORDINATOR,
+                       KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE})
+
+
+def until_settled(call: Callable[[], T], deadline: float) -> T:
+    """``call()``, again until ``deadline`` (monotonic) while the broker answers a retriable error: on a fresh
+    real Kafka a topic just created has a leader in the metadata before that broker serves it, and the group
+    coordinator is still loading. Past the deadline, or on any other error, its failure is translated."""
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            settling = isinstance(err, KafkaError) and (err.retriable() or err.code() in _SETTLING)
+            if not settling or time.monotonic() > deadline:
+                raise translate(exc, "waiting for the cluster to settle") from exc
+            time.sleep(0.2)

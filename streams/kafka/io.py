@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from streams.errors import ProducerFencedError, StreamsError
+from streams.kafka.client import translate
+
 __all__ = [
     "OFFSET_BEGINNING", "Consumer", "KafkaError", "Message", "Producer", "TopicPartition", "close_consumer",
     "commit_offsets", "error_text", "flush", "is_partition_eof", "partitions", "produce", "seek", "try_seek",
@@ -44,9 +47,19 @@ def produce(
             # exactly_once: a transaction in an abortable error state (e.g. the coordinator aborted it on
             # timeout) refuses records until it is aborted. It can only abort now, at the latest when the
             # commit is refused, and then its batch is redone: this record is not lost.
-            if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() == KafkaError._STATE:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() == KafkaError._STATE:
                 return
-            raise
+            raise _produce_error(exc, err, topic) from exc
+
+
+def _produce_error(exc: KafkaException, err: object, topic: str) -> StreamsError:
+    """Our error for a refused produce. A fatal one (an idempotent or transactional producer that lost its
+    sequence, e.g. OUT_OF_ORDER_SEQUENCE_NUMBER after a broker was killed) leaves the producer unusable: the
+    worker ends, writing nothing more, for its supervisor to start a fresh one, as for a fenced producer."""
+    if isinstance(err, KafkaError) and err.fatal():
+        return ProducerFencedError(f"producing to {topic}: {err.str()} ({err.name()}); the producer is unusable")
+    return translate(exc, f"producing to {topic}")
 
 
 def partitions(topics: list[str] | tuple[str, ...], p: int) -> list[TopicPartition]:

@@ -17,6 +17,9 @@ Phases (each on its own fresh embedded broker by default, so one phase's logs ne
 4. **failover** — two orchestrators in one group with events flowing; one is SIGKILLed; the time until the
    survivor commits progress on every partition the dead one held.
 
+``--kafka`` runs every phase on one fresh single-node Apache Kafka started for the run (phases isolated as on
+an external cluster, below), so each figure is also measured on the reference broker.
+
 Kafka: the saga's topic names (``orders.events``, ``payments.commands``, ...) are fixed by the workflow
 definition, so they cannot be given unique names. On an external cluster the bench therefore refuses to start
 if any of them exists (a live saga there would process the bench's orders), isolates its phases by topology
@@ -40,6 +43,8 @@ from streams.config import KafkaSettings
 from streams.contracts import Serde
 from streams.examples.orders.workflow import INVENTORY, PAYMENTS, RESULTS, SHIPPING
 from streams.kafka.admin import Admin
+from streams.kafka.apache import ApacheKafka
+from streams.kafka.partition import partition_of as key_partition
 from streams.lab import bench_data as data
 from streams.lab.bench_floor import run_floor
 from streams.lab.bench_infra import (
@@ -80,15 +85,19 @@ class _Phase:
     path: Path
     env: dict[str, str]
     broker: Child | None
+    broker_pid: int | None = None  # the broker's process when it is ours: embedded, or --kafka's JVM
 
     def broker_cpu(self) -> float:
-        """CPU seconds the phase's embedded broker has used (0 on an external cluster)."""
-        return 0.0 if self.broker is None else cpu_seconds(self.broker.pid)
+        """CPU seconds the phase's broker has used (0 on an external cluster)."""
+        pid = self.broker.pid if self.broker is not None else self.broker_pid
+        return 0.0 if pid is None else cpu_seconds(pid)
 
     def usage(self, who: str, cpu: float, broker_cpu0: float, secs: float) -> str:
         """Cores used over ``secs``: was it CPU-bound, and was the broker the bottleneck?"""
         text = f"{who} {cpu / secs:.2f} cores"
-        return text if self.broker is None else f"{text}, broker {(self.broker_cpu() - broker_cpu0) / secs:.2f} cores"
+        if self.broker is None and self.broker_pid is None:
+            return text
+        return f"{text}, broker {(self.broker_cpu() - broker_cpu0) / secs:.2f} cores"
 
     def group(self, processor: str) -> str:
         return self.topology.default_group(self.topology.processor(processor))
@@ -111,12 +120,22 @@ class Bench:
         self.children = Children(self.workdir, with_package_path(env))
         self._created: list[str] = []
         self._external = KafkaSettings.from_env(config.bootstrap) if config.bootstrap else None
+        self._broker_pid: int | None = None
         self.registry_url = ""
         self.serde: Serde | None = None
 
     # -- the run -------------------------------------------------------------------------------------------
 
     def run(self) -> BenchResult:
+        if not self.cfg.apache_kafka:
+            return self._run()
+        with ApacheKafka(log=self.log) as cluster:  # its own directory: the work directory goes first
+            self._external = KafkaSettings.from_env(cluster.bootstrap, env={}, broker="kafka")
+            self._broker_pid = next(iter(cluster.pids().values()), None)
+            self.log(f"bench: a fresh Apache Kafka on {cluster.bootstrap}")
+            return self._run()
+
+    def _run(self) -> BenchResult:
         ok = False
         try:
             if self._external is not None:
@@ -175,7 +194,7 @@ class Bench:
         env = {**kafka.child_env(), "SCHEMA_REGISTRY_URL": self.registry_url}
         self.log(f"bench: phase {name} on {kafka.bootstrap_servers}")
         try:
-            yield _Phase(name, kafka, topo, path, env, broker)
+            yield _Phase(name, kafka, topo, path, env, broker, self._broker_pid)
         finally:
             if broker is not None:
                 broker.stop(5)
@@ -338,7 +357,7 @@ class Bench:
     def _cpu(ph: _Phase, workers: Sequence[Child]) -> dict[str, float]:
         """CPU seconds so far of everything on the saga's path: where the cores go under the offered load."""
         out = {w.name.removeprefix("latency-"): cpu_seconds(w.pid) for w in workers}
-        if ph.broker is not None:
+        if ph.broker is not None or ph.broker_pid is not None:
             out["broker"] = ph.broker_cpu()
         out["bench (load and collector)"] = time.process_time()
         return out
@@ -408,7 +427,8 @@ class Bench:
             restore = self._time_rebuild(ph, group, len(ids))
             before = self._counts(ph)
             k = max(min(cfg.orders, cfg.restore_entities) // 4, 1)
-            data.produce_all(ph.kafka, ORDERS_TOPIC, data.saga_records(self._serde(), ids[:k], data.REPLIES))
+            data.produce_all(ph.kafka, ORDERS_TOPIC, data.saga_records(
+                self._serde(), ids[:k], data.REPLIES, partition_of=lambda i: key_partition(ids[i].encode(), parts)))
             ends = log_ends(ph.kafka, ORDERS_TOPIC, parts)
             worker = self._worker(ph, "memory-orchestrator", ["worker", "--processor", "orchestrator"])
             t0 = wait_for(lambda: "worker: assigned partitions" in worker.log_text(), 120,

@@ -164,8 +164,8 @@ def state_templates(processor: WorkflowProcessor, placeholder: str, source_offse
 
 
 def changelog_records(templates: Sequence[Sequence[bytes]], placeholder: str, ids: Sequence[str]) -> Iterator[Record]:
-    """One changelog record per order, in the partition its key belongs to (murmur2, as the worker checks):
-    replies produced by key then find their order's state there."""
+    """One changelog record per order, in the partition its key belongs to (Java's partitioner, as the workers
+    check: a record elsewhere is re-routed, and its state would be in the wrong store)."""
     ph = placeholder.encode()
     parts = len(templates)
     for i, oid in enumerate(ids):

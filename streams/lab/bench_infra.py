@@ -18,13 +18,14 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import IO
 
 from streams.config import KafkaSettings
 from streams.errors import KafkaUnavailableError, StreamsError
 from streams.kafka import io
-from streams.kafka.client import plain_consumer
+from streams.kafka.client import plain_consumer, until_settled
 from streams.kafka.embedded import broker_binary, free_port
 from streams.kafka.io import Consumer, TopicPartition
 
@@ -194,7 +195,8 @@ def log_ends(kafka: KafkaSettings, topic: str, partitions: int, timeout_s: float
     try:
         tps = []
         for p in range(partitions):
-            _lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            _lo, hi = until_settled(partial(c.get_watermark_offsets, TopicPartition(topic, p), timeout=10),
+                               time.monotonic() + timeout_s)
             tps.append(TopicPartition(topic, p, max(hi - 1, 0)))
         c.assign(tps)
         ends: dict[int, int] = {}
@@ -231,7 +233,7 @@ def commit_at(kafka: KafkaSettings, group: str, offsets: Mapping[str, Mapping[in
     try:
         tps = [TopicPartition(t, p, o) for t, offs in offsets.items() for p, o in offs.items()]
         if tps:
-            c.commit(offsets=tps, asynchronous=False)
+            until_settled(lambda: c.commit(offsets=tps, asynchronous=False), time.monotonic() + 60)
     finally:
         c.close()
 

@@ -31,19 +31,24 @@ class BenchConfig:
     failover_events_per_s: float = 2000.0
     bootstrap: str | None = None  # an external Kafka; None: a fresh embedded broker per phase
     keep_workdir: bool = False
+    apache_kafka: bool = False  # a fresh single-node Apache Kafka started for the run, instead of embedded brokers
 
     def __post_init__(self) -> None:
         for name in ("orders", "partitions", "latency_orders_per_s", "latency_seconds", "restore_entities",
                      "failover_events_per_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"bench: {name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if self.apache_kafka and self.bootstrap:
+            raise ConfigError("bench: --kafka starts its own Apache Kafka; it cannot be combined with --bootstrap "
+                              "or KAFKA_BOOTSTRAP_SERVERS")
         if self.partitions < 2:
             raise ConfigError("bench: --partitions must be >= 2 (the failover needs a partition for each worker)")
 
     def params(self) -> dict[str, object]:
         return {"orders": self.orders, "partitions": self.partitions,
                 "latency_orders_per_s": self.latency_orders_per_s, "latency_seconds": self.latency_seconds,
-                "restore_entities": self.restore_entities, "kafka": "external" if self.bootstrap else "embedded",
+                "restore_entities": self.restore_entities,
+                "kafka": "apache" if self.apache_kafka else "external" if self.bootstrap else "embedded",
                 # what this process and the workers it starts run: "compiled" (mypyc) or "pure (why)"
                 "hot_path": _native.status()}
 

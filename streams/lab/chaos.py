@@ -1,6 +1,7 @@
 """``streams chaos``: a seeded fault-injection run of the order saga that proves nothing is lost or doubled.
 
-One run, on a private embedded broker:
+One run, on a private embedded broker, or (``--kafka3``) on a private three-node Apache Kafka cluster
+(replication 3, min.insync.replicas=2) in either processing guarantee:
 
 1. **workload** (:mod:`streams.lab.chaos_plan`): N orders through three orchestrator workers and the payment,
    inventory and shipping services (20% of attempts fail TRANSIENT, 3% of orders PERMANENT, per service);
@@ -12,8 +13,9 @@ One run, on a private embedded broker:
    events are dead-lettered ``unknown_entity`` by the saga's policy, so they are a DLQ class of the manifest);
 3. **faults** on the seeded schedule of :func:`~streams.lab.chaos_plan.schedule`: SIGKILLs restarted after a
    few seconds (one with its state directory deleted), every commit-protocol and timer fault point armed once,
-   one orchestrator SIGSTOPped past ``max.poll.interval.ms``, broker pauses (the broker is memory-only, so a
-   pause is the only broker fault it survives);
+   one orchestrator SIGSTOPped past ``max.poll.interval.ms``, broker pauses (the embedded broker is
+   memory-only, so a pause is the only fault it survives; on three nodes one node is paused past its session,
+   and single nodes, the active controller first, are SIGKILLed and restarted, one broker fault at a time);
 4. **invariants** (:mod:`streams.lab.chaos_check`): every order ends as :mod:`streams.lab.chaos_oracle`
    predicts; each effect applied exactly once (refunds = compensated charges); the DLQ is exactly the
    manifest; restore equals live; committed = log end; lag drained soon after the last fault; no crash loop.
@@ -28,23 +30,24 @@ import contextlib
 import heapq
 import os
 import random
-import signal
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from streams.config import KafkaSettings
 from streams.kafka.admin import Admin
+from streams.kafka.apache import ApacheKafka
 from streams.kafka.embedded import EmbeddedBroker
 from streams.lab import chaos_check as check
 from streams.lab.chaos_io import Results, Writer
 from streams.lab.chaos_oracle import LEDGERS, Rates, effect_counts, oracle, outcome_class
 from streams.lab.chaos_plan import (
+    CONTROLLER,
     GHOST,
     ORCHESTRATORS,
     PROCESSES,
@@ -57,10 +60,9 @@ from streams.lab.chaos_plan import (
     score,
     workload,
 )
-from streams.lab.chaos_procs import ORDERS, Fleet, Proc
+from streams.lab.chaos_procs import ORDERS, Brokers, Fleet, Proc
 from streams.processors.avro import make_serde
 from streams.registry import RegistryServer
-from streams.runtime.faults import POINTS
 from streams.topology import Topology, load
 
 Log = Callable[[str], None]
@@ -78,6 +80,7 @@ class _Clock:
     seq: int = 0
     pause_marks: dict[str, int] = field(default_factory=dict)
     pause_tries: int = 0
+    broker_faults: dict[str, int] = field(default_factory=dict)  # kind -> how many were done
 
     def push(self, at: float, action: str, target: str, arg: float = 0.0) -> None:
         self.seq += 1
@@ -91,39 +94,51 @@ class ChaosRun:
         self.workload: Workload = workload(seed, profile)
         self.schedule: Schedule = schedule(seed, profile)
         self._restart_rng = random.Random(f"{seed}-restarts")
+        self.kafka3 = profile.broker_kills > 0
+
+    @contextlib.contextmanager
+    def _brokers(self) -> Iterator[tuple[KafkaSettings, Brokers, dict[str, str]]]:
+        """The run's private broker(s): their settings, their fault handle and the extra worker environment."""
+        if self.kafka3:
+            with ApacheKafka(self.tmp / "kafka", nodes=3, log=self.log) as cluster:
+                self.log(f"chaos: three-node Apache Kafka on {cluster.bootstrap}, work dir {self.tmp}")
+                yield (KafkaSettings.from_env(cluster.bootstrap, env={}, broker="kafka"), Brokers(cluster=cluster),
+                       {"STREAMS_REPLICATION": "3"})
+            return
+        with EmbeddedBroker(log_path=self.tmp / "broker.log") as broker:
+            self.log(f"chaos: embedded broker on {broker.bootstrap} (pid {broker.pid}), work dir {self.tmp}")
+            yield broker.settings(env={}), Brokers(embedded=broker), {}
 
     # -- the run -------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        with EmbeddedBroker(log_path=self.tmp / "broker.log") as broker:
-            kafka = broker.settings(env={})
-            self.log(f"chaos: embedded broker on {broker.bootstrap} (pid {broker.pid}), work dir {self.tmp}")
-            with RegistryServer(kafka, port=0, topic="_streams_schemas") as registry:
-                env = {**os.environ, **kafka.child_env(),
-                       "SCHEMA_REGISTRY_URL": registry.url,
-                       "PAYMENT_TIMEOUT_MS": str(self.profile.payment_timeout_ms),
-                       "REPLY_TIMEOUT_MS": str(self.profile.reply_timeout_ms),
-                       "KAFKA_MAX_POLL_INTERVAL_MS": str(self.profile.max_poll_ms), "PARK_REPLIES_MS": "0"}
-                saved = os.environ.get("SCHEMA_REGISTRY_URL")
-                os.environ["SCHEMA_REGISTRY_URL"] = registry.url
-                try:
-                    topo = load(ORDERS, env)
-                    Admin(kafka).ensure(topo.all_topics())
-                    report = self._run(kafka, broker, topo, env)
-                finally:
-                    if saved is None:
-                        os.environ.pop("SCHEMA_REGISTRY_URL", None)
-                    else:
-                        os.environ["SCHEMA_REGISTRY_URL"] = saved
+        with self._brokers() as (kafka, broker, extra), \
+                RegistryServer(kafka, port=0, topic="_streams_schemas") as registry:
+            env = {**os.environ, **kafka.child_env(), **extra,
+                   "SCHEMA_REGISTRY_URL": registry.url,
+                   "PAYMENT_TIMEOUT_MS": str(self.profile.payment_timeout_ms),
+                   "REPLY_TIMEOUT_MS": str(self.profile.reply_timeout_ms),
+                   "KAFKA_MAX_POLL_INTERVAL_MS": str(self.profile.max_poll_ms), "PARK_REPLIES_MS": "0"}
+            saved = os.environ.get("SCHEMA_REGISTRY_URL")
+            os.environ["SCHEMA_REGISTRY_URL"] = registry.url
+            try:
+                topo = load(ORDERS, env)
+                Admin(kafka).ensure(topo.all_topics())
+                report = self._run(kafka, broker, topo, env)
+            finally:
+                if saved is None:
+                    os.environ.pop("SCHEMA_REGISTRY_URL", None)
+                else:
+                    os.environ["SCHEMA_REGISTRY_URL"] = saved
         report["elapsed_s"] = round(time.monotonic() - started, 1)
         return report
 
-    def _run(self, kafka: KafkaSettings, broker: EmbeddedBroker, topo: Topology, env: dict[str, str]) -> dict[str, Any]:
+    def _run(self, kafka: KafkaSettings, broker: Brokers, topo: Topology, env: dict[str, str]) -> dict[str, Any]:
         serde = make_serde({})
         writer = Writer(kafka, serde, self.seed)
         results = Results(kafka, serde, topo.topics["orders.results"].partitions)
-        fleet = Fleet(self.tmp, env, self.rates)
+        fleet = Fleet(self.tmp, env, self.rates, exactly_once=self.profile.exactly_once)
         for name in PROCESSES:
             fleet.procs.setdefault(name, Proc(name)).armed = self.schedule.armed.get(name)
             fleet.start(name)
@@ -148,8 +163,7 @@ class ChaosRun:
             drain_s = self._loop(kafka, broker, topo, fleet, clock, results, late_done)
         finally:
             stop.set()
-            with contextlib.suppress(OSError):
-                os.kill(broker.pid, signal.SIGCONT)
+            broker.resume_all()
             for name in PROCESSES:
                 fleet.resume(name)
             producer.join(30)
@@ -180,7 +194,7 @@ class ChaosRun:
         writer.write(wl.late, max(20.0, len(wl.late) / 10), stop)
         self.log(f"chaos: wrote {writer.written} records ({len(wl.late)} late)")
 
-    def _loop(self, kafka: KafkaSettings, broker: EmbeddedBroker, topo: Topology, fleet: Fleet, clock: _Clock,
+    def _loop(self, kafka: KafkaSettings, broker: Brokers, topo: Topology, fleet: Fleet, clock: _Clock,
               results: Results, late_done: threading.Event) -> float | None:
         """Run the fault schedule and restarts; then wait for the drain. Returns seconds from the last fault
         to a drained system (every order ended, every record written, zero lag), None if it never drained."""
@@ -191,11 +205,16 @@ class ChaosRun:
             now = time.monotonic()
             while clock.actions and clock.actions[0][0] <= now:
                 _at, _s, action, target, arg = heapq.heappop(clock.actions)
+                # one broker fault at a time (for a while: a cluster that never heals still gets the fault)
+                if (action in ("kill_broker", "pause_broker") and now - clock.t0 < self.schedule.end_s + 120
+                        and not broker.settled(kafka)):
+                    clock.push(now + 2.0, action, target, arg)
+                    continue
                 self._act(fleet, broker, clock, action, target, arg, now)
             for name in fleet.reap():
                 delay = self._restart_rng.uniform(*self.profile.restart_s)
                 clock.push(now + delay, "restart", name)
-                self.log(f"chaos: {name} exited by itself ({fleet.procs[name].points_hit or 'crash'}); "
+                self.log(f"chaos: {name} exited by itself ({fleet.procs[name].last_exit}); "
                          f"restarting in {delay:.1f}s")
             if not clock.actions:
                 if give_up is None:
@@ -212,7 +231,7 @@ class ChaosRun:
                     return None
             time.sleep(0.1)
 
-    def _act(self, fleet: Fleet, broker: EmbeddedBroker, clock: _Clock, action: str, target: str, arg: float,
+    def _act(self, fleet: Fleet, broker: Brokers, clock: _Clock, action: str, target: str, arg: float,
              now: float) -> None:
         at = round(now - clock.t0, 1)
         if action == "kill":
@@ -249,12 +268,26 @@ class ChaosRun:
             clock.pause_marks[target] = len(fleet.log(target, whole=True))
             clock.last_fault_end = now
         elif action == "pause_broker":
-            os.kill(broker.pid, signal.SIGSTOP)
-            clock.push(now + arg, "resume_broker", "broker")
-            clock.done.append({"at_s": at, "kind": "pause_broker", "target": "broker", "paused_s": round(arg, 1)})
-            self.log(f"chaos: t={at}s SIGSTOP the broker for {arg:.0f}s")
+            name = broker.pause(target)
+            clock.push(now + arg, "resume_broker", name)
+            clock.broker_faults["pauses"] = clock.broker_faults.get("pauses", 0) + 1
+            clock.done.append({"at_s": at, "kind": "pause_broker", "target": name, "paused_s": round(arg, 1)})
+            self.log(f"chaos: t={at}s SIGSTOP {'the broker' if name == 'broker' else f'Kafka node {name}'} "
+                     f"for {arg:.0f}s")
         elif action == "resume_broker":
-            os.kill(broker.pid, signal.SIGCONT)
+            broker.resume(target)
+            clock.last_fault_end = now
+        elif action == "kill_broker":
+            node = broker.kill(target)
+            for kind in ("kills", *(("controller_kills",) if target == CONTROLLER else ())):
+                clock.broker_faults[kind] = clock.broker_faults.get(kind, 0) + 1
+            clock.push(now + arg, "restart_broker", str(node))
+            clock.done.append({"at_s": at, "kind": "kill_broker", "target": f"node {node}",
+                               "controller": target == CONTROLLER, "down_s": round(arg, 1)})
+            what = " (the active controller)" if target == CONTROLLER else ""
+            self.log(f"chaos: t={at}s SIGKILL Kafka node {node}{what}; restart in {arg:.1f}s")
+        elif action == "restart_broker":
+            broker.restart(int(target))
             clock.last_fault_end = now
 
     # -- the verdict ---------------------------------------------------------------------------------------
@@ -326,17 +359,38 @@ class ChaosRun:
                             f"(drain_s={drain_s})")
         if fleet.unexpected:
             failures.append(f"{len(fleet.unexpected)} unexpected exits (crash loop?): {fleet.unexpected[:2]}")
-        if set(hit) != set(POINTS):
-            failures.append(f"fault points not reached: {sorted(set(POINTS) - set(hit))}")
+        points = self.profile.points
+        if set(hit) != set(points):
+            failures.append(f"fault points not reached: {sorted(set(points) - set(hit))}")
         if clock.kills < self.profile.min_kills:
             failures.append(f"only {clock.kills} kills (at least {self.profile.min_kills} planned)")
+        broker_kills = clock.broker_faults.get("kills", 0)
+        no_controller = self.kafka3 and not clock.broker_faults.get("controller_kills")
+        if broker_kills < self.profile.broker_kills or no_controller:
+            failures.append(f"only {broker_kills} broker kills (at least {self.profile.broker_kills} planned, "
+                            f"the active controller among them): {clock.broker_faults}")
+        if self.profile.exactly_once:
+            # Transactions add two claims to the dedupe's: no record is ever read twice, so each order has one
+            # result record and each dead letter one copy.
+            extra = sum(n - 1 for n in results.copies.values() if n > 1)
+            if extra:
+                failures.append(f"exactly_once: {extra} result records read twice, e.g. "
+                                f"{[o for o, n in results.copies.items() if n > 1][:3]}")
+            if dlq.copies != dlq.actual:
+                failures.append(f"exactly_once: {dlq.copies - dlq.actual} dead letters read twice")
         if not all(evicted.values()) or not evicted:
             failures.append(f"the paused worker was not evicted from the group: {evicted}")
         if writer.failed:
             failures.append(f"{len(writer.failed)} harness writes failed: {writer.failed[:3]}")
         return {
             "orders": len(wl.order_ids), "seed": self.seed, "quick": self.quick, "passed": not failures,
+            "broker": "kafka3" if self.kafka3 else "embedded",
+            "guarantee": "exactly_once" if self.profile.exactly_once else "at_least_once",
             "kills": clock.kills, "fault_points_hit": hit,
+            "broker_faults": {"kills": broker_kills, "controller_kills": clock.broker_faults.get("controller_kills", 0),
+                              "pauses": clock.broker_faults.get("pauses", 0)},
+            "fenced_exits": fleet.fenced,
+            "result_copies": sum(results.copies.values()),
             "lost": len(lost), "wrong_outcomes": len(wrong), "duplicate_effects": duplicate_effects,
             "effect_mismatches": len(effect_mismatch), "refunds": refunds, "compensated_charges": compensated,
             "dlq_expected": dlq.expected, "dlq_actual": dlq.actual, "dlq_copies": dlq.copies,
@@ -352,14 +406,16 @@ class ChaosRun:
             "schedule": {**self.schedule.to_json(), "executed": clock.done},
             "exit_codes": codes, "failures": failures,
             "reproduce": f"streams chaos --seed {self.seed} --orders {len(wl.order_ids)}"
-                         f"{' --quick' if self.quick else ''}",
+                         f"{' --quick' if self.quick else ''}{' --kafka3' if self.kafka3 else ''}"
+                         f"{' --guarantee exactly_once' if self.profile.exactly_once else ''}",
         }
 
 
 def _evicted(text: str) -> bool:
     """Whether a paused worker's log shows that, once resumed, it found its partitions lost (the group evicted
     it while it was stopped) or gave them up for exceeding the poll interval."""
-    return any(s in text for s in ("lost partitions", "MAX_POLL_EXCEEDED", "maximum poll interval"))
+    return any(s in text for s in ("lost partitions", "MAX_POLL_EXCEEDED", "maximum poll interval",
+                                   "ProducerFencedError"))
 
 
 def run(seed: int, profile: Profile, log: Log, workdir: Path | None = None, quick: bool = False) -> dict[str, Any]:

@@ -3,13 +3,15 @@
 * service ledgers rebuilt from the services' changelogs: effects applied per order and command;
 * restore equals live: every processor's stores rebuilt from its changelog into fresh directories hash equal
   to the stores of the worker directories that hold each partition at its log end (after a clean stop);
-* committed offsets equal log end on every input partition of every group;
+* committed offsets equal log end on every input partition of every group (or, where transactions wrote
+  to it, only commit markers lie between them: a marker takes an offset and no consumer reads it);
 * the DLQ as :class:`~streams.lab.chaos_plan.Letter` records, for the precision/recall score.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,9 @@ from typing import Any
 import orjson
 
 from streams.config import KafkaSettings
+from streams.kafka import io
+from streams.kafka.client import make_consumer
+from streams.kafka.io import TopicPartition
 from streams.kafka.lag import LagReader
 from streams.lab.chaos_plan import Letter
 from streams.ops.dlq import read as read_dlq
@@ -85,11 +90,18 @@ def compare_hashes(kafka: KafkaSettings, topo: Topology, rebuilt: dict[str, dict
                    worker_dirs: dict[str, list[Path]]) -> list[HashCheck]:
     """Per processor and partition: the rebuilt hash against every worker directory whose store for that
     partition has consumed its input to the log end (the last owner; an earlier owner that also got that far
-    must hold the same bytes). A partition whose input is empty is skipped."""
+    must hold the same bytes). A partition whose input is empty is skipped. Where only commit markers follow
+    the group's committed offset, that offset is the end of the input's records."""
     checks: list[HashCheck] = []
     for name, proc in topo.processors.items():
         parts = topo.topics[proc.inputs[0]].partitions
         ends = log_ends(kafka, [(t, p) for t in proc.inputs for p in range(parts)])
+        group = topo.default_group(proc)
+        behind = _behind(kafka, group, proc.inputs)
+        readable = _readable(kafka, behind)
+        for g in behind:
+            if g not in readable and isinstance(g["committed"], int):
+                ends[(str(g["topic"]), int(str(g["partition"])))] = g["committed"]
         for p in range(parts):
             if all(ends[(t, p)] == 0 for t in proc.inputs):
                 continue
@@ -109,21 +121,51 @@ def compare_hashes(kafka: KafkaSettings, topo: Topology, rebuilt: dict[str, dict
 
 
 def offset_gaps(kafka: KafkaSettings, topo: Topology) -> list[dict[str, object]]:
-    """Input partitions where a group's committed offset is not the log end."""
-    reader = LagReader(kafka)
-    gaps: list[dict[str, object]] = []
-    for proc in topo.processors.values():
-        group = topo.default_group(proc)
-        for lag in reader.read(group, proc.inputs)[0].partitions:
-            if lag.committed != lag.log_end:
-                gaps.append({"group": group, "topic": lag.topic, "partition": lag.partition,
-                             "committed": lag.committed, "log_end": lag.log_end})
-    return gaps
+    """Input partitions where a group's committed offset is not the log end and a record lies between."""
+    behind = [g for proc in topo.processors.values() for g in _behind(kafka, topo.default_group(proc), proc.inputs)]
+    return _readable(kafka, behind)
+
+
+def _behind(kafka: KafkaSettings, group: str, topics: Iterable[str]) -> list[dict[str, object]]:
+    """The group's partitions of ``topics`` whose committed offset is not the log end."""
+    return [{"group": group, "topic": lag.topic, "partition": lag.partition, "committed": lag.committed,
+             "log_end": lag.log_end}
+            for lag in LagReader(kafka).read(group, topics)[0].partitions if lag.committed != lag.log_end]
 
 
 def total_lag(kafka: KafkaSettings, topo: Topology) -> int:
-    reader = LagReader(kafka)
-    return sum(reader.read(topo.default_group(p), p.inputs)[0].total for p in topo.processors.values())
+    """Records still to be read by the groups: zero once only commit markers follow each committed offset."""
+    return len(offset_gaps(kafka, topo))
+
+
+def _readable(kafka: KafkaSettings, behind: list[dict[str, object]], timeout_s: float = 15.0
+              ) -> list[dict[str, object]]:
+    """Those of ``behind`` where a read_committed reader from the committed offset finds a record before the
+    end. Committed past the end, or never committed, always counts; a reader that finds neither a record nor
+    the end in time counts too, so a slow broker never passes the check."""
+    probe = [g for g in behind if isinstance(g["committed"], int) and 0 <= g["committed"] < int(str(g["log_end"]))]
+    out = [g for g in behind if g not in probe]
+    if not probe:
+        return out
+    consumer = make_consumer(kafka, "chaos-offset-probe", {"enable.partition.eof": True})
+    try:
+        consumer.assign([TopicPartition(str(g["topic"]), int(str(g["partition"])), int(str(g["committed"])))
+                         for g in probe])
+        pending = {(str(g["topic"]), int(str(g["partition"]))): g for g in probe}
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            for m in consumer.consume(1000, 0.2):
+                tp = (str(m.topic()), int(m.partition() or 0))
+                err = m.error()
+                if tp not in pending or (err is not None and not io.is_partition_eof(err)):
+                    continue
+                g = pending.pop(tp)
+                if err is None:
+                    out.append(g)  # a record after the committed offset: a real gap
+        out += pending.values()
+    finally:
+        consumer.close()
+    return out
 
 
 def dlq_letters(kafka: KafkaSettings, topic: str) -> list[Letter]:
@@ -139,8 +181,8 @@ def explain(kafka: KafkaSettings, topo: Topology, rebuilt_dir: Path, check: Hash
             worker_dirs: dict[str, list[Path]], limit: int = 5) -> list[str]:
     """For a partition whose rebuilt and live stores differ: the differing keys, and every changelog record of
     the entities they belong to (offset, key, value size or tombstone, source topic tag and offset)."""
+
     from streams.kafka.client import make_consumer
-    from streams.kafka.io import TopicPartition
     from streams.records import header
     from streams.runtime.commit import H_SOURCE
 

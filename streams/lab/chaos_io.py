@@ -157,6 +157,7 @@ class Results(threading.Thread):
         self.kafka, self.serde, self.partitions = kafka, serde, partitions
         self.outcomes: dict[str, tuple[str, str | None]] = {}
         self.ids: dict[str, set[str]] = {}
+        self.copies: dict[str, int] = {}  # order id -> result records read (copies of one id included)
         self.conflicts: set[str] = set()
         self.stop = threading.Event()
 
@@ -175,5 +176,6 @@ class Results(threading.Thread):
                         self.conflicts.add(oid)
                     eid = header(m.headers() or (), H_EVENT_ID)
                     self.ids.setdefault(oid, set()).add((eid or b"").decode())
+                    self.copies[oid] = self.copies.get(oid, 0) + 1
         finally:
             consumer.close()

@@ -25,11 +25,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
-from streams.runtime.faults import COMMIT_POINTS, TIMER_POINTS
+from streams.runtime.faults import COMMIT_POINTS, EOS_POINTS, TIMER_POINTS
 
 ORCHESTRATORS = ("orchestrator0", "orchestrator1", "orchestrator2")
+# exactly_once's commit steps, in protocol order: the same five processes each crash at one of them.
+EOS_COMMIT_POINTS = ("after_outputs_produced", "after_changelog_produced", *EOS_POINTS, "after_store_write")
+# A node of the three-node cluster: "controller" is resolved to the quorum leader when the fault strikes.
+CONTROLLER = "controller"
+NODES = (1, 2, 3)
 SERVICES = ("payment", "inventory", "shipping")
 PROCESSES = ORCHESTRATORS + SERVICES
 
@@ -68,6 +73,11 @@ class Profile:
     commit_after: tuple[int, int] = (20, 400)
     timer_after: tuple[int, int] = (3, 30)
     drain_limit_s: float = 90.0
+    # Three-node Apache Kafka only: SIGKILLs of one broker at a time (the first the active controller),
+    # each restarted after ``broker_down_s``; pauses then stop one broker past its session (9 s).
+    broker_kills: int = 0
+    broker_down_s: tuple[float, float] = (3, 8)
+    exactly_once: bool = False
 
     @classmethod
     def default(cls, orders: int = 5000) -> Profile:
@@ -82,6 +92,23 @@ class Profile:
                    unknown_schema=8, incompatible=8, invalid=10, min_kills=4, kill_gap_s=(6, 10),
                    restart_s=(1, 3), place_s=30, payment_timeout_ms=40_000, reply_timeout_ms=40_000,
                    max_poll_ms=12_000, broker_pauses=1, commit_after=(10, 120), timer_after=(2, 12))
+
+
+    def on_kafka3(self, exactly_once: bool = False) -> Profile:
+        """This profile on a three-node cluster: broker kills (3 by default, 1 quick) and broker pauses past
+        the broker session instead of whole-broker pauses; ``exactly_once`` arms that protocol's steps."""
+        # Commits are fewer on Kafka (larger batches), so the fault points are armed nearer to be reached.
+        return replace(self, broker_kills=3 if self.min_kills >= 12 else 1, broker_pause_s=14.0,
+                       exactly_once=exactly_once, commit_after=(self.commit_after[0], self.commit_after[1] // 3))
+
+    @property
+    def commit_points(self) -> tuple[str, ...]:
+        return EOS_COMMIT_POINTS if self.exactly_once else COMMIT_POINTS
+
+    @property
+    def points(self) -> tuple[str, ...]:
+        """Every fault point the run must reach."""
+        return self.commit_points + TIMER_POINTS
 
 
 @dataclass(frozen=True)
@@ -197,8 +224,8 @@ class Fault:
     """One scheduled fault, ``at_s`` seconds after the fault phase starts."""
 
     at_s: float
-    kind: str  # kill | pause_worker | pause_broker
-    target: str
+    kind: str  # kill | pause_worker | pause_broker | kill_broker
+    target: str  # a process; "broker" (the embedded one); a node id, or "controller", on three nodes
     duration_s: float  # kill: down time before the restart; pause: how long it stays stopped
     delete_state: bool = False
 
@@ -251,14 +278,32 @@ def schedule(seed: int, profile: Profile) -> Schedule:
         lo = 0.55 + 0.35 * i / max(1, profile.broker_pauses)
         faults.append(Fault(rng.uniform(lo, lo + 0.3 / max(1, profile.broker_pauses)) * span, "pause_broker",
                             "broker", profile.broker_pause_s))
+    if profile.broker_kills:
+        faults = _on_nodes(faults, seed, profile, span)
     faults.sort(key=lambda x: x.at_s)
     timer_on = rng.choice(ORCHESTRATORS)
     rest = [p for p in PROCESSES if p != timer_on]
     rng.shuffle(rest)
     armed = {timer_on: (TIMER_POINTS[0], rng.randint(*profile.timer_after))}
-    for proc, point in zip(rest, COMMIT_POINTS, strict=True):
+    for proc, point in zip(rest, profile.commit_points, strict=True):
         armed[proc] = (point, rng.randint(*profile.commit_after))
     return Schedule(tuple(faults), armed)
+
+
+def _on_nodes(faults: list[Fault], seed: int, profile: Profile, span: float) -> list[Fault]:
+    """Three nodes: each broker pause stops one node, and ``broker_kills`` SIGKILLs spread over the first half
+    of the run (pauses are in the second), the first of the active controller. The executor keeps them one
+    at a time, so the cluster always has a quorum and min.insync.replicas."""
+    rng = random.Random(f"{seed}-broker-faults")
+    out = [Fault(f.at_s, f.kind, str(rng.choice(NODES)), f.duration_s) if f.kind == "pause_broker" else f
+           for f in faults]
+    width = 0.42 / profile.broker_kills
+    for i in range(profile.broker_kills):
+        lo = 0.08 + i * width
+        target = CONTROLLER if i == 0 else str(rng.choice(NODES))
+        out.append(Fault(rng.uniform(lo, lo + 0.6 * width) * span, "kill_broker", target,
+                         rng.uniform(*profile.broker_down_s)))
+    return out
 
 
 # -- the DLQ score -------------------------------------------------------------------------------------------

@@ -4,10 +4,15 @@ resumed and restarted on the harness's say-so.
 
 Every start appends a marker line to the process's log, so a log is read per incarnation: which one hit its
 armed fault point, which one lost its partitions after a pause.
+
+:class:`Brokers` breaks the broker side the same way: the embedded broker (pauses only: it is memory-only) or
+one node at a time of a three-node Apache Kafka cluster (SIGKILL and restart, SIGSTOP and SIGCONT).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -17,9 +22,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streams.config import KafkaSettings
+from streams.errors import KafkaUnavailableError, StreamsError
+from streams.kafka.admin import Admin
+from streams.kafka.apache import ApacheKafka
+from streams.kafka.embedded import EmbeddedBroker
 from streams.lab.bench_infra import popen_tied, with_package_path
 from streams.lab.chaos_oracle import Rates
-from streams.lab.chaos_plan import ORCHESTRATORS
+from streams.lab.chaos_plan import CONTROLLER, NODES, ORCHESTRATORS
 
 ORDERS = "orders"  # the built-in example topology (streams.topology.EXAMPLES)
 _MARK = "=== chaos: start "
@@ -35,6 +45,7 @@ class Proc:
     killed: bool = False  # the harness killed or stopped it on purpose
     stopped: bool = False  # SIGSTOPped
     points_hit: list[str] = field(default_factory=list)
+    last_exit: str = ""  # why it last exited by itself: its fault point, "fenced" or "crash"
 
     @property
     def alive(self) -> bool:
@@ -42,8 +53,11 @@ class Proc:
 
 
 class Fleet:
-    def __init__(self, tmp: Path, env: Mapping[str, str], rates: Rates, commit_interval_ms: int = 50) -> None:
+    def __init__(self, tmp: Path, env: Mapping[str, str], rates: Rates, commit_interval_ms: int = 50,
+                 exactly_once: bool = False) -> None:
         self.tmp = tmp
+        self.exactly_once = exactly_once
+        self.fenced = 0  # exactly_once: incarnations that ended fenced (documented: the supervisor restarts them)
         self.env = {k: v for k, v in env.items() if k not in ("STREAMS_FAULT_POINT", "STREAMS_FAULT_AFTER")}
         self.env = with_package_path(self.env)
         self.rates = rates
@@ -60,6 +74,8 @@ class Fleet:
     def _argv(self, name: str) -> list[str]:
         common = ["--state-dir", str(self.state_dir(name)), "--commit-interval-ms", str(self.commit_interval_ms),
                   "--instance-id", name]
+        if self.exactly_once:
+            common += ["--processing-guarantee", "exactly_once"]
         if name in ORCHESTRATORS:
             return ["worker", "--topology", str(ORDERS), "--processor", "orchestrator", *common]
         r = self.rates
@@ -152,7 +168,12 @@ class Fleet:
             if point is not None and f"fault point {point} reached" in text:
                 proc.points_hit.append(point)
                 proc.armed = None
+                proc.last_exit = f"fault point {point}"
+            elif self.exactly_once and "streams: ProducerFencedError" in text:
+                self.fenced += 1  # its transaction outlived a freeze or a broker fault; it wrote nothing since
+                proc.last_exit = "fenced"
             else:
+                proc.last_exit = "crash"
                 tail = text.strip().splitlines()[-5:]
                 self.unexpected.append({"process": name, "returncode": proc.popen.returncode, "log_tail": tail})
             proc.killed = True  # handled: not reported twice
@@ -179,3 +200,67 @@ class Fleet:
                 proc.popen.wait(10)
                 codes[name] = None
         return codes
+
+
+class Brokers:
+    """The broker faults of a run: on the embedded broker only pauses; on a three-node cluster, one node at a
+    time is SIGKILLed (then started again on its data) or SIGSTOPped (then resumed)."""
+
+    def __init__(self, embedded: EmbeddedBroker | None = None, cluster: ApacheKafka | None = None) -> None:
+        self.embedded, self.cluster = embedded, cluster
+        self.stopped: set[int] = set()
+
+    def settled(self, kafka: KafkaSettings) -> bool:
+        """Every node serving and every partition fully in sync: the previous broker fault has healed, so the
+        next one takes down one replica only."""
+        if self.cluster is None:
+            return True
+        if self.stopped or not all(self.cluster.running().values()):
+            return False
+        try:
+            return not Admin(kafka).unready(timeout_s=5)
+        except StreamsError:
+            return False
+
+    def node(self, target: str) -> int:
+        """A node id for a planned target; ``controller``: the quorum leader now."""
+        assert self.cluster is not None
+        if target == CONTROLLER:
+            leader = self.cluster.quorum_leader()
+            return leader if leader in NODES else NODES[0]
+        return int(target)
+
+    def pause(self, target: str) -> str:
+        if self.cluster is None:
+            assert self.embedded is not None
+            os.kill(self.embedded.pid, signal.SIGSTOP)
+            self.stopped.add(0)
+            return "broker"
+        node = self.node(target)
+        self.cluster.signal_node(node, signal.SIGSTOP)
+        self.stopped.add(node)
+        return str(node)
+
+    def resume(self, target: str) -> None:
+        node = 0 if self.cluster is None else int(target)
+        with contextlib.suppress(OSError, KafkaUnavailableError):
+            if self.cluster is None:
+                assert self.embedded is not None
+                os.kill(self.embedded.pid, signal.SIGCONT)
+            else:
+                self.cluster.signal_node(node, signal.SIGCONT)
+        self.stopped.discard(node)
+
+    def kill(self, target: str) -> int:
+        assert self.cluster is not None
+        node = self.node(target)
+        self.cluster.signal_node(node, signal.SIGKILL)
+        return node
+
+    def restart(self, node: int) -> None:
+        assert self.cluster is not None
+        self.cluster.restart_node(node)
+
+    def resume_all(self) -> None:
+        for node in list(self.stopped):
+            self.resume("broker" if self.cluster is None else str(node))
