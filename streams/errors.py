@@ -7,6 +7,12 @@ DLQ ``reason`` strings are stable identifiers that operators filter on.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class StreamsError(Exception):
     """Base of every error raised by streams."""
@@ -185,3 +191,25 @@ class WorkerUnreachableError(StreamsError):
 
     retryable = True
     reason = "worker_unreachable"
+
+
+class StoppedError(Exception):
+    """Shutdown was requested while waiting for a dependency (:func:`patiently`): leave the work undone.
+    Not a :class:`StreamsError`: nothing failed."""
+
+
+def patiently(call: Callable[[], T], stop: threading.Event, log: Callable[[str], None], who: str) -> T:
+    """``call()`` until it returns, waiting out retryable errors (a broker, registry or dependency briefly down)
+    with a pause of 0.1 s doubling to 5 s, each logged as ``who: error; retrying``. Any other exception is
+    raised as it is; :class:`StoppedError` when ``stop`` is set during a pause."""
+    delay = 0.1
+    while True:
+        try:
+            return call()
+        except StreamsError as exc:
+            if not exc.retryable:
+                raise
+            log(f"{who}: {exc}; retrying in {delay:.1f}s")
+            if stop.wait(delay):
+                raise StoppedError from exc
+            delay = min(delay * 2, 5.0)

@@ -274,3 +274,38 @@ def test_consumer_defaults_are_chosen_per_broker_kind() -> None:
     assert tansu.child_env() == {"KAFKA_BOOTSTRAP_SERVERS": "b:9", "STREAMS_BROKER": "tansu"}
     with pytest.raises(ConfigError, match="STREAMS_BROKER must be one of kafka, tansu, got 'redpanda'"):
         KafkaSettings.from_env(env={"KAFKA_BOOTSTRAP_SERVERS": "b:9", "STREAMS_BROKER": "redpanda"})
+
+
+def test_patiently_waits_out_retryable_errors_only_and_stops_on_request() -> None:
+    import threading
+
+    from streams.errors import KafkaOperationError, SchemaRegistryUnavailableError, StoppedError, patiently
+
+    calls: list[int] = []
+    lines: list[str] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise SchemaRegistryUnavailableError("registry timed out")
+        return "ok"
+
+    stop = threading.Event()
+    assert patiently(flaky, stop, lines.append, "writer") == "ok"
+    assert len(calls) == 3 and len(lines) == 2 and lines[0].startswith("writer: registry timed out; retrying in 0.1s")
+    assert lines[1].endswith("retrying in 0.2s")
+
+    def refused() -> str:
+        raise KafkaOperationError("topic authorization failed")
+
+    with pytest.raises(KafkaOperationError):  # retrying cannot help: raised at once, nothing logged
+        patiently(refused, stop, lines.append, "writer")
+    assert len(lines) == 2
+
+    def down() -> str:
+        raise SchemaRegistryUnavailableError("down")
+
+    stop.set()
+    with pytest.raises(StoppedError) as info:
+        patiently(down, stop, lines.append, "writer")
+    assert isinstance(info.value.__cause__, SchemaRegistryUnavailableError)

@@ -136,8 +136,8 @@ class ChaosRun:
 
     def _run(self, kafka: KafkaSettings, broker: Brokers, topo: Topology, env: dict[str, str]) -> dict[str, Any]:
         serde = make_serde({})
-        writer = Writer(kafka, serde, self.seed)
-        results = Results(kafka, serde, topo.topics["orders.results"].partitions)
+        writer = Writer(kafka, serde, self.seed, self.log)
+        results = Results(kafka, serde, topo.topics["orders.results"].partitions, self.log)
         fleet = Fleet(self.tmp, env, self.rates, exactly_once=self.profile.exactly_once)
         for name in PROCESSES:
             fleet.procs.setdefault(name, Proc(name)).armed = self.schedule.armed.get(name)

@@ -8,6 +8,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from io import BytesIO
 from typing import Any
 
@@ -15,6 +16,7 @@ from fastavro import parse_schema, schemaless_writer
 
 from streams.config import KafkaSettings
 from streams.contracts import Serde
+from streams.errors import StoppedError, patiently
 from streams.kafka.client import make_consumer, plain_producer, read_to_end
 from streams.kafka.io import KafkaError, Message, TopicPartition
 from streams.lab.chaos_plan import GHOST_EVENTS, Item
@@ -39,8 +41,9 @@ Raw = tuple[bytes, bytes | None, list[tuple[str, bytes]]]  # key, value, headers
 class Writer:
     """Encodes and produces planned items; poison records' positions come back from delivery reports."""
 
-    def __init__(self, kafka: KafkaSettings, serde: Serde, seed: int) -> None:
+    def __init__(self, kafka: KafkaSettings, serde: Serde, seed: int, log: Callable[[str], None]) -> None:
         self.serde = serde
+        self.log = log
         self.producer = plain_producer({**kafka.common(), "enable.idempotence": True, "acks": "all", "linger.ms": 5,
                                   "partitioner": "murmur2_random"})
         self.positions: dict[str, tuple[str, int, int]] = {}
@@ -115,7 +118,10 @@ class Writer:
             ahead = start + n / rate_per_s - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
-            raw = self.raw(item)
+            try:  # a record type's first encode registers its schema: the registry may be riding out a fault
+                raw = patiently(partial(self.raw, item), stop, self.log, "chaos writer")
+            except StoppedError:
+                return
             if raw is None:
                 continue
             key, value, headers = raw
@@ -152,9 +158,9 @@ class Writer:
 class Results(threading.Thread):
     """Tails ``orders.results``: each order's outcome, and orders that got two different outcomes."""
 
-    def __init__(self, kafka: KafkaSettings, serde: Serde, partitions: int) -> None:
+    def __init__(self, kafka: KafkaSettings, serde: Serde, partitions: int, log: Callable[[str], None]) -> None:
         super().__init__(daemon=True, name="chaos-results")
-        self.kafka, self.serde, self.partitions = kafka, serde, partitions
+        self.kafka, self.serde, self.partitions, self.log = kafka, serde, partitions, log
         self.outcomes: dict[str, tuple[str, str | None]] = {}
         self.ids: dict[str, set[str]] = {}
         self.copies: dict[str, int] = {}  # order id -> result records read (copies of one id included)
@@ -169,7 +175,9 @@ class Results(threading.Thread):
                 for m in consumer.consume(1000, 0.2):
                     if m.error() is not None:
                         continue
-                    name, body = self.serde.decode(m.value())
+                    # A result type's first decode looks its schema up: the registry may be riding out a fault.
+                    name, body = patiently(partial(self.serde.decode, m.value()), self.stop, self.log,
+                                           "chaos results")
                     oid = (m.key() or b"").decode()
                     outcome = ("completed" if name.endswith("OrderCompleted") else "cancelled", body.get("reason"))
                     if self.outcomes.setdefault(oid, outcome) != outcome:
@@ -177,5 +185,7 @@ class Results(threading.Thread):
                     eid = header(m.headers() or (), H_EVENT_ID)
                     self.ids.setdefault(oid, set()).add((eid or b"").decode())
                     self.copies[oid] = self.copies.get(oid, 0) + 1
+        except StoppedError:
+            pass
         finally:
             consumer.close()

@@ -18,8 +18,9 @@ from collections.abc import Callable, Sequence
 from hashlib import blake2b
 from typing import Any
 
+from streams import errors
 from streams.config import WorkerSettings
-from streams.errors import HopLimitError, MisroutedError, ProcessingError, RecordError, StreamsError
+from streams.errors import HopLimitError, MisroutedError, ProcessingError, RecordError, StoppedError, StreamsError
 from streams.errors import WorkflowDefinitionError as DefinitionError
 from streams.kafka import io
 from streams.kafka.io import Message
@@ -40,10 +41,6 @@ def output_id(key: bytes, event_id: str, index: int) -> str:
     h = blake2b(key, digest_size=16)
     h.update(b"\0" + event_id.encode() + b"\0" + str(index).encode())
     return h.hexdigest()
-
-
-class StoppedError(Exception):
-    """Shutdown was requested while a record waited for a dependency: leave it unprocessed."""
 
 
 class Handler(Parking):
@@ -226,21 +223,14 @@ class Handler(Parking):
     def patiently(self, fn: Callable[[Any], Any], arg: Any) -> Any:
         """Call ``fn``; wait out retryable errors (a registry or dependency that is down) instead of
         dead-lettering good records; anything else unexpected is the record's problem."""
-        delay = 0.1
-        while True:
-            try:
-                return fn(arg)
-            except (RecordError, DefinitionError):
-                raise  # a definition's bug stops the worker, naming it: dead-lettering would hide it
-            except StreamsError as exc:
-                if not exc.retryable:
-                    raise ProcessingError(f"{type(exc).__name__}: {exc}") from exc
-                self.log(f"worker: {exc}; retrying in {delay:.1f}s")
-                if self.stop.wait(delay):
-                    raise StoppedError from exc
-                delay = min(delay * 2, 5.0)
-            except Exception as exc:  # a bug in decode/load_state: dead-letter, never crash the partition
-                raise ProcessingError(f"{type(exc).__name__}: {exc}") from exc
+        try:
+            return errors.patiently(lambda: fn(arg), self.stop, self.log, "worker")
+        except (RecordError, DefinitionError):
+            raise  # a definition's bug stops the worker, naming it: dead-lettering would hide it
+        except StoppedError:
+            raise  # shutdown while the record waited for a dependency: leave it unprocessed
+        except Exception as exc:  # a bug in decode/load_state: dead-letter, never crash the partition
+            raise ProcessingError(f"{type(exc).__name__}: {exc}") from exc
 
     def run(self, state: object, event: object, rec: InputRecord) -> Step[object]:
         """The processor call, retried in place: a transient bug or dependency hiccup must not dead-letter."""

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from streams.config import KafkaSettings, WorkerSettings
-from streams.errors import KafkaOperationError
+from streams.errors import KafkaOperationError, StoppedError
 from streams.kafka import io
 from streams.kafka.client import committed_offsets, consumer_config, make_consumer, make_producer, resume
 from streams.kafka.io import OFFSET_BEGINNING, Consumer, Message, TopicPartition
@@ -42,7 +42,7 @@ from streams.runtime.commit import (
 )
 from streams.runtime.faults import Faults
 from streams.runtime.freeze import FreezeWatch
-from streams.runtime.handler import Handler, StoppedError, output_id
+from streams.runtime.handler import Handler, output_id
 from streams.runtime.metrics import Metrics
 from streams.runtime.observe import Census
 from streams.runtime.processor import Processor
