@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streams.config import KafkaSettings
+from streams.kafka.client import until_settled
 from streams.records import H_EVENT_ID
 
 
@@ -138,25 +139,14 @@ def end_offsets(kafka: KafkaSettings, topic: str, partitions: int) -> dict[int, 
         c.close()
 
 
-_COORDINATOR_MOVING = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-                       KafkaError.COORDINATOR_NOT_AVAILABLE}
-
-
 def committed(kafka: KafkaSettings, group: str, topic: str, partitions: int) -> dict[int, int]:
     """The group's committed offsets. A broker that has just started answers NOT_COORDINATOR (or "load in
-    progress") while it loads the offsets topic: those are retried for up to 30 s, as a Kafka client would."""
+    progress") while it loads the offsets topic: retried for up to 30 s at the Kafka boundary, as the engine does."""
     c = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": group, **kafka.consumer_defaults()})
-    deadline = time.monotonic() + 30
     try:
-        while True:
-            try:
-                tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
-                return {tp.partition: tp.offset for tp in tps}
-            except KafkaException as exc:
-                err = exc.args[0]
-                if not (err.retriable() or err.code() in _COORDINATOR_MOVING) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        tps = until_settled(lambda: c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10),
+                            time.monotonic() + 30)
+        return {tp.partition: tp.offset for tp in tps}
     finally:
         c.close()
 
