@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from streams.errors import KafkaOperationError, KafkaUnavailableError, ProducerFencedError
+from streams.config import KafkaSettings
+from streams.errors import ConfigError, KafkaOperationError, KafkaUnavailableError, ProducerFencedError
 from streams.kafka import io
 from streams.kafka.client import plain_producer, translated
 
@@ -54,3 +55,35 @@ def test_a_fatal_produce_error_ends_the_worker_as_a_fenced_producer_and_others_a
         io.produce(_Refusing(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)), "t", b"k", b"v", None)  # type: ignore[arg-type]
     assert not isinstance(plain.value, ProducerFencedError)
     io.produce(_Refusing(KafkaError(KafkaError._STATE)), "t", b"k", b"v", None)  # type: ignore[arg-type]
+
+
+@pytest.mark.kafka
+def test_follow_hands_over_old_then_new_records_idles_with_empty_batches_and_stops(kafka: KafkaSettings) -> None:
+    import threading
+    import uuid
+
+    from streams.kafka.admin import Admin
+    from streams.kafka.client import follow
+    from streams.topology import TopicSpec
+
+    topic = f"follow-{uuid.uuid4().hex[:8]}"
+    Admin(kafka).ensure([TopicSpec(topic, 3)])
+    producer = plain_producer({"bootstrap.servers": kafka.bootstrap_servers})
+    for i in range(6):
+        producer.produce(topic, f"old-{i}".encode(), partition=i % 3)
+    assert producer.flush(30) == 0
+    stop = threading.Event()
+    got: list[bytes] = []
+    empty = 0
+    for batch in follow(kafka, [topic], stop, poll_s=0.1):
+        got += [m.value() for m in batch]
+        empty += not batch
+        if len(got) == 6 and empty and b"new" not in got:
+            producer.produce(topic, b"new", partition=1)
+            producer.flush(30)
+        if b"new" in got:
+            stop.set()
+    assert sorted(got) == sorted([f"old-{i}".encode() for i in range(6)] + [b"new"])
+    assert got[-1] == b"new" and empty >= 1
+    with pytest.raises(ConfigError, match="does not exist"):
+        next(follow(kafka, [f"missing-{uuid.uuid4().hex[:8]}"], threading.Event()))

@@ -24,8 +24,7 @@ from streams.cli.demo_loan import Procs, start_workers, stop_workers
 from streams.config import KafkaSettings
 from streams.contracts import Serde
 from streams.kafka.admin import Admin
-from streams.kafka.client import make_consumer
-from streams.kafka.io import TopicPartition
+from streams.kafka.client import follow
 from streams.lab.loadgen import place_orders
 from streams.ops.dlq import read as read_dlq
 from streams.processors.avro import make_serde
@@ -139,20 +138,12 @@ def _drive(args: argparse.Namespace, kafka: KafkaSettings, serde: Serde, tmp: Pa
 
 def _watch_results(kafka: KafkaSettings, serde: Serde, done: dict[str, tuple[str, str | None, int]],
                    stop: threading.Event) -> None:
-    consumer = make_consumer(kafka, f"demo-results-{uuid.uuid4().hex}")
-    consumer.assign([TopicPartition("orders.results", p, 0) for p in range(4)])
-    try:
-        while not stop.is_set():
-            msgs = consumer.consume(1000, 0) or consumer.consume(1, 0.2)  # no batch-fill wait: latency is measured
-            for m in msgs:
-                if m.error() is not None:
-                    continue
-                name, body = serde.decode(m.value())
-                done.setdefault((m.key() or b"").decode(), (
-                    "completed" if name.endswith("OrderCompleted") else "cancelled", body.get("reason"),
-                    int(time.time() * 1000)))
-    finally:
-        consumer.close()
+    for batch in follow(kafka, ["orders.results"], stop):
+        for m in batch:
+            name, body = serde.decode(m.value())
+            done.setdefault((m.key() or b"").decode(), (
+                "completed" if name.endswith("OrderCompleted") else "cancelled", body.get("reason"),
+                int(time.time() * 1000)))
 
 
 def _percentile(values: list[int], q: float) -> float:

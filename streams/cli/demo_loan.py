@@ -32,8 +32,7 @@ from streams.contracts import Serde
 from streams.examples.loan.services import credit_outcome, documents_outcome
 from streams.examples.loan.workflow import CREDIT_RETRY
 from streams.kafka.admin import Admin
-from streams.kafka.client import make_consumer
-from streams.kafka.io import TopicPartition
+from streams.kafka.client import follow
 from streams.ops.signal import Signaller, SignalTarget, signal_target
 from streams.processors import resolve
 from streams.processors.avro import make_serde
@@ -167,56 +166,41 @@ class _Watch:
         self.stop = threading.Event()
 
     def results(self) -> None:
-        consumer = make_consumer(self.kafka, f"demo-loan-results-{uuid.uuid4().hex}")
-        consumer.assign([TopicPartition(self.topics[t], p, 0) for t in ("loan.results", "loan.notifications")
-                         for p in range(4)])
-        try:
-            while not self.stop.is_set():
-                for m in consumer.consume(1000, 0.2):
-                    if m.error() is not None:
-                        continue
-                    name, body = self.serde.decode(m.value())
-                    name = name.rsplit(".", 1)[-1]
-                    loan = str(body["loan_id"])
-                    if name == "LoanApproved":
-                        self.ends.setdefault(loan, End(name, None, bool(body["escalated"])))
-                    elif name == "LoanDeclined":
-                        self.ends.setdefault(loan, End(name, str(body["reason"]),  # escalated: see _drive
-                                                       released=body["released_hold_id"] == f"hold-{loan}"))
-                    else:
-                        self.notes[name] += 1
-                        if name == "ReviewEscalated":
-                            self.escalated.add(loan)
-        finally:
-            consumer.close()
+        for batch in follow(self.kafka, [self.topics["loan.results"], self.topics["loan.notifications"]], self.stop):
+            for m in batch:
+                name, body = self.serde.decode(m.value())
+                name = name.rsplit(".", 1)[-1]
+                loan = str(body["loan_id"])
+                if name == "LoanApproved":
+                    self.ends.setdefault(loan, End(name, None, bool(body["escalated"])))
+                elif name == "LoanDeclined":
+                    self.ends.setdefault(loan, End(name, str(body["reason"]),  # escalated: see _drive
+                                                   released=body["released_hold_id"] == f"hold-{loan}"))
+                else:
+                    self.notes[name] += 1
+                    if name == "ReviewEscalated":
+                        self.escalated.add(loan)
 
     def reviewers(self) -> None:
         """Answer each review task as its seeded reviewer would, at its time (from when the task was sent)."""
-        consumer = make_consumer(self.kafka, f"demo-loan-reviewers-{uuid.uuid4().hex}")
-        consumer.assign([TopicPartition(self.topics["loan.reviews"], p, 0) for p in range(4)])
         signaller = Signaller(self.kafka, self.target)
         due: list[tuple[float, str, str, dict[str, Any]]] = []
-        try:
-            while not self.stop.is_set():
-                for m in consumer.consume(1000, 0.1):
-                    if m.error() is not None:
-                        continue
-                    _name, body = self.serde.decode(m.value())
-                    loan, sent_ms = str(body["loan_id"]), m.timestamp()[1]
-                    what = review_outcome(SEED, loan)
-                    at_ms = sent_ms + (SLA_MS + ESCALATION_MS // 2 if what == "late_approve" else THINK_MS)
-                    if what == "decline":
-                        heapq.heappush(due, (at_ms, loan, "ReviewDeclined",
-                                             {"reviewer": "bo", "reason": "debt-to-income ratio too high"}))
-                    elif what != "never":
-                        heapq.heappush(due, (at_ms, loan, "ReviewApproved",
-                                             {"reviewer": "supervisor" if what == "late_approve" else "ana"}))
-                while due and due[0][0] <= time.time() * 1000:
-                    _at, loan, event, data = heapq.heappop(due)
-                    signaller.send(loan, event, data, event_id=f"review-{loan}")
-                    self.signals += 1
-        finally:
-            consumer.close()
+        for batch in follow(self.kafka, [self.topics["loan.reviews"]], self.stop, poll_s=0.1):
+            for m in batch:
+                _name, body = self.serde.decode(m.value())
+                loan, sent_ms = str(body["loan_id"]), m.timestamp()[1]
+                what = review_outcome(SEED, loan)
+                at_ms = sent_ms + (SLA_MS + ESCALATION_MS // 2 if what == "late_approve" else THINK_MS)
+                if what == "decline":
+                    heapq.heappush(due, (at_ms, loan, "ReviewDeclined",
+                                         {"reviewer": "bo", "reason": "debt-to-income ratio too high"}))
+                elif what != "never":
+                    heapq.heappush(due, (at_ms, loan, "ReviewApproved",
+                                         {"reviewer": "supervisor" if what == "late_approve" else "ana"}))
+            while due and due[0][0] <= time.time() * 1000:
+                _at, loan, event, data = heapq.heappop(due)
+                signaller.send(loan, event, data, event_id=f"review-{loan}")
+                self.signals += 1
 
 
 def _drive(args: argparse.Namespace, kafka: KafkaSettings, topo: Topology, target: SignalTarget,

@@ -6,10 +6,12 @@ configured once. Foreign exceptions are translated here: ``raise OurError(...) f
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -237,6 +239,32 @@ def read_to_end(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) ->
                     yield m
                 elif err.code() == KafkaError._PARTITION_EOF:
                     done.add(m.partition())
+    finally:
+        consumer.close()
+
+
+def _topic_metadata(consumer: Consumer, topic: str) -> Any:
+    return consumer.list_topics(topic, timeout=10).topics.get(topic)
+
+
+def follow(settings: KafkaSettings, topics: Iterable[str], stop: threading.Event,
+           poll_s: float = 0.2) -> Iterator[list[Message]]:
+    """Every record of ``topics`` from the beginning, then each new one as it comes, until ``stop`` is set:
+    one batch per poll, empty when nothing came within ``poll_s`` (so a caller can do timed work between
+    records). Group-less: nothing is committed. A batch takes what is buffered without waiting to fill it,
+    so a record is handed over as soon as it arrives (the demo measures latency through this)."""
+    consumer = make_consumer(settings, f"streams-follower-{uuid.uuid4().hex}")
+    try:
+        tps: list[TopicPartition] = []
+        for topic in topics:
+            meta = until_settled(partial(_topic_metadata, consumer, topic), time.monotonic() + 30)
+            if meta is None or meta.error is not None:
+                raise ConfigError(f"topic {topic} does not exist")
+            tps += [TopicPartition(topic, p, 0) for p in meta.partitions]
+        consumer.assign(tps)
+        while not stop.is_set():
+            msgs = consumer.consume(1000, 0) or consumer.consume(1, poll_s)
+            yield [m for m in msgs if m.error() is None]
     finally:
         consumer.close()
 

@@ -17,8 +17,8 @@ from fastavro import parse_schema, schemaless_writer
 from streams.config import KafkaSettings
 from streams.contracts import Serde
 from streams.errors import StoppedError, patiently
-from streams.kafka.client import make_consumer, plain_producer, read_to_end
-from streams.kafka.io import KafkaError, Message, TopicPartition
+from streams.kafka.client import follow, plain_producer, read_to_end
+from streams.kafka.io import KafkaError, Message
 from streams.lab.chaos_plan import GHOST_EVENTS, Item
 from streams.lab.loadgen import order_placed
 from streams.processors.avro import envelope
@@ -168,13 +168,9 @@ class Results(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        consumer = make_consumer(self.kafka, f"chaos-results-{time.time_ns()}")
-        consumer.assign([TopicPartition(RESULTS, p, 0) for p in range(self.partitions)])
         try:
-            while not self.stop.is_set():
-                for m in consumer.consume(1000, 0.2):
-                    if m.error() is not None:
-                        continue
+            for batch in follow(self.kafka, [RESULTS], self.stop):
+                for m in batch:
                     # A result type's first decode looks its schema up: the registry may be riding out a fault.
                     name, body = patiently(partial(self.serde.decode, m.value()), self.stop, self.log,
                                            "chaos results")
@@ -187,5 +183,3 @@ class Results(threading.Thread):
                     self.copies[oid] = self.copies.get(oid, 0) + 1
         except StoppedError:
             pass
-        finally:
-            consumer.close()
