@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import os
 import signal
 import socket
@@ -12,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import orjson
@@ -137,6 +140,18 @@ def end_offsets(kafka: KafkaSettings, topic: str, partitions: int) -> dict[int, 
         return ends
     finally:
         c.close()
+
+
+@functools.cache
+def adopter_schemas() -> ModuleType:
+    """docs/examples/adopt_schemas.py: an adopting team's own copies of the saga's contracts, loaded as the
+    examples run it (a file beside the docs, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "docs" / "examples" / "adopt_schemas.py"
+    spec = importlib.util.spec_from_file_location("adopt_schemas", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def committed(kafka: KafkaSettings, group: str, topic: str, partitions: int) -> dict[int, int]:

@@ -3,7 +3,6 @@ registry and the workflow's topics; and the examples docs/adopting.md shows, run
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -13,7 +12,6 @@ import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -31,7 +29,7 @@ from streams.ops.status import partition_for
 from streams.processors.avro import default_schemas
 from streams.records import H_EVENT_ID
 from streams.registry import RegistryServer
-from support import orders_topology, saga_cluster
+from support import adopter_schemas, orders_topology, saga_cluster
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,15 +37,7 @@ EXAMPLES = ROOT / "docs" / "examples"
 PARTITIONS = 4
 
 
-def _example(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-SCHEMAS = _example("adopt_schemas")  # the adopter's own copies of the contracts
+SCHEMAS = adopter_schemas()
 
 
 @pytest.fixture

@@ -40,12 +40,6 @@ def eos_kafka(kafka: KafkaSettings) -> KafkaSettings:
     return kafka
 
 
-@pytest.fixture
-def eos_env(subprocess_env: dict[str, str]) -> dict[str, str]:
-    """Workers' environment: the session broker, whose kind picks the consumer defaults."""
-    return subprocess_env
-
-
 def read_outputs(kafka: KafkaSettings, topic: str, isolation: str = "read_committed") -> list[dict[str, object]]:
     """Every record of ``topic`` up to its end as ``isolation`` sees it (read_committed: the last stable
     offset, past which an open transaction's records wait)."""
@@ -98,11 +92,11 @@ def assert_exactly_once(outputs: list[dict[str, object]], expected: dict[str, tu
 
 
 def test_exactly_once_outputs_each_record_once_and_commits_offsets(
-        eos_kafka: KafkaSettings, tmp_path: Path, eos_env: dict[str, str], unique: str) -> None:
+        eos_kafka: KafkaSettings, tmp_path: Path, subprocess_env: dict[str, str], unique: str) -> None:
     name = f"eos{unique}"
     topo = counter_topology(tmp_path, name, PARTS, kafka=eos_kafka)
     expected = produce_counts(eos_kafka, f"{name}.in", 2_000, 100)
-    w = WorkerProc(topo, tmp_path / "w", eos_env, tmp_path / "w.log", EOS)
+    w = WorkerProc(topo, tmp_path / "w", subprocess_env, tmp_path / "w.log", EOS)
     wait_drained(eos_kafka, f"{name}-counter", f"{name}.in", PARTS, 90)  # the offsets committed
     assert w.stop() == 0
     outputs = read_outputs(eos_kafka, f"{name}.out")
@@ -118,11 +112,11 @@ def test_exactly_once_outputs_each_record_once_and_commits_offsets(
 
 @pytest.mark.parametrize("point", ["after_changelog_produced", "after_offsets_sent", "after_txn_commit"])
 def test_a_crash_inside_the_transaction_leaves_nothing_visible_and_the_restart_redoes_it(
-        eos_kafka: KafkaSettings, tmp_path: Path, eos_env: dict[str, str], unique: str, point: str) -> None:
+        eos_kafka: KafkaSettings, tmp_path: Path, subprocess_env: dict[str, str], unique: str, point: str) -> None:
     name = f"eoscrash{unique}"
     topo = counter_topology(tmp_path, name, PARTS, kafka=eos_kafka)
     expected = produce_counts(eos_kafka, f"{name}.in", 2_000, 100)
-    w = WorkerProc(topo, tmp_path / "w", eos_env, tmp_path / "w.log", [*EOS, "--max-batch", "200"],
+    w = WorkerProc(topo, tmp_path / "w", subprocess_env, tmp_path / "w.log", [*EOS, "--max-batch", "200"],
                    fault=(point, 3))
     assert w.proc.wait(90) == -signal.SIGKILL
     assert f"fault point {point} reached" in w.log_text()
@@ -132,7 +126,7 @@ def test_a_crash_inside_the_transaction_leaves_nothing_visible_and_the_restart_r
     assert 0 < done < 2_000
     assert len(read_outputs(eos_kafka, f"{name}.out")) == done
     # The same instance (state directory) again: its init_transactions aborts what the crash left open.
-    w = WorkerProc(topo, tmp_path / "w", eos_env, tmp_path / "w2.log", EOS)
+    w = WorkerProc(topo, tmp_path / "w", subprocess_env, tmp_path / "w2.log", EOS)
     wait_drained(eos_kafka, f"{name}-counter", f"{name}.in", PARTS, 90)
     assert w.stop() == 0
     assert_exactly_once(read_outputs(eos_kafka, f"{name}.out"), expected)
@@ -140,7 +134,7 @@ def test_a_crash_inside_the_transaction_leaves_nothing_visible_and_the_restart_r
 
 @pytest.mark.parametrize("fencing", ["", "transaction", "off"])
 def test_a_thawed_zombies_writes_are_fenced_by_its_transaction(
-        eos_kafka: KafkaSettings, tmp_path: Path, eos_env: dict[str, str], unique: str,
+        eos_kafka: KafkaSettings, tmp_path: Path, subprocess_env: dict[str, str], unique: str,
         fencing: str) -> None:
     """A worker frozen (SIGSTOP) mid-batch past its session loses its partitions; the other worker redoes the
     batch. Thawed, the zombie goes on to commit. By default ("") the freeze guard of at-least-once stops it
@@ -150,13 +144,13 @@ def test_a_thawed_zombies_writes_are_fenced_by_its_transaction(
     name = f"eosfreeze{unique}"
     topo = counter_topology(tmp_path, name, PARTS, kafka=eos_kafka)
     # The freeze must end before the coordinator's own timeout would abort the zombie's transaction.
-    env = {**eos_env, "STREAMS_FAULT_ACTION": "stop", "STREAMS_TEST_FENCING": fencing,
+    env = {**subprocess_env, "STREAMS_FAULT_ACTION": "stop", "STREAMS_TEST_FENCING": fencing,
            "KAFKA_PRODUCER_TRANSACTION_TIMEOUT_MS": "120000"}
     zombie = WorkerProc(topo, tmp_path / "a", env, tmp_path / "a.log", [*EOS, "--max-batch", "200"],
                         fault=("after_outputs_produced", 3))
     expected = produce_counts(eos_kafka, f"{name}.in", 2_000, 100)
     wait_until(lambda: "fault point after_outputs_produced reached" in zombie.log_text(), 60, "the freeze")
-    other = WorkerProc(topo, tmp_path / "b", eos_env, tmp_path / "b.log", EOS)
+    other = WorkerProc(topo, tmp_path / "b", subprocess_env, tmp_path / "b.log", EOS)
     wait_drained(eos_kafka, f"{name}-counter", f"{name}.in", PARTS, 90)  # the other worker redid everything
     zombie.proc.send_signal(signal.SIGCONT)
     wait_until(lambda: zombie.log_text().count("worker: assigned partitions") >= 2, 60, "the zombie's rejoin")
@@ -168,7 +162,7 @@ def test_a_thawed_zombies_writes_are_fenced_by_its_transaction(
 
 
 def test_a_zombie_frozen_past_its_transaction_timeout_writes_nothing(
-        eos_kafka: KafkaSettings, tmp_path: Path, eos_env: dict[str, str], unique: str) -> None:
+        eos_kafka: KafkaSettings, tmp_path: Path, subprocess_env: dict[str, str], unique: str) -> None:
     """Frozen longer than transaction.timeout.ms, with the freeze guard off. Which way the zombie learns that
     its transaction is gone depends on whether the coordinator's periodic check aborted it before the thaw:
     if not, its records timed out (librdkafka bounds message.timeout.ms by the transaction timeout), the
@@ -177,13 +171,13 @@ def test_a_zombie_frozen_past_its_transaction_timeout_writes_nothing(
     restart. Either way nothing it did in the frozen batch becomes visible."""
     name = f"eosexpired{unique}"
     topo = counter_topology(tmp_path, name, PARTS, kafka=eos_kafka)
-    env = {**eos_env, "STREAMS_FAULT_ACTION": "stop", "STREAMS_TEST_FENCING": "transaction",
+    env = {**subprocess_env, "STREAMS_FAULT_ACTION": "stop", "STREAMS_TEST_FENCING": "transaction",
            "KAFKA_PRODUCER_TRANSACTION_TIMEOUT_MS": "3000"}
     zombie = WorkerProc(topo, tmp_path / "a", env, tmp_path / "a.log", [*EOS, "--max-batch", "200"],
                         fault=("after_outputs_produced", 3))
     expected = produce_counts(eos_kafka, f"{name}.in", 2_000, 100)
     wait_until(lambda: "fault point after_outputs_produced reached" in zombie.log_text(), 60, "the freeze")
-    other = WorkerProc(topo, tmp_path / "b", eos_env, tmp_path / "b.log", EOS)
+    other = WorkerProc(topo, tmp_path / "b", subprocess_env, tmp_path / "b.log", EOS)
     wait_drained(eos_kafka, f"{name}-counter", f"{name}.in", PARTS, 90)
     zombie.proc.send_signal(signal.SIGCONT)
 

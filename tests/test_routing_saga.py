@@ -28,8 +28,7 @@ from streams.kafka.partition import crc32_partition_of, partition_of
 from streams.lab.loadgen import order_placed
 from streams.processors.avro import make_serde
 from streams.records import H_DLQ_MESSAGE, H_DLQ_REASON, header
-from support import read_all, saga_cluster, wait_until
-from test_adopting import SCHEMAS
+from support import adopter_schemas, read_all, saga_cluster, wait_until
 from test_saga_integration import SEED, TOPOLOGY, Saga, _matches, oracle
 
 pytestmark = pytest.mark.kafka
@@ -53,7 +52,7 @@ def adopted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Saga, in
                    "the orchestrator to register orders.events' contract")
         # an existing service's serializer: confluent-kafka's AvroSerializer with its default settings
         # (TopicNameStrategy, auto.register.schemas) over the adopter's own copy of the contract
-        stock = AvroSerializer(SchemaRegistryClient({"url": registry_url}), SCHEMAS.ORDER_PLACED)
+        stock = AvroSerializer(SchemaRegistryClient({"url": registry_url}), adopter_schemas().ORDER_PLACED)
         ctx = SerializationContext("orders.events", MessageField.VALUE)
 
         def serialize(record: dict[str, object]) -> bytes:
