@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from streams.config import KafkaSettings
 from streams.errors import ConfigError
 from streams.kafka.admin import Admin
 from streams.kafka.embedded import EmbeddedBroker
@@ -85,3 +86,16 @@ def test_kafka_and_an_external_cluster_are_refused_together_in_one_line(tmp_path
     with pytest.raises(ConfigError, match="--kafka starts its own"):
         BenchConfig(apache_kafka=True, bootstrap="127.0.0.1:1")
     assert BenchConfig(apache_kafka=True).params()["kafka"] == "apache"
+
+
+@pytest.mark.kafka
+def test_the_rebalance_lab_measures_a_join_and_a_crash_on_the_session_broker(kafka: KafkaSettings) -> None:
+    """One round of the engine's protocol (classic, eager range; docs/kafka.md has all three). A SIGKILLed
+    member's partitions cannot move before the broker expires its 6 s session: a failover under that would
+    mean the lab measured something else."""
+    from streams.lab.rebalance import one_round
+
+    r = one_round(kafka, "classic-range", rate_per_s=200.0)
+    assert r.protocol == "classic-range"
+    assert 0 < r.handoff_ms < 15_000 and r.join_pause_ms > 0
+    assert r.failover_ms is not None and 4_000 < r.failover_ms < 30_000
