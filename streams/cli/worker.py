@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import signal
 import socket
@@ -166,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
             log(f"worker: serving /metrics, /healthz and /workflows on {server.url}")
         signal.signal(signal.SIGTERM, lambda *_: worker.stop())
         signal.signal(signal.SIGINT, lambda *_: worker.stop())
+        # `kill -USR2 PID` prints every thread's Python stack to the log: how to see where a stuck worker is.
+        faulthandler.register(signal.SIGUSR2, all_threads=True)
         log(f"worker: {proc.name} in group {group}, state in {state_dir}, pid {os.getpid()}, "
             f"hot path {_native.status()}")
         gcpolicy.tune()

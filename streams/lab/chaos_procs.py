@@ -195,7 +195,9 @@ class Fleet:
                 continue
             try:
                 codes[name] = proc.popen.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired:  # stuck: its threads' stacks go to its log first, for the report
+                proc.popen.send_signal(signal.SIGUSR2)
+                time.sleep(1.0)
                 proc.popen.kill()
                 proc.popen.wait(10)
                 codes[name] = None
