@@ -1,0 +1,158 @@
+"""Background threads heal themselves, and /healthz says when one has not (issue 19, point 4).
+
+The rule is tested on its own with a clock the test moves; the loop with real threads and a round that fails; the
+dashboard end to end, across a 12 s pause (SIGSTOP) of a broker of the test's own.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.ops.dashboard import Dashboard, DashboardSettings
+from streams.runtime.heartbeat import MIN_OVERDUE_S, Heartbeats, health, run_rounds
+from support import signalled_broker, wait_until
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_heartbeat_rule_overdue_then_healthy_again_dead_and_unregistered() -> None:
+    clock = Clock()
+    beats = Heartbeats(clock)
+    beats.register("sampler", overdue_s=6.0)
+    assert health(beats) == (200, {"ok": True, "threads": ["sampler"]})
+
+    clock.now += 6.0  # exactly the allowance: still on time
+    assert health(beats)[0] == 200
+    assert beats.failed("sampler", "KafkaUnavailableError: no answer") == 1
+    clock.now += 3.5
+    status, body = health(beats)
+    assert status == 503 and body["ok"] is False
+    assert body["unhealthy"] == {"sampler": {"state": "overdue", "last_round_s_ago": 9.5, "overdue_by_s": 3.5,
+                                             "failed_rounds": 1, "error": "KafkaUnavailableError: no answer"}}
+
+    assert beats.ok("sampler") == 1  # the streak it ends
+    assert health(beats)[0] == 200
+
+    done = threading.Thread(target=lambda: None)
+    done.start()
+    done.join()
+    beats.register("announcer", overdue_s=30.0, thread=done)  # a thread that ended without unregistering: died
+    status, body = health(beats, partitions=[0, 1])
+    assert status == 503 and body["partitions"] == [0, 1]
+    assert body["unhealthy"]["announcer"]["state"] == "dead" and "sampler" not in body["unhealthy"]
+
+    beats.unregister("announcer")  # asked to stop, and stopped
+    assert health(beats)[0] == 200
+    assert beats.ok("unknown") == 0 and beats.failed("unknown", "x") == 0  # a stopped thread's late report
+
+
+def test_a_failing_round_is_retried_logged_once_per_streak_and_the_thread_survives() -> None:
+    beats = Heartbeats()
+    stop = threading.Event()
+    lines: list[str] = []
+    calls = [0]
+    fail_until = 12
+
+    def round_() -> None:
+        calls[0] += 1
+        if calls[0] <= fail_until:
+            raise TimeoutError("no answer from Kafka")
+        if calls[0] == fail_until + 3:
+            raise KeyError("a bug")
+
+    thread = run_rounds(beats, "test-rounds", round_, 0.01, stop, lines.append, overdue_s=0.05,
+                        backoff_cap_s=0.02)
+    try:
+        wait_until(lambda: calls[0] > fail_until + 5, 20, "the rounds to succeed again", 0.01)
+        assert thread.is_alive()
+        wait_until(lambda: health(beats)[0] == 200, 5, "healthy again", 0.01)
+    finally:
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive() and beats.names() == []  # stopped: no longer watched
+    failures = [x for x in lines if "round failed" in x]
+    # One line per streak (both streaks are far shorter than the rate limit), then one when rounds succeed again.
+    assert failures == ["test-rounds: round failed (TimeoutError: no answer from Kafka); 1 in a row, "
+                        f"next in {failures[0].rsplit('next in ', 1)[1]}",
+                        failures[1]], lines
+    assert failures[1].startswith("test-rounds: round failed (KeyError: 'a bug'); 1 in a row")
+    assert f"test-rounds: rounds succeed again after {fail_until} failed" in lines
+    assert "test-rounds: rounds succeed again after 1 failed" in lines
+
+
+def test_an_overdue_failing_loop_reports_unhealthy_while_it_fails() -> None:
+    beats = Heartbeats()
+    stop = threading.Event()
+    failing = threading.Event()
+    failing.set()
+
+    def round_() -> None:
+        if failing.is_set():
+            raise OSError("broker away")
+
+    thread = run_rounds(beats, "flaky", round_, 0.02, stop, lambda _m: None, overdue_s=0.2, backoff_cap_s=0.05)
+    try:
+        wait_until(lambda: health(beats)[0] == 503, 5, "overdue", 0.01)
+        body = health(beats)[1]
+        assert body["unhealthy"]["flaky"]["state"] == "overdue"
+        assert body["unhealthy"]["flaky"]["error"] == "OSError: broker away"
+        failing.clear()
+        wait_until(lambda: health(beats)[0] == 200, 5, "healthy after a round succeeds", 0.01)
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def _healthz(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url + "healthz", timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.kafka
+def test_dashboard_keeps_sampling_across_a_12s_broker_pause_and_is_unhealthy_meanwhile(tmp_path: Path) -> None:
+    lines: list[str] = []
+    settings = DashboardSettings(port=0, interval_s=0.5, timeout_s=2.0)
+    with signalled_broker(tmp_path) as (kafka, send), Dashboard(settings, kafka, log=lines.append) as dash:
+        assert _healthz(dash.url) == (200, {"ok": True, "threads": ["dashboard-sampler"]})
+        before = dash.sampler.snapshot()["seq"]
+        send(signal.SIGSTOP)
+        paused = time.monotonic()
+        try:
+            wait_until(lambda: _healthz(dash.url)[0] == 503, 11, "/healthz to report the stalled sampler", 0.25)
+            status, body = _healthz(dash.url)
+            assert status == 503 and body["ok"] is False, body
+            stalled = body["unhealthy"]["dashboard-sampler"]
+            assert stalled["state"] == "overdue" and stalled["overdue_by_s"] >= 0
+            assert stalled["last_round_s_ago"] > MIN_OVERDUE_S and stalled["failed_rounds"] >= 1
+            time.sleep(max(0.0, 12.0 - (time.monotonic() - paused)))
+        finally:
+            send(signal.SIGCONT)
+        threads = {t.name: t for t in threading.enumerate()}
+        assert threads["dashboard-sampler"].is_alive()
+        wait_until(lambda: _healthz(dash.url)[0] == 200, 90, "/healthz to be ok once sampling works again", 0.5)
+        assert dash.sampler.lag_error is None
+        assert threads["dashboard-sampler"].is_alive()
+        assert dash.sampler.snapshot()["seq"] > before
+    failed = [x for x in lines if "dashboard-sampler: round failed" in x]
+    assert failed and len(failed) <= 2, lines  # one line for the streak (two if it outlasted the rate limit)
+    assert any("dashboard-sampler: rounds succeed again" in x for x in lines), lines
+    assert not any("Traceback" in x for x in lines)
