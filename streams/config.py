@@ -8,7 +8,7 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,33 @@ def http_url(text: str, what: str) -> urllib.parse.SplitResult:
         shown = f"{scheme}://{rest.rpartition('@')[2]}" if rest else text
         raise ConfigError(f"{what} must be http(s)://host[:port], got {shown!r}")
     return parts
+
+
+def secret(flag: str, given: str | None, path: str | None, env_var: str, warn: Callable[[str], None],
+           env: Mapping[str, str] = os.environ) -> str | None:
+    """A token or password given as ``flag VALUE``, ``flag-file PATH`` or ``$env_var`` (in that order), or None.
+
+    On the command line it works but ``warn`` says so: every user of the machine sees it in ``ps``. A file
+    readable by its group or others gets a warning too; a missing, unreadable or empty file is a ConfigError.
+    """
+    if given is not None and path is not None:
+        raise ConfigError(f"pass {flag} or {flag}-file, not both")
+    if given is not None:
+        warn(f"{flag} on the command line is visible to every user of this machine (ps, /proc); "
+             f"prefer ${env_var} or {flag}-file")
+        return given or None
+    if path is None:
+        return env.get(env_var) or None
+    try:
+        mode = os.stat(path).st_mode
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{flag}-file {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+    if not value:
+        raise ConfigError(f"{flag}-file {path} is empty")
+    if mode & 0o077:
+        warn(f"{flag}-file {path} is readable by other users (mode {mode & 0o777:o}); chmod 600 it")
+    return value
 
 
 def parse_yaml(text: str, source: str, error: type[ConfigError] = ConfigError) -> Any:
