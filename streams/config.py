@@ -249,6 +249,9 @@ class WorkerSettings:
     # How often due timers are looked for; a timer fires at most this late (plus one commit interval).
     timer_check_ms: int = 100
     processing_guarantee: str = AT_LEAST_ONCE
+    # /healthz answers 503 when the loop (which also fires the timers) has not come round for this long: stuck
+    # in a commit waiting for the broker, say. Long enough for a rebalance or a slow commit.
+    loop_overdue_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.commit_interval_ms <= 0:
@@ -262,5 +265,7 @@ class WorkerSettings:
         if self.processing_guarantee not in GUARANTEES:
             raise ConfigError(f"processing_guarantee must be one of {', '.join(GUARANTEES)}, "
                               f"got {self.processing_guarantee!r}")
+        if self.loop_overdue_s <= 0:
+            raise ConfigError(f"loop_overdue_s must be > 0, got {self.loop_overdue_s}")
         if self.handler_attempts < 1:
             raise ConfigError(f"handler_attempts must be >= 1, got {self.handler_attempts}")

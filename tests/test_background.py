@@ -12,14 +12,23 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from streams.config import KafkaSettings, WorkerSettings
+from streams.kafka.admin import Admin
 from streams.ops.dashboard import Dashboard, DashboardSettings
+from streams.ops.status import Endpoints, StatusServer
+from streams.processors import resolve
 from streams.runtime.heartbeat import MIN_OVERDUE_S, Heartbeats, health, run_rounds
-from support import signalled_broker, wait_until
+from streams.runtime.worker import Worker, WorkerSpec
+from streams.topology import TopicSpec, load
+from support import counter_topology, signalled_broker, wait_until
+
+Broker = tuple[KafkaSettings, Callable[[signal.Signals], None]]
 
 
 class Clock:
@@ -127,11 +136,19 @@ def _healthz(url: str) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(exc.read())
 
 
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A Kafka node of this module's own: its tests pause it."""
+    with signalled_broker(tmp_path_factory.mktemp("paused")) as pair:
+        yield pair
+
+
 @pytest.mark.kafka
-def test_dashboard_keeps_sampling_across_a_12s_broker_pause_and_is_unhealthy_meanwhile(tmp_path: Path) -> None:
+def test_dashboard_keeps_sampling_across_a_12s_broker_pause_and_is_unhealthy_meanwhile(broker: Broker) -> None:
+    kafka, send = broker
     lines: list[str] = []
     settings = DashboardSettings(port=0, interval_s=0.5, timeout_s=2.0)
-    with signalled_broker(tmp_path) as (kafka, send), Dashboard(settings, kafka, log=lines.append) as dash:
+    with Dashboard(settings, kafka, log=lines.append) as dash:
         assert _healthz(dash.url) == (200, {"ok": True, "threads": ["dashboard-sampler"]})
         before = dash.sampler.snapshot()["seq"]
         send(signal.SIGSTOP)
@@ -156,3 +173,50 @@ def test_dashboard_keeps_sampling_across_a_12s_broker_pause_and_is_unhealthy_mea
     assert failed and len(failed) <= 2, lines  # one line for the streak (two if it outlasted the rate limit)
     assert any("dashboard-sampler: rounds succeed again" in x for x in lines), lines
     assert not any("Traceback" in x for x in lines)
+
+
+class _ShortLease(Endpoints):
+    LEASE_S = 3.0  # renewed every second, overdue after 3 s: the pause below outlasts it
+
+
+@pytest.mark.kafka
+def test_worker_healthz_names_the_endpoint_renewer_while_the_broker_is_paused(broker: Broker, tmp_path: Path) -> None:
+    kafka, send = broker
+    lines: list[str] = []
+    topo = load(counter_topology(tmp_path, "beats", 1, kafka=kafka))
+    proc = topo.processor(None)
+    Admin(kafka).ensure([TopicSpec("beats.endpoints", 1, 1, "compact")])
+    endpoints = _ShortLease(kafka, "beats.endpoints", log=lines.append)
+    url: list[str] = []
+    worker = Worker(WorkerSpec(proc.name, proc.inputs, proc.changelog, proc.store, topo.dlq_topic),
+                    resolve(proc.processor, proc.options, proc.outputs), kafka,
+                    WorkerSettings(group="beats", state_dir=tmp_path / "state"), lines.append,
+                    on_assignment=lambda parts: endpoints.announce("beats-1", url[0], parts))
+    server = StatusServer(worker, None, 1, endpoints=endpoints).start()
+    url.append(server.url)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: _healthz(server.url + "/")[1]["threads"] == [
+            "endpoints-renewer", "streams-freeze-watch", "worker-loop"], 60, "the worker to announce itself")
+        assert _healthz(server.url + "/")[0] == 200
+        send(signal.SIGSTOP)
+        paused = time.monotonic()
+        try:
+            wait_until(lambda: _healthz(server.url + "/")[0] == 503, 20, "/healthz to report the renewer", 0.25)
+            body = _healthz(server.url + "/")[1]
+            assert list(body["unhealthy"]) == ["endpoints-renewer"], body  # the loop and the watcher carry on
+            assert body["unhealthy"]["endpoints-renewer"]["state"] == "overdue"
+            # Past the renewer's 10 s wait for an acknowledgement: the round fails, is logged and retried.
+            time.sleep(max(0.0, 12.0 - (time.monotonic() - paused)))
+        finally:
+            send(signal.SIGCONT)
+        wait_until(lambda: _healthz(server.url + "/")[0] == 200, 90, "/healthz ok once announcements work again")
+    finally:
+        server.stop()
+        endpoints.close()
+        worker.stop()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert any("endpoints-renewer: round failed (KafkaUnavailableError" in x for x in lines), lines
+    assert any("endpoints-renewer: rounds succeed again" in x for x in lines), lines

@@ -43,7 +43,7 @@ from streams.runtime.commit import (
 from streams.runtime.faults import Faults
 from streams.runtime.freeze import FreezeWatch
 from streams.runtime.handler import Handler, StoppedError, output_id
-from streams.runtime.heartbeat import MIN_OVERDUE_S, Heartbeats
+from streams.runtime.heartbeat import Heartbeats
 from streams.runtime.metrics import Metrics
 from streams.runtime.observe import Census
 from streams.runtime.processor import Processor
@@ -97,7 +97,6 @@ class Worker:
         session_s = float(str(consumer_config(kafka, settings.group).get("session.timeout.ms", 45_000))) / 1000
         # The background threads this worker owns report here; its status server's /healthz reads it.
         self.heartbeats = Heartbeats()
-        self._session_s = session_s
         self._freeze = FreezeWatch(0.75 * session_s, beats=self.heartbeats, log=log)
         self._freezes = 0  # FreezeWatch.freezes when the current batch began
         self._ctx = CommitContext(
@@ -174,9 +173,8 @@ class Worker:
             list(self.spec.inputs), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         # The loop is the timer tick's thread: registered as a heartbeat, a loop stuck (in a commit waiting for
-        # the broker, say) longer than a session makes /healthz unhealthy; one that raised stays registered, dead.
-        self.heartbeats.register("worker-loop", max(self._session_s, MIN_OVERDUE_S),
-                                 threading.current_thread())
+        # the broker, say) makes /healthz unhealthy; one that raised stays registered, and its thread may die.
+        self.heartbeats.register("worker-loop", self.settings.loop_overdue_s, threading.current_thread())
         try:
             while not self._stop.is_set():
                 self._loop_once()
