@@ -23,6 +23,7 @@ from streams.kafka.admin import Admin
 from streams.ops.dashboard import Dashboard, DashboardSettings
 from streams.ops.status import Endpoints, StatusServer
 from streams.processors import resolve
+from streams.registry import RegistryServer
 from streams.runtime.heartbeat import MIN_OVERDUE_S, Heartbeats, health, run_rounds
 from streams.runtime.worker import Worker, WorkerSpec
 from streams.topology import TopicSpec, load
@@ -220,3 +221,12 @@ def test_worker_healthz_names_the_endpoint_renewer_while_the_broker_is_paused(br
     assert not thread.is_alive()
     assert any("endpoints-renewer: round failed (KafkaUnavailableError" in x for x in lines), lines
     assert any("endpoints-renewer: rounds succeed again" in x for x in lines), lines
+
+
+@pytest.mark.kafka
+def test_registry_healthz_watches_its_log_reader(kafka: KafkaSettings) -> None:
+    topic = f"_schemas_beats{time.time_ns()}"
+    with RegistryServer(kafka, port=0, topic=topic) as reg:
+        assert _healthz(reg.url + "/") == (200, {"ok": True, "threads": [f"schema-log-{topic}"]})
+    with RegistryServer(port=0) as memory:  # no Kafka, no reader thread
+        assert _healthz(memory.url + "/") == (200, {"ok": True, "threads": []})
