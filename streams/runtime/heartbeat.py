@@ -5,7 +5,8 @@ rounds through :func:`run_rounds`: a failed round is logged (one line at the sta
 at most one a minute, never a traceback), retried after a backoff, and never ends the thread. Each thread is
 registered in a :class:`Heartbeats` registry, which the ``/healthz`` route of the server that owns the thread
 reads: a thread that died, or has not completed a round within its ``overdue_s``, makes the server unhealthy
-(503, naming the thread and how overdue it is) until rounds succeed again.
+(503, naming the thread and how overdue it is) until rounds succeed again. Loops that are not periodic rounds
+(the worker's own loop, which fires timers; the registry's log reader) report to a registry directly.
 
 The backoff is :class:`streams.workflow.retry.RetryPolicy`'s full jitter, added to the normal interval, so a
 failing thread slows down instead of hammering whatever is failing, and threads that failed together spread out.
