@@ -183,6 +183,18 @@ def test_worker_serves_on_ipv6_loopback_with_a_token_from_a_file(
 
 
 @pytest.mark.kafka
+def test_an_address_the_worker_cannot_listen_on_is_one_line(
+        kafka: KafkaSettings, tmp_path: Path, subprocess_env: dict[str, str], unique: str) -> None:
+    topo = counter_topology(tmp_path, f"v6bad{unique}", 1, kafka=kafka)
+    for host, why in (("[::1]", "Name or service not known"), ("::2", "Cannot assign requested address")):
+        res = _streams("worker", "--topology", str(topo), "--state-dir", str(tmp_path / "s"), "--http-host", host,
+                       "--http-port", "0", env={**subprocess_env, "STREAMS_HTTP_TOKEN": TOKEN})
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.strip().splitlines() == [f"streams: ConfigError: cannot listen on {host}:0: {why}"]
+        assert "Traceback" not in res.stderr and TOKEN not in res.stderr
+
+
+@pytest.mark.kafka
 def test_registry_serves_on_ipv6_loopback(kafka: KafkaSettings, unique: str) -> None:
     with RegistryServer(kafka, host="::1", port=0, topic=f"_schemas_v6{unique}") as reg:
         assert reg.url.startswith("http://[::1]:")

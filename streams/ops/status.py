@@ -26,7 +26,7 @@ import orjson
 from starlette.responses import Response
 
 from streams.config import KafkaSettings, http_url
-from streams.errors import KafkaUnavailableError, StreamsError, WorkerUnreachableError
+from streams.errors import ConfigError, KafkaUnavailableError, StreamsError, WorkerUnreachableError
 from streams.kafka.client import read_to_end
 from streams.kafka.io import Producer
 from streams.kafka.partition import partition_of as partition_for
@@ -222,7 +222,10 @@ class StatusServer:
         self.advertised: str | None = None  # what other workers reach us at; set by whoever wires us
         app = App("streams worker", _ops(self), access, bind_host=host, limits=Limits(body_bytes=1 << 20))
         self._http = Server(app, host, port, "worker-http")
-        self._http.bind()  # the URL is known (and a taken port fails) before start(), as callers expect
+        try:
+            self._http.bind()  # the URL is known (and a taken port fails) before start(), as callers expect
+        except OSError as exc:  # a taken port, an address not on this machine, a name that does not resolve
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
     @property
     def url(self) -> str:
