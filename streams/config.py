@@ -8,7 +8,7 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,33 @@ def http_url(text: str, what: str) -> urllib.parse.SplitResult:
     return parts
 
 
+def secret(flag: str, given: str | None, path: str | None, env_var: str, warn: Callable[[str], None],
+           env: Mapping[str, str] = os.environ) -> str | None:
+    """A token or password given as ``flag VALUE``, ``flag-file PATH`` or ``$env_var`` (in that order), or None.
+
+    On the command line it works but ``warn`` says so: every user of the machine sees it in ``ps``. A file
+    readable by its group or others gets a warning too; a missing, unreadable or empty file is a ConfigError.
+    """
+    if given is not None and path is not None:
+        raise ConfigError(f"pass {flag} or {flag}-file, not both")
+    if given is not None:
+        warn(f"{flag} on the command line is visible to every user of this machine (ps, /proc); "
+             f"prefer ${env_var} or {flag}-file")
+        return given or None
+    if path is None:
+        return env.get(env_var) or None
+    try:
+        mode = os.stat(path).st_mode
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{flag}-file {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+    if not value:
+        raise ConfigError(f"{flag}-file {path} is empty")
+    if mode & 0o077:
+        warn(f"{flag}-file {path} is readable by other users (mode {mode & 0o777:o}); chmod 600 it")
+    return value
+
+
 def parse_yaml(text: str, source: str, error: type[ConfigError] = ConfigError) -> Any:
     """The decoded YAML document; a syntax error becomes ``error`` naming ``source:line:column`` and the problem."""
     try:
@@ -222,6 +249,9 @@ class WorkerSettings:
     # How often due timers are looked for; a timer fires at most this late (plus one commit interval).
     timer_check_ms: int = 100
     processing_guarantee: str = AT_LEAST_ONCE
+    # /healthz answers 503 when the loop (which also fires the timers) has not come round for this long: stuck
+    # in a commit waiting for the broker, say. Long enough for a rebalance or a slow commit.
+    loop_overdue_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.commit_interval_ms <= 0:
@@ -235,5 +265,7 @@ class WorkerSettings:
         if self.processing_guarantee not in GUARANTEES:
             raise ConfigError(f"processing_guarantee must be one of {', '.join(GUARANTEES)}, "
                               f"got {self.processing_guarantee!r}")
+        if self.loop_overdue_s <= 0:
+            raise ConfigError(f"loop_overdue_s must be > 0, got {self.loop_overdue_s}")
         if self.handler_attempts < 1:
             raise ConfigError(f"handler_attempts must be >= 1, got {self.handler_attempts}")

@@ -29,15 +29,24 @@ from streams.records import H_EVENT_ID
 def private_broker(tmp: Path, port: int | None = None) -> Iterator[KafkaSettings]:
     """A broker of the test's own (its topic names are fixed, or it must be down first): the session's kind,
     a real Kafka node unless the session runs on the embedded broker (STREAMS_TEST_BROKER=tansu)."""
+    with signalled_broker(tmp, port) as (settings, _signal):
+        yield settings
+
+
+@contextlib.contextmanager
+def signalled_broker(tmp: Path, port: int | None = None
+                     ) -> Iterator[tuple[KafkaSettings, Callable[[signal.Signals], None]]]:
+    """:func:`private_broker`, and a way to signal its process (SIGSTOP and SIGCONT pause the broker)."""
     from streams.kafka.apache import ApacheKafka
     from streams.kafka.embedded import EmbeddedBroker
 
     if os.environ.get("STREAMS_TEST_BROKER") == "tansu":
         with EmbeddedBroker(port=port, log_path=tmp / "broker.log") as broker:
-            yield broker.settings(env={})
+            yield broker.settings(env={}), lambda sig: os.killpg(broker.pid, sig)
     else:
         with ApacheKafka(tmp / "kafka", port=port) as cluster:
-            yield KafkaSettings.from_env(cluster.bootstrap, env={})
+            node = cluster.nodes()[0].id
+            yield KafkaSettings.from_env(cluster.bootstrap, env={}), lambda sig: cluster.signal_node(node, sig)
 
 
 @contextlib.contextmanager

@@ -161,7 +161,7 @@ def _fuzz(base: str, caplog: pytest.LogCaptureFixture) -> int:
 
 
 def test_fuzz_registry(registry: RegistryServer, caplog: pytest.LogCaptureFixture) -> None:
-    assert _fuzz(registry.url, caplog) == 23
+    assert _fuzz(registry.url, caplog) == 24  # with /healthz
 
 
 def test_fuzz_worker_status(worker_server: StatusServer, caplog: pytest.LogCaptureFixture) -> None:

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -101,12 +102,23 @@ class _Json(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+# Control characters (C0, DEL, C1), line and paragraph separators, and bidi overrides: what lets text from outside
+# (a record key, a header, a URL, a subject) end a log line early, forge the next one or recolour a terminal.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as its Python escape (``\\n``, ``\\x1b``, ``\\u202e``)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 class _Text(logging.Formatter):
-    """The terminal form: the message, then the structured fields as key=value."""
+    """The terminal form: the message, then the structured fields as key=value; one record is one line, whatever
+    the message carries (the JSON form is safe by construction: its encoder escapes them)."""
 
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _STD)
-        return record.getMessage() + (f"  [{extras}]" if extras else "")
+        return escape_controls(record.getMessage() + (f"  [{extras}]" if extras else ""))
 
 
 def configure_logging(fmt: str | None = None) -> None:

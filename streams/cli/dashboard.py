@@ -13,6 +13,7 @@ import signal
 from types import FrameType
 
 from streams.cli.common import SECONDS, add_kafka_args, kafka_or_embedded, log
+from streams.config import secret
 from streams.errors import ConfigError
 from streams.ops.dashboard import Dashboard, DashboardSettings
 
@@ -33,7 +34,8 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--history", type=int, default=300, metavar="N", help="samples kept for the charts (300)")
     p.add_argument("--token", default=None,
                    help="bearer token required by /api/snapshot and sent to --worker endpoints "
-                        "(default: $STREAMS_HTTP_TOKEN)")
+                        "(default: $STREAMS_HTTP_TOKEN; on the command line it shows in ps)")
+    p.add_argument("--token-file", metavar="PATH", help="read the bearer token from this file (mode 600)")
     add_kafka_args(p)
     p.set_defaults(func=run)
 
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     settings = DashboardSettings(
         host=args.host, port=args.port, groups=tuple(args.group), topics=tuple(args.topic),
         workers=tuple(args.worker), interval_s=args.interval, history=args.history,
-        token=args.token or os.environ.get("STREAMS_HTTP_TOKEN") or None,
+        token=secret("--token", args.token, args.token_file, "STREAMS_HTTP_TOKEN", log),
     )
     with kafka_or_embedded(args, quiet=True, service=True) as kafka:
         dash = Dashboard(settings, kafka, log=log)

@@ -8,6 +8,7 @@ import signal
 import threading
 
 from streams.cli.common import add_kafka_args, kafka_or_embedded, log
+from streams.config import secret
 from streams.errors import ConfigError
 from streams.kafka.admin import check_reachable
 from streams.registry import RegistryServer
@@ -20,8 +21,9 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, default=8081, help="port to listen on (default: 8081; 0 = any free port)")
     p.add_argument("--topic", default="_schemas", help="compacted topic holding the registry's log (default: _schemas)")
     p.add_argument("--access-log", action="store_true", help="log every request to stderr")
-    p.add_argument("--token", default=os.environ.get("STREAMS_REGISTRY_TOKEN"),
-                   help="bearer token with every right (default: $STREAMS_REGISTRY_TOKEN)")
+    p.add_argument("--token", help="bearer token with every right (default: $STREAMS_REGISTRY_TOKEN; on the command "
+                   "line it shows in ps)")
+    p.add_argument("--token-file", metavar="PATH", help="read the bearer token from this file (mode 600)")
     p.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD[:RIGHT]",
                    help="a basic-auth user (right read, write or admin; default write); repeatable, or "
                         "$STREAMS_REGISTRY_USERS, comma-separated. Clients on this machine need no credentials; "
@@ -35,6 +37,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port must be 0..65535, got {args.port}")
     users = dict(parse_user(u) for u in [*args.user, *filter(None, os.environ.get("STREAMS_REGISTRY_USERS", "")
                                                                 .split(","))])
+    args.token = secret("--token", args.token, args.token_file, "STREAMS_REGISTRY_TOKEN", log)
+    if args.user:
+        log("registry: --user passwords on the command line are visible to every user of this machine (ps, /proc); "
+            "prefer $STREAMS_REGISTRY_USERS")
     Access(args.token, users).check_bind(args.host, "--token or --user")
     with kafka_or_embedded(args, service=True) as settings:
         check_reachable(settings)  # it cannot start without its log: say so at once, not after its timeouts

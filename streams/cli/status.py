@@ -7,12 +7,12 @@ forwards to the owner of the key's partition.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import orjson
 
-from streams.cli.common import add_kafka_args, kafka_or_embedded
+from streams.cli.common import add_kafka_args, kafka_or_embedded, log
+from streams.config import secret
 from streams.errors import ConfigError
 from streams.ops.status import Endpoints, get_entity, partition_for
 from streams.topology import load
@@ -26,12 +26,15 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     where.add_argument("--topology", help="find a worker through the group's endpoints topic")
     p.add_argument("--processor", help="with --topology: which processor (default: the only one)")
     p.add_argument("--group", help="with --topology: consumer group (default: <topology>-<processor>)")
-    p.add_argument("--token", default=os.environ.get("STREAMS_HTTP_TOKEN"), help="bearer token, if required")
+    p.add_argument("--token", help="bearer token, if required (default: $STREAMS_HTTP_TOKEN; on the command line it "
+                   "shows in ps)")
+    p.add_argument("--token-file", metavar="PATH", help="read the bearer token from this file (mode 600)")
     add_kafka_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    args.token = secret("--token", args.token, args.token_file, "STREAMS_HTTP_TOKEN", log)
     url = args.url
     if url is None:
         topo = load(args.topology)

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from streams import _native
 from streams.cli.common import add_kafka_args, kafka_or_embedded, log, number
-from streams.config import GUARANTEES, KafkaSettings, WorkerSettings
+from streams.config import GUARANTEES, KafkaSettings, WorkerSettings, secret
 from streams.errors import ConfigError, KafkaUnavailableError, SchemaRegistryUnavailableError
 from streams.kafka.admin import Admin, check_reachable
 from streams.kafka.transactions import check_guarantee
@@ -78,8 +78,9 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--http-port", type=number(int, 0, 65535),
                    help="serve /metrics, /healthz and /workflows on this port")
     p.add_argument("--http-host", default="127.0.0.1", help="bind address (non-loopback needs --http-token)")
-    p.add_argument("--http-token", default=os.environ.get("STREAMS_HTTP_TOKEN"),
-                   help="bearer token for the HTTP endpoints (default: $STREAMS_HTTP_TOKEN)")
+    p.add_argument("--http-token", help="bearer token for the HTTP endpoints (default: $STREAMS_HTTP_TOKEN; "
+                   "on the command line it shows in ps: prefer the variable or --http-token-file)")
+    p.add_argument("--http-token-file", metavar="PATH", help="read the bearer token from this file (mode 600)")
     p.add_argument("--http-advertised-url", help="URL other workers forward status queries to "
                    "(default: http://<host>:<port>)")
     p.add_argument("--processing-guarantee", choices=GUARANTEES,
@@ -120,6 +121,7 @@ def _waiting(fn: Callable[[], T], what: str) -> T:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.http_token = secret("--http-token", args.http_token, args.http_token_file, "STREAMS_HTTP_TOKEN", log)
     topo = load(args.topology)
     proc = topo.processor(args.processor)
     group = args.group or topo.default_group(proc)

@@ -47,6 +47,7 @@ from starlette.responses import Response
 from streams.config import KafkaSettings, http_url
 from streams.errors import ConfigError, StreamsError
 from streams.ops.lag import GroupLag, LagReader, PartitionLag, UnknownGroupError
+from streams.runtime.heartbeat import Heartbeats, health, run_rounds
 from streams.web import Access, App, Op, Server
 
 LATENCY_WINDOW_S = 60.0
@@ -249,6 +250,11 @@ class Sampler:
         body = self._render()
         with self._lock:
             self._body = body
+
+    @property
+    def lag_error(self) -> str | None:
+        """Why the last tick could not read lag, or None."""
+        return self._lag_error
 
     def snapshot_bytes(self) -> bytes:
         with self._lock:
@@ -458,7 +464,7 @@ _PAGE_HEADERS = {
 }
 
 
-def _ops(sampler: Sampler) -> list[Op]:
+def _ops(sampler: Sampler, beats: Heartbeats) -> list[Op]:
     html = page()
     return [
         Op("GET", "/", lambda c: Response(html, media_type="text/html; charset=utf-8"), "public", "the page",
@@ -467,9 +473,14 @@ def _ops(sampler: Sampler) -> list[Op]:
            "the page", produces="text/html", inline=True),
         Op("GET", "/api/snapshot", lambda c: Response(sampler.snapshot_bytes(), media_type="application/json"),
            summary="what the page draws", inline=True),
-        Op("GET", "/healthz", lambda c: Response(b"ok\n", media_type="text/plain; charset=utf-8"), "public",
-           produces="text/plain", inline=True),
+        Op("GET", "/healthz", lambda c: _health(beats), "public", "200 ok, or 503 naming the sampler when it died "
+           "or is overdue", inline=True),
     ]
+
+
+def _health(beats: Heartbeats) -> Response:
+    status, body = health(beats)
+    return Response(json.dumps(body).encode(), status, media_type="application/json")
 
 
 class Dashboard:
@@ -481,7 +492,8 @@ class Dashboard:
         self._log = log
         self.sampler = sampler or Sampler(settings, kafka, worker_token=settings.token)
         self._stop = threading.Event()
-        app = App("dashboard", _ops(self.sampler), Access(settings.token), bind_host=settings.host,
+        self.heartbeats = Heartbeats()
+        app = App("dashboard", _ops(self.sampler, self.heartbeats), Access(settings.token), bind_host=settings.host,
                   headers=_PAGE_HEADERS, log=log)
         self._http = Server(app, settings.host, settings.port, "dashboard-http")
         self._threads: list[threading.Thread] = []
@@ -498,14 +510,15 @@ class Dashboard:
         except OSError as exc:
             raise ConfigError(f"cannot listen on {self.settings.host}:{self.settings.port}: {exc.strerror}") from exc
         self.sampler.tick()
-        self._threads = [threading.Thread(target=self._sample_forever, name="dashboard-sampler", daemon=True)]
-        for t in self._threads:
-            t.start()
+        self._threads = [run_rounds(self.heartbeats, "dashboard-sampler", self._sample_once, self.settings.interval_s,
+                                    self._stop, self._log)]
         return self
 
-    def _sample_forever(self) -> None:
-        while not self._stop.wait(self.settings.interval_s):
-            self.sampler.tick()
+    def _sample_once(self) -> None:
+        """One round; one that could not read lag (the broker is away) failed, though the page shows why."""
+        self.sampler.tick()
+        if self.sampler.lag_error is not None:
+            raise StreamsError(self.sampler.lag_error)
 
     def stop(self) -> None:
         self._stop.set()

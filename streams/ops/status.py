@@ -26,11 +26,12 @@ import orjson
 from starlette.responses import Response
 
 from streams.config import KafkaSettings, http_url
-from streams.errors import StreamsError, WorkerUnreachableError
+from streams.errors import ConfigError, KafkaUnavailableError, StreamsError, WorkerUnreachableError
 from streams.kafka.client import read_to_end
 from streams.kafka.io import Producer
 from streams.kafka.partition import partition_of as partition_for
 from streams.ops.signal import SignalError, Signaller
+from streams.runtime.heartbeat import Heartbeats, health, run_rounds
 from streams.runtime.worker import Worker
 from streams.web import FLAG, TEXT, Access, App, Call, HttpError, Limits, Op, Server, is_loopback
 
@@ -95,21 +96,22 @@ class Endpoints:
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
         self._reported: set[bytes] = set()
+        self.heartbeats = Heartbeats()  # the renewer's; the status server's /healthz reads it
 
     def announce(self, instance: str, url: str, partitions: list[int]) -> None:
         """Announce (and keep renewing until ``close()``) that ``instance`` serves ``partitions`` at ``url``."""
         self._mine = (instance, url, list(partitions))
-        self._publish()
+        try:
+            self._publish()
+        except KafkaUnavailableError as exc:  # the renewer tries again; a rebalance must not fail for it
+            self._log(f"status: announcing this worker's endpoint: {exc}")
         if self._renewer is None:
-            self._renewer = threading.Thread(target=self._renew, name="endpoints-renewer", daemon=True)
-            self._renewer.start()
+            # Overdue once a lease has passed without a renewal: the announcement has then expired.
+            self._renewer = run_rounds(self.heartbeats, "endpoints-renewer", self._publish, self.LEASE_S / 3,
+                                       self._stop, self._log, overdue_s=self.LEASE_S)
 
     def close(self) -> None:
         self._stop.set()
-
-    def _renew(self) -> None:
-        while not self._stop.wait(self.LEASE_S / 3):
-            self._publish()
 
     def _publish(self) -> None:
         if self._mine is None:
@@ -118,7 +120,8 @@ class Endpoints:
         ann: dict[str, Any] = {"url": url, "partitions": partitions, "expires": self._clock() + self.LEASE_S}
         ann["sig"] = self._sign(instance, ann)
         self._producer.produce(self.topic, orjson.dumps(ann), instance.encode())
-        self._producer.flush(10)
+        if self._producer.flush(10):
+            raise KafkaUnavailableError(f"announcing on {self.topic}: not acknowledged within 10s")
 
     def _sign(self, instance: str, ann: dict[str, Any]) -> str:
         text = orjson.dumps([instance, ann.get("url"), ann.get("partitions"), ann.get("expires")])
@@ -193,7 +196,8 @@ def _ops(srv: StatusServer) -> list[Op]:
     return [
         Op("GET", "/metrics", lambda c: Response(srv.worker.metrics.exposition(),
                                                  media_type="text/plain; version=0.0.4"), produces="text/plain"),
-        Op("GET", "/healthz", lambda c: {"ok": True, "partitions": srv.worker.active}),
+        Op("GET", "/healthz", lambda c: srv.health(), summary="200 ok, or 503 naming a background thread that died "
+           "or is overdue"),
         Op("GET", "/workflows", srv.listing, query=listing_query, summary="this worker's entities"),
         Op("GET", "/workflows/{key}", lambda c: srv.entity(c.params["key"].encode(), H_FORWARDED in c.headers),
            params=key, summary="one entity, from whichever worker owns it"),
@@ -218,7 +222,10 @@ class StatusServer:
         self.advertised: str | None = None  # what other workers reach us at; set by whoever wires us
         app = App("streams worker", _ops(self), access, bind_host=host, limits=Limits(body_bytes=1 << 20))
         self._http = Server(app, host, port, "worker-http")
-        self._http.bind()  # the URL is known (and a taken port fails) before start(), as callers expect
+        try:
+            self._http.bind()  # the URL is known (and a taken port fails) before start(), as callers expect
+        except OSError as exc:  # a taken port, an address not on this machine, a name that does not resolve
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
     @property
     def url(self) -> str:
@@ -234,6 +241,11 @@ class StatusServer:
 
     def stop(self) -> None:
         self._http.stop()
+
+    def health(self) -> Response:
+        status, body = health(self.worker.heartbeats, self.endpoints.heartbeats if self.endpoints else None,
+                              partitions=self.worker.active)
+        return Response(orjson.dumps(body), status, media_type="application/json")
 
     def signal(self, key: str, doc: dict[str, Any]) -> Response:
         """``POST /workflows/{key}/events``: ``{"type": EVENT, "data": {...}, "id": optional}`` → 202."""

@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from streams.config import KafkaSettings
 from streams.contracts.model import dumps
 from streams.errors import ConfigError, KafkaUnavailableError, SchemaRegistryError
+from streams.runtime.heartbeat import MIN_OVERDUE_S, Heartbeats
 
 Apply = Callable[[bytes | None, bytes | None], None]
 Records = Sequence[tuple[bytes, bytes | None]]
@@ -86,6 +87,8 @@ class KafkaSchemaLog:
         self._position = 0  # next offset to apply
         self._append_lock = threading.Lock()
         self._failure: str | None = None
+        self.heartbeats = Heartbeats()  # the reader thread's; the server's /healthz reads it
+        self._name = f"schema-log-{topic}"
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -116,8 +119,8 @@ class KafkaSchemaLog:
         # a ListOffsets round trip, which the embedded broker answers slowly.
         self._consumer.assign([TopicPartition(self.topic, 0, 0)])
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(apply,), name=f"schema-log-{self.topic}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(apply,), name=self._name, daemon=True)
+        self.heartbeats.register(self._name, MIN_OVERDUE_S, self._thread)
         self._thread.start()
         try:
             self.sync()
@@ -130,6 +133,7 @@ class KafkaSchemaLog:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+            self.heartbeats.unregister(self._name)
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
@@ -172,6 +176,7 @@ class KafkaSchemaLog:
         while not self._stop.is_set():
             try:
                 first = consumer.poll(0.1)
+                self.heartbeats.ok(self._name)  # a poll that returns is a round, records or not
                 if first is None:
                     continue
                 batch = [first, *consumer.consume(500, 0)]
@@ -194,6 +199,7 @@ class KafkaSchemaLog:
 
     def _failed(self, message: str) -> None:
         self._failure = message
+        self.heartbeats.failed(self._name, message)
         if self._logger is not None:
             self._logger(f"schema log: {message}")
 

@@ -11,13 +11,22 @@ import sys
 from collections.abc import Callable, Mapping
 from types import TracebackType
 
+import orjson
+from starlette.responses import Response
+
 from streams.config import KafkaSettings
 from streams.registry.log import KafkaSchemaLog, MemorySchemaLog, SchemaLog
 from streams.registry.rest import CONTENT_TYPE, operations, translate
 from streams.registry.service import RegistryService
-from streams.web import Access, App, Server
+from streams.runtime.heartbeat import Heartbeats, health
+from streams.web import Access, App, Op, Server
 
 DEFAULT_TOPIC = "_schemas"
+
+
+def _health(beats: Heartbeats | None) -> Response:
+    status, body = health(beats)
+    return Response(orjson.dumps(body), status, media_type="application/json")
 
 
 def _stderr(line: str) -> None:
@@ -47,7 +56,10 @@ class RegistryServer:
         self.port = port
         self.access_log = access_log
         self.service = RegistryService(self.log)
-        app = App("streams schema registry", operations(self.service), self.access, bind_host=host,
+        beats = store.heartbeats if isinstance(store, KafkaSchemaLog) else None
+        health_op = Op("GET", "/healthz", lambda c: _health(beats), "public",
+                       "200 ok, or 503 naming the log reader when it died or is overdue", inline=True)
+        app = App("streams schema registry", [*operations(self.service), health_op], self.access, bind_host=host,
                   translate=translate, media=CONTENT_TYPE,
                   log=(logger or _stderr) if access_log else None, log_all=True)
         self._http = Server(app, host, port, "schema-registry-http")

@@ -43,6 +43,7 @@ from streams.runtime.commit import (
 from streams.runtime.faults import Faults
 from streams.runtime.freeze import FreezeWatch
 from streams.runtime.handler import Handler, output_id
+from streams.runtime.heartbeat import Heartbeats
 from streams.runtime.metrics import Metrics
 from streams.runtime.observe import Census
 from streams.runtime.processor import Processor
@@ -94,7 +95,9 @@ class Worker:
         self._stores: dict[int, PartitionStore] = {}
         self._bp_paused: list[TopicPartition] = []
         session_s = float(str(consumer_config(kafka, settings.group).get("session.timeout.ms", 45_000))) / 1000
-        self._freeze = FreezeWatch(0.75 * session_s)
+        # The background threads this worker owns report here; its status server's /healthz reads it.
+        self.heartbeats = Heartbeats()
+        self._freeze = FreezeWatch(0.75 * session_s, beats=self.heartbeats, log=log)
         self._freezes = 0  # FreezeWatch.freezes when the current batch began
         self._ctx = CommitContext(
             self._producer, self._consumer, self._tracker, self._stores, faults or Faults(), log,
@@ -169,10 +172,14 @@ class Worker:
         self._consumer.subscribe(
             list(self.spec.inputs), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
+        # The loop is the timer tick's thread: registered as a heartbeat, a loop stuck (in a commit waiting for
+        # the broker, say) makes /healthz unhealthy; one that raised stays registered, and its thread may die.
+        self.heartbeats.register("worker-loop", self.settings.loop_overdue_s, threading.current_thread())
         try:
             while not self._stop.is_set():
                 self._loop_once()
             self._commit()
+            self.heartbeats.unregister("worker-loop")
         finally:
             self._close()
 
@@ -191,6 +198,7 @@ class Worker:
             ctx = self._ctx
             self.stats.timers_fired += due.fire(ctx.due, ctx.producer, self._stores, self._active,
                                                 ctx.batch.entities, ctx.inputs, self._fire_record, ctx.faults)
+            self.heartbeats.ok("worker-loop")
         timeout = 0.0 if self._restorer.jobs else self.settings.poll_timeout_s
         msgs = self._poll(timeout)
         started = time.perf_counter()
