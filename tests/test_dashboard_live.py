@@ -13,6 +13,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -112,8 +114,9 @@ PANELS_FILLED = """(want) => {
   const p99 = [...q('#latency-table tr.latency-row[data-metric="step"] td.p99-window')]
     .filter(td => td.dataset.seconds !== '');
   return document.body.dataset.state === 'ready' && up === want.workers
-    && q('#lag-table tr.lag-row').length === want.partitions && q('#lag-chart polyline').length > 0
-    && q('#throughput-chart polyline').length > 0 && consumed.some(v => v > 0) && p99.length > 0;
+    && q('#lag-table tr.lag-row').length >= want.partitions && q('#lag-chart polyline').length > 0
+    && q('#throughput-chart polyline').length > 0 && consumed.some(v => v > 0) && p99.length > 0
+    && q('#stuck-table tr.workflow-row').length >= want.workflows;
 }"""
 
 DOM = """() => {
@@ -129,6 +132,7 @@ DOM = """() => {
     groups: rows('#throughput-table tr.group-row').map(tr => ({...tr.dataset, ...cells(tr)})),
     latency: rows('#latency-table tr.latency-row').map(tr => ({...tr.dataset, ...cells(tr)})),
     dlq: rows('#dlq-table tr.dlq-row').map(tr => ({...tr.dataset, ...cells(tr)})),
+    workflows: rows('#stuck-table tr.workflow-row').map(tr => ({...tr.dataset, ...cells(tr)})),
     lagLines: document.querySelectorAll('#lag-chart polyline').length,
     lagLegend: rows('#lag-legend span').map(s => s.textContent),
     throughputLines: document.querySelectorAll('#throughput-chart polyline').length,
@@ -136,24 +140,30 @@ DOM = """() => {
 }"""
 
 
-def test_every_panel_fills_in_chromium_with_workers_found_by_announcement(live: Live, tmp_path: Path) -> None:
-    assert live.said == [f"test: dashboard at {live.dashboard.url}"]
-    assert not live.dashboard.settings.workers, "no --worker: the workers must be found by their announcements"
+def _filled_page(url: str, want: dict[str, int], shot: Path, timeout_s: float) -> dict[str, Any]:
+    """Load the page in headless Chromium, wait until every panel shows data, keep a screenshot (in the test's
+    tmp dir and build/test-artifacts/), and return what the DOM shows."""
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=_chromium(), args=["--no-sandbox", "--disable-dev-shm-usage"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(live.dashboard.url)
-            page.wait_for_function(PANELS_FILLED, arg={"workers": WORKERS, "partitions": PARTITIONS},
-                                   timeout=120_000, polling=250)
+            page.goto(url)
+            page.wait_for_function(PANELS_FILLED, arg=want, timeout=timeout_s * 1000, polling=250)
             dom: dict[str, Any] = page.evaluate(DOM)
-            shot = tmp_path / "dashboard.png"
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(shot, ARTIFACTS / "dashboard.png")
+    shutil.copy(shot, ARTIFACTS / shot.name)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000, "a blank page"
+    return dom
+
+
+def test_every_panel_fills_in_chromium_with_workers_found_by_announcement(live: Live, tmp_path: Path) -> None:
+    assert live.said == [f"test: dashboard at {live.dashboard.url}"]
+    assert not live.dashboard.settings.workers, "no --worker: the workers must be found by their announcements"
+    dom = _filled_page(live.dashboard.url, {"workers": WORKERS, "partitions": PARTITIONS, "workflows": 0},
+                       tmp_path / "dashboard.png", timeout_s=120)
 
     detail = json.dumps(dom)[:3000]
     assert dom["errors"] == [], detail
@@ -270,3 +280,38 @@ def test_discovery_believes_what_status_forwarding_believes(kafka: KafkaSettings
         a.close()
     assert Discovery(kafka, token).urls([group]) == ["http://10.0.0.1:9400"]
     assert Discovery(kafka, None).urls([group]) == []  # without the token only loopback URLs are believed
+
+
+# ------------------------------------------------------------------------------------------------ streams demo
+
+
+def test_streams_demo_prints_a_dashboard_url_whose_every_panel_fills(tmp_path: Path,
+                                                                     subprocess_env: dict[str, str]) -> None:
+    """The loan demo on the real broker (its topics and groups get a fresh prefix): the URL it prints serves a
+    page that, while the demo runs, shows its three workers (never named with --worker), lag, throughput, p99
+    and the loan workflow's states."""
+    env = {k: v for k, v in subprocess_env.items() if k != "SCHEMA_REGISTRY_URL"}
+    proc = subprocess.Popen([sys.executable, "-m", "streams", "demo", "--example", "loan", "--loans", "120"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        lines: list[str] = []
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("demo: dashboard at "):
+                break
+        assert lines and lines[-1].startswith("demo: dashboard at http://127.0.0.1:"), "".join(lines)
+        url = lines[-1].split(" at ", 1)[1].strip()
+        dom = _filled_page(url, {"workers": 3, "partitions": 12, "workflows": 1}, tmp_path / "dashboard-demo.png",
+                           timeout_s=60)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out + err[-3000:]
+    detail = json.dumps(dom)[:3000]
+    groups = {g["group"].rsplit("-", 1)[-1] for g in dom["groups"]}
+    assert groups == {"orchestrator", "credit", "documents"}, detail
+    assert {r["workflow"] for r in dom["workflows"]} == {"loan"}, detail
+    assert "oracle          120/120 ended as the seeded fates predict" in out, out

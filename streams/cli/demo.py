@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         serde = make_serde({})
         procs = _start(args, env, Path(tmp))
         try:
-            with beside(kafka, groups_of(topo), log, "demo"):
+            with beside(kafka, groups_of(topo), log, "demo", linger=True):
                 return _drive(args, kafka, serde, Path(tmp), procs)
         finally:
             stop_workers(procs)

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     proc = topo.processor(None)
     group = topo.default_group(proc)
     with kafka_or_embedded(args) as kafka, tempfile.TemporaryDirectory(prefix="streams-demo-") as tmp, \
-            beside(kafka, [group], log, "demo"):
+            beside(kafka, [group], log, "demo", linger=True):
         Admin(kafka).ensure(topo.all_topics())
         parts = topo.topics[proc.inputs[0]].partitions
         env = {**os.environ, **kafka.child_env(), "STREAMS_NS": ns}

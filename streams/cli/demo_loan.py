@@ -150,7 +150,7 @@ def run(args: argparse.Namespace, kafka: KafkaSettings, registry_url: str) -> in
                               Path(tmp))
         log("demo: started the loan orchestrator, the credit bureau and document verification")
         try:
-            with beside(kafka, groups_of(topo), log, "demo"):
+            with beside(kafka, groups_of(topo), log, "demo", linger=True):
                 return _drive(args, kafka, topo, target, procs, ns)
         finally:
             stop_workers(procs)

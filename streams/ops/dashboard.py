@@ -34,6 +34,7 @@ import itertools
 import json
 import math
 import socket
+import sys
 import threading
 import time
 import urllib.error
@@ -598,10 +599,12 @@ def groups_of(topo: Topology) -> list[str]:
 
 @contextlib.contextmanager
 def beside(kafka: KafkaSettings, groups: Sequence[str], say: Log, what: str, *, token: str | None = None,
-           port: int = 8088, interval_s: float = 1.0) -> Iterator[Dashboard]:
+           port: int = 8088, interval_s: float = 1.0, linger: bool = False) -> Iterator[Dashboard]:
     """A dashboard over ``groups`` for as long as the block runs, as ``streams demo`` and ``streams dev`` start
     one beside their workers: the workers are found by their announcements, the URL is said once it serves.
-    ``port`` when free, else any free port: a second demo on the machine still gets its page."""
+    ``port`` when free, else any free port: a second demo on the machine still gets its page. With ``linger``
+    and a terminal to answer, the page stays up after the block until Ctrl-C: a demo ends in seconds, and
+    someone who opened the page is still reading it."""
     settings = DashboardSettings(port=port, groups=tuple(groups), interval_s=interval_s, token=token)
     try:
         dash = Dashboard(settings, kafka).start()
@@ -611,5 +614,9 @@ def beside(kafka: KafkaSettings, groups: Sequence[str], say: Log, what: str, *, 
         auth = " (bearer token: $STREAMS_HTTP_TOKEN, or open it as /#token=...)" if token else ""
         say(f"{what}: dashboard at {dash.url}{auth}")
         yield dash
+        if linger and sys.stdin.isatty() and sys.stderr.isatty():
+            say(f"{what}: the dashboard stays at {dash.url} until Ctrl-C")
+            with contextlib.suppress(KeyboardInterrupt):
+                dash.wait()
     finally:
         dash.stop()
