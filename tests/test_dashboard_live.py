@@ -3,8 +3,8 @@ workers through their endpoint announcements (no ``--worker``), the page is driv
 playwright until every panel shows data, and the Grafana dashboard's queries are checked against what those
 workers' ``/metrics`` really export.
 
-The browser is Debian's Chromium (``scripts/test`` installs it); playwright only drives it: its own browser
-download is never used (nothing outside is reachable).
+The browser is Debian's Chromium (the ``chromium`` fixture; ``scripts/test`` installs it); playwright only drives
+it: its own browser download is never used (nothing outside is reachable).
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Producer
-from playwright.sync_api import sync_playwright
 
 from streams.config import KafkaSettings
 from streams.ops.dashboard import Dashboard, beside
 from streams.records import H_EVENT_ID
-from support import LIVE, WorkerProc, counter_topology, wait_until
+from support import LIVE, WorkerProc, browser_page, counter_topology, wait_until
 
 pytestmark = pytest.mark.kafka
 
@@ -98,13 +97,6 @@ def live(kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory) -> Iter
             w.stop()
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.fail("headless Chromium is needed: scripts/test installs Debian's chromium (apt-get install chromium)")
-    return path
-
-
 # Every panel non-empty: true only once the page drew workers, lag (table and a line, so two samples or more),
 # throughput (a line and a rate) and a p99 over the last minute from the workers' histograms.
 PANELS_FILLED = """(want) => {
@@ -140,29 +132,25 @@ DOM = """() => {
 }"""
 
 
-def _filled_page(url: str, want: dict[str, int], shot: Path, timeout_s: float) -> dict[str, Any]:
+def _filled_page(chromium: str, url: str, want: dict[str, int], shot: Path, timeout_s: float) -> dict[str, Any]:
     """Load the page in headless Chromium, wait until every panel shows data, keep a screenshot (in the test's
     tmp dir and build/test-artifacts/), and return what the DOM shows."""
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=_chromium(), args=["--no-sandbox", "--disable-dev-shm-usage"])
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(url)
-            page.wait_for_function(PANELS_FILLED, arg=want, timeout=timeout_s * 1000, polling=250)
-            dom: dict[str, Any] = page.evaluate(DOM)
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+    with browser_page(chromium) as page:
+        page.goto(url)
+        page.wait_for_function(PANELS_FILLED, arg=want, timeout=timeout_s * 1000, polling=250)
+        dom: dict[str, Any] = page.evaluate(DOM)
+        page.screenshot(path=str(shot), full_page=True)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shutil.copy(shot, ARTIFACTS / shot.name)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000, "a blank page"
     return dom
 
 
-def test_every_panel_fills_in_chromium_with_workers_found_by_announcement(live: Live, tmp_path: Path) -> None:
+def test_every_panel_fills_in_chromium_with_workers_found_by_announcement(chromium: str, live: Live,
+                                                                          tmp_path: Path) -> None:
     assert live.said == [f"test: dashboard at {live.dashboard.url}"]
     assert not live.dashboard.settings.workers, "no --worker: the workers must be found by their announcements"
-    dom = _filled_page(live.dashboard.url, {"workers": WORKERS, "partitions": PARTITIONS, "workflows": 0},
+    dom = _filled_page(chromium, live.dashboard.url, {"workers": WORKERS, "partitions": PARTITIONS, "workflows": 0},
                        tmp_path / "dashboard.png", timeout_s=120)
 
     detail = json.dumps(dom)[:3000]
@@ -285,7 +273,7 @@ def test_discovery_believes_what_status_forwarding_believes(kafka: KafkaSettings
 # ------------------------------------------------------------------------------------------------ streams demo
 
 
-def test_streams_demo_prints_a_dashboard_url_whose_every_panel_fills(tmp_path: Path,
+def test_streams_demo_prints_a_dashboard_url_whose_every_panel_fills(chromium: str, tmp_path: Path,
                                                                      subprocess_env: dict[str, str]) -> None:
     """The loan demo on the real broker (its topics and groups get a fresh prefix): the URL it prints serves a
     page that, while the demo runs, shows its three workers (never named with --worker), lag, throughput, p99
@@ -302,8 +290,8 @@ def test_streams_demo_prints_a_dashboard_url_whose_every_panel_fills(tmp_path: P
                 break
         assert lines and lines[-1].startswith("demo: dashboard at http://127.0.0.1:"), "".join(lines)
         url = lines[-1].split(" at ", 1)[1].strip()
-        dom = _filled_page(url, {"workers": 3, "partitions": 12, "workflows": 1}, tmp_path / "dashboard-demo.png",
-                           timeout_s=60)
+        dom = _filled_page(chromium, url, {"workers": 3, "partitions": 12, "workflows": 1},
+                           tmp_path / "dashboard-demo.png", timeout_s=60)
         out, err = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
