@@ -46,6 +46,7 @@ POISON_EVERY = 50  # one undecodable record in so many: the dead-letter panel ha
 @dataclass
 class Live:
     group: str
+    topology: Path
     workers: list[WorkerProc]
     urls: list[str]  # what each worker serves HTTP on (its announced URL)
     dashboard: Dashboard
@@ -89,7 +90,7 @@ def live(kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory) -> Iter
     try:
         wait_until(lambda: all(_served_url(w) for w in workers), 60, "the workers to serve HTTP")
         with beside(kafka, [f"{name}-counter"], said.append, "test", port=0, interval_s=0.5) as dash:
-            yield Live(f"{name}-counter", workers, [str(_served_url(w)) for w in workers], dash, said, sent)
+            yield Live(f"{name}-counter", topo, workers, [str(_served_url(w)) for w in workers], dash, said, sent)
     finally:
         stop.set()
         load.join(15)
@@ -170,6 +171,37 @@ def test_every_panel_fills_in_chromium_with_workers_found_by_announcement(chromi
     assert {r["metric"] for r in dom["latency"]} == {"step", "batch", "commit"}, detail
     [dlq] = dom["dlq"]
     assert dlq["reason"] and int(dlq["count"]) > 0, detail
+
+
+def test_cli_with_a_topology_scrapes_its_announced_workers(live: Live, subprocess_env: dict[str, str]) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "streams", "dashboard", "--port", "0", "--interval", "0.3",
+                             "--topology", str(live.topology)], env=subprocess_env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert "dashboard: serving on http://127.0.0.1:" in first and "announced worker endpoint(s)" in first, first
+        url = first.split("serving on ", 1)[1].split(" ", 1)[0]
+
+        def snapshot() -> dict[str, Any]:
+            with urllib.request.urlopen(url + "api/snapshot", timeout=5) as resp:
+                body: dict[str, Any] = json.loads(resp.read())
+                return body
+
+        wait_until(lambda: {w["url"] for w in snapshot()["workers"] if w["up"]} == set(live.urls), 30,
+                   "the CLI's dashboard to scrape the topology's workers")
+        snap = snapshot()
+        assert snap["workers_from"] == "announcements" and {g["group"] for g in snap["groups"]} == {live.group}
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+
+
+def test_cli_with_a_missing_topology_exits_2_in_one_line(subprocess_env: dict[str, str], tmp_path: Path) -> None:
+    res = subprocess.run([sys.executable, "-m", "streams", "dashboard", "--port", "0", "--topology",
+                          str(tmp_path / "nowhere.yaml")], env=subprocess_env, capture_output=True, text=True,
+                         timeout=30, check=False)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "nowhere.yaml" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_a_stopped_worker_is_shown_down_then_its_lease_ends(live: Live, kafka: KafkaSettings) -> None:
