@@ -10,6 +10,8 @@ checkout.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -42,6 +44,22 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaSettings]:
         raise pytest.UsageError(f"STREAMS_TEST_BROKER must be kafka, kafka3 or tansu, got {kind!r}")
     with ApacheKafka(tmp_path_factory.mktemp("kafka"), nodes=3 if kind == "kafka3" else 1) as cluster:
         yield KafkaSettings.from_env(cluster.bootstrap, env={})
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium (scripts/test installs it; so does scripts/install-chromium, run here when missing):
+    the dashboard tests drive it with playwright. Without it they fail saying so, they never skip."""
+    for name in ("chromium", "chromium-browser"):
+        if path := shutil.which(name):
+            return path
+    res = subprocess.run([str(ROOT / "scripts" / "install-chromium")], capture_output=True, text=True,
+                         timeout=900, check=False)
+    path = res.stdout.strip().splitlines()[-1] if res.returncode == 0 and res.stdout.strip() else ""
+    if not path or not os.access(path, os.X_OK):
+        pytest.fail(f"headless Chromium is needed for the dashboard tests and scripts/install-chromium could not "
+                    f"provide it (exit {res.returncode}): {res.stderr.strip() or res.stdout.strip()}")
+    return path
 
 
 @pytest.fixture

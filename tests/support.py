@@ -282,6 +282,48 @@ def hang_up(url: str, partial_request: bytes, times: int = 3) -> None:
     time.sleep(0.3)
 
 
+@contextlib.contextmanager
+def browser_page(chromium: str, width: int = 1280, height: int = 1000) -> Iterator[Any]:
+    """A page in headless Chromium (Debian's, at ``chromium``) driven by playwright, whose own browser download
+    is never used: nothing outside is reachable."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            browser.close()
+
+
+# What the page shows, read from the live DOM: element ids, the body's attributes, and every table row as
+# (its attributes, its cells' text by cell class, plus "<class>@seconds" for a cell's data-seconds).
+_DOM = """() => {
+  const attrs = e => Object.fromEntries([...e.attributes].map(a => [a.name, a.value]));
+  return {
+    ids: [...document.querySelectorAll('[id]')].map(e => e.id),
+    body: attrs(document.body),
+    rows: [...document.querySelectorAll('tr')].map(tr => [attrs(tr), Object.fromEntries(
+      [...tr.querySelectorAll('td')].flatMap(td => [...td.classList].flatMap(c => [[c, td.textContent.trim()],
+        ...(td.hasAttribute('data-seconds') ? [[c + '@seconds', td.getAttribute('data-seconds')]] : [])])))]),
+  };
+}"""
+
+
+class Dom:
+    """A snapshot of the page's DOM (see ``_DOM``) and its HTML."""
+
+    def __init__(self, page: Any) -> None:
+        snap = page.evaluate(_DOM)
+        self.ids: set[str] = set(snap["ids"])
+        self.body: dict[str, str] = snap["body"]
+        self.rows: list[tuple[dict[str, str], dict[str, str]]] = [(a, c) for a, c in snap["rows"]]
+        self.html: str = page.content()
+
+    def of(self, cls: str) -> list[tuple[dict[str, str], dict[str, str]]]:
+        return [(a, c) for a, c in self.rows if cls in a.get("class", "").split()]
+
+
 # A user's own workflow project, as someone who pip-installed streams would write it: a package with a factory,
 # its Avro contracts and a topology naming the workflow by reference (``loanflow.flows:loan``).
 LOAN_FLOW = '''

@@ -1,30 +1,24 @@
 """The live dashboard, end to end: real broker, a worker-like /metrics endpoint, the server, headless Chromium.
 
 The browser test compares what the rendered page shows with what ``streams lag --json`` reports for the same
-group, so the page can never drift from the CLI. Chromium comes from Debian (``scripts/install-chromium``); when
-it cannot be installed the test fails saying so, it never skips.
+group, so the page can never drift from the CLI. The browser is Debian's Chromium driven by playwright (the
+``chromium`` fixture); when it cannot be installed the test fails saying so, it never skips.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
-import select
-import shutil
 import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +33,7 @@ from streams.kafka.client import make_consumer, make_producer
 from streams.ops.dashboard import Dashboard, DashboardSettings, Sampler, histogram_quantile
 from streams.topology import TopicSpec
 from streams.web import is_loopback
-from support import hang_up
+from support import Dom, browser_page, hang_up
 
 pytestmark = pytest.mark.kafka
 
@@ -56,21 +50,6 @@ WINDOW = (1280, 1000)
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's Chromium, installed by scripts/install-chromium when missing (root and the Debian mirror)."""
-    for name in ("chromium", "chromium-browser", "google-chrome-stable", "google-chrome"):
-        if path := shutil.which(name):
-            return path
-    res = subprocess.run([str(ROOT / "scripts" / "install-chromium")], capture_output=True, text=True,
-                         timeout=900, check=False)
-    path = res.stdout.strip().splitlines()[-1] if res.returncode == 0 and res.stdout.strip() else ""
-    if not path or not os.access(path, os.X_OK):
-        pytest.fail(f"headless Chromium is needed for the dashboard test and scripts/install-chromium could not "
-                    f"provide it (exit {res.returncode}): {res.stderr.strip() or res.stdout.strip()}")
-    return path
 
 
 @dataclass(frozen=True)
@@ -167,119 +146,6 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage")
-
-
-def _browser(chromium: str, *args: str) -> subprocess.CompletedProcess[str]:
-    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        return subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                              capture_output=True, text=True, timeout=60, check=False)
-
-
-class _DevTools:
-    """Chromium driven over ``--remote-debugging-pipe`` (the DevTools protocol on fds 3 and 4, messages ended by
-    NUL): enough to read the live DOM of a page at chosen moments, with no websocket library and no download."""
-
-    def __init__(self, chromium: str, url: str) -> None:
-        self._profile = tempfile.TemporaryDirectory(prefix="chromium-profile-")
-        to_r, self._w = os.pipe()
-        self._r, from_w = os.pipe()
-
-        def to_3_and_4() -> None:  # in the child: move the pipe ends where Chromium expects them
-            a, b = fcntl.fcntl(to_r, fcntl.F_DUPFD, 10), fcntl.fcntl(from_w, fcntl.F_DUPFD, 10)
-            os.dup2(a, 3)
-            os.dup2(b, 4)
-
-        self.proc = subprocess.Popen(
-            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={self._profile.name}", "--remote-debugging-pipe", url],
-            pass_fds=(to_r, from_w, 3, 4), preexec_fn=to_3_and_4,  # noqa: PLW1509 (single-threaded child setup)
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(to_r)
-        os.close(from_w)
-        self._buf, self._id = b"", 0
-        [page] = [t for t in self.call("Target.getTargets")["targetInfos"] if t["type"] == "page"]
-        self._session = self.call("Target.attachToTarget", {"targetId": page["targetId"], "flatten": True})[
-            "sessionId"]
-
-    def call(self, method: str, params: dict[str, Any] | None = None, session: str | None = None) -> Any:
-        self._id += 1
-        msg: dict[str, Any] = {"id": self._id, "method": method, "params": params or {}}
-        if session:
-            msg["sessionId"] = session
-        os.write(self._w, json.dumps(msg).encode() + b"\0")
-        deadline = time.monotonic() + 20
-        while True:
-            while b"\0" in self._buf:
-                raw, self._buf = self._buf.split(b"\0", 1)
-                reply = json.loads(raw)
-                if reply.get("id") == self._id:
-                    assert "error" not in reply, reply["error"]
-                    return reply["result"]
-            ready, _, _ = select.select([self._r], [], [], max(0.0, deadline - time.monotonic()))
-            assert ready, f"no DevTools answer to {method}"
-            chunk = os.read(self._r, 1 << 16)
-            assert chunk, "Chromium closed the DevTools pipe"
-            self._buf += chunk
-
-    def evaluate(self, expression: str) -> Any:
-        res = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True}, self._session)
-        assert "exceptionDetails" not in res, res
-        return res["result"].get("value")
-
-    def close(self) -> None:
-        try:
-            self.call("Browser.close")
-            self.proc.wait(10)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(10)
-            os.close(self._w)
-            os.close(self._r)
-            self._profile.cleanup()
-
-
-class _Dom(HTMLParser):
-    """Table rows of the dumped DOM: each row's attributes and its cells' text by cell class."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ids: set[str] = set()
-        self.body: dict[str, str] = {}
-        self.rows: list[tuple[dict[str, str], dict[str, str]]] = []
-        self._cell: tuple[str, dict[str, str]] | None = None
-        self._text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if "id" in a:
-            self.ids.add(a["id"])
-        if tag == "body":
-            self.body = a
-        elif tag == "tr":
-            self.rows.append((a, {}))
-        elif tag == "td" and self.rows:
-            self._cell, self._text = (a.get("class", ""), a), []
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._text.append(data)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "td" and self._cell is not None and self.rows:
-            cls, attrs = self._cell
-            for c in cls.split():
-                self.rows[-1][1][c] = "".join(self._text).strip()
-                if "data-seconds" in attrs:
-                    self.rows[-1][1][c + "@seconds"] = attrs["data-seconds"]
-            self._cell = None
-
-    def of(self, cls: str) -> list[tuple[dict[str, str], dict[str, str]]]:
-        return [(a, c) for a, c in self.rows if cls in a.get("class", "").split()]
-
-
 def _png_size(path: Path) -> tuple[int, int]:
     head = path.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", "not a PNG"
@@ -313,11 +179,14 @@ def test_page_in_chromium_shows_what_streams_lag_reports(
     assert len(expected) == 3 and {k[2]: v[2] for k, v in expected.items()} == {0: 27, 1: 0, 2: 3}
 
     # The token travels in the fragment, which the page turns into an Authorization header.
-    page = dashboard.url + "#token=" + TOKEN
-    res = _browser(chromium, "--virtual-time-budget=4000", "--dump-dom", page)
-    dom = _Dom()
-    dom.feed(res.stdout)
-    assert dom.body.get("data-state") == "ready", (res.stderr[-2000:], res.stdout[:3000])
+    with browser_page(chromium, *WINDOW) as page:
+        page.goto(dashboard.url + "#token=" + TOKEN)
+        page.wait_for_function("document.body.dataset.state !== 'loading'")
+        dom = Dom(page)
+        assert dom.body.get("data-state") == "ready", dom.html[:3000]
+        assert TOKEN not in page.url, "the token must not stay in the address bar"
+        shot = tmp_path / "dashboard.png"
+        page.screenshot(path=str(shot))
 
     shown = {(a["data-group"], a["data-topic"], int(a["data-partition"])):
              (None if c["committed"] == "-" else int(c["committed"]), int(c["log-end"]), int(c["lag"]))
@@ -347,12 +216,7 @@ def test_page_in_chromium_shows_what_streams_lag_reports(
     assert dlq == {(scenario.group, "decode_error"): "4", (scenario.group, "handler_error"): "1"}
     [(_, w)] = dom.of("worker-row")
     assert w["up"] == "up"
-    assert TOKEN not in res.stdout, "the token must not stay in the page (address bar or DOM)"
-
-    shot = tmp_path / "dashboard.png"
-    res = _browser(chromium, "--virtual-time-budget=4000", f"--window-size={WINDOW[0]},{WINDOW[1]}",
-                   "--hide-scrollbars", f"--screenshot={shot}", page)
-    assert shot.exists(), res.stderr[-2000:]
+    assert TOKEN not in dom.html, "the token must not stay in the page"
     assert _png_size(shot) == WINDOW
     assert shot.stat().st_size > 20_000, "a screenshot this small is a blank page"
 
@@ -360,11 +224,13 @@ def test_page_in_chromium_shows_what_streams_lag_reports(
 def test_page_without_the_token_asks_for_it_and_shows_no_data(
     chromium: str, dashboard: Dashboard, scenario: Scenario
 ) -> None:
-    res = _browser(chromium, "--virtual-time-budget=2000", "--dump-dom", dashboard.url)
-    dom = _Dom()
-    dom.feed(res.stdout)
-    assert dom.body.get("data-state") == "unauthorized", res.stdout[:2000]
-    assert scenario.group not in res.stdout
+    with browser_page(chromium) as page:
+        page.goto(dashboard.url)
+        page.wait_for_function("document.body.dataset.state !== 'loading'")
+        dom = Dom(page)
+        assert dom.body.get("data-state") == "unauthorized", dom.html[:2000]
+        assert page.is_visible("#token-form")
+    assert scenario.group not in dom.html
     assert not dom.of("lag-row")
 
 
@@ -381,20 +247,19 @@ def test_open_page_follows_new_commits_without_reload(chromium: str, kafka: Kafk
     Admin(kafka).ensure([TopicSpec(topic, 2)])
     _produce(kafka, topic, {0: 10, 1: 4})
     _commit(kafka, group, topic, {0: 2})
-    with Dashboard(DashboardSettings(port=0, groups=(group,), interval_s=0.3), kafka) as dash:
-        browser = _DevTools(chromium, dash.url)
-        try:
-            def lag_shown() -> dict[int, int]:
-                return dict(json.loads(browser.evaluate(_LAG_ROWS) or "[]"))
+    with Dashboard(DashboardSettings(port=0, groups=(group,), interval_s=0.3), kafka) as dash, \
+            browser_page(chromium) as page:
+        page.goto(dash.url)
 
-            _wait_for(lambda: lag_shown() == {0: 8, 1: 4}, "the page to show the first lag")
-            seq = int(browser.evaluate("document.body.dataset.seq"))
-            _commit(kafka, group, topic, {0: 10, 1: 1})
-            _wait_for(lambda: lag_shown() == {0: 0, 1: 3}, "the open page to show the new lag")
-            assert int(browser.evaluate("document.body.dataset.seq")) > seq
-            assert browser.evaluate("document.querySelector('tr.lag-total td.lag').textContent") == "3"
-        finally:
-            browser.close()
+        def lag_shown() -> dict[int, int]:
+            return dict(json.loads(page.evaluate(_LAG_ROWS) or "[]"))
+
+        _wait_for(lambda: lag_shown() == {0: 8, 1: 4}, "the page to show the first lag")
+        seq = int(page.evaluate("document.body.dataset.seq"))
+        _commit(kafka, group, topic, {0: 10, 1: 1})
+        _wait_for(lambda: lag_shown() == {0: 0, 1: 3}, "the open page to show the new lag")
+        assert int(page.evaluate("document.body.dataset.seq")) > seq
+        assert page.evaluate("document.querySelector('tr.lag-total td.lag').textContent") == "3"
 
 
 def _wait_for(pred: Callable[[], bool], what: str, timeout_s: float = 15) -> None:

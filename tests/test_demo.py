@@ -22,6 +22,7 @@ def test_saga_demo_runs_on_the_embedded_default() -> None:
     assert res.returncode == 0, res.stdout + res.stderr[-3000:]
     out = res.stdout
     assert "started embedded broker" in res.stderr and "embedded schema registry" in res.stderr
+    assert "demo: dashboard at http://127.0.0.1:" in res.stderr  # a page wired to its workers, one click away
     completed = int(out.split("completed")[1].split()[0])
     cancelled = int(out.split("cancelled")[1].split()[0])
     assert completed + cancelled == 300 and completed > 200 and cancelled > 0
@@ -31,4 +32,5 @@ def test_saga_demo_runs_on_the_embedded_default() -> None:
 def test_counter_demo_checks_exactly_once() -> None:
     res = _demo("--counter", "--records", "3000", "--keys", "100", "--poison", "3")
     assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert "demo: dashboard at http://127.0.0.1:" in res.stderr
     assert "exactly once   yes" in res.stdout and "dead letters   3 (expected 3" in res.stdout

@@ -172,6 +172,10 @@ def test_dev_on_sigterm_stops_every_worker_then_exits_0(tmp_path: Path) -> None:
                    "streams dev to start")
         children = _children(dev.proc.pid)
         wait_until(lambda: "dev: no entities yet   dead letters 0" in dev.text(), 30, "the first census line")
+        # The dashboard it started scrapes all four workers, found by their announcements.
+        [dash] = [ln.split(" at ", 1)[1].split()[0] for ln in dev.text().splitlines()
+                  if ln.startswith("dev: dashboard at http://127.0.0.1:")]
+        wait_until(lambda: _workers_up(dash) == 4, 30, "the dashboard to scrape every worker")
         assert dev.stop(signal.SIGTERM) == 0, dev.text()[-3000:]
     finally:
         dev.stop()
@@ -180,6 +184,11 @@ def test_dev_on_sigterm_stops_every_worker_then_exits_0(tmp_path: Path) -> None:
     text = dev.text()
     assert text.count("| worker: stopped after 0 records in") == 4, text[-3000:]
     assert text.rstrip().endswith("dev: stopped") and "Traceback" not in text
+
+
+def _workers_up(dashboard: str) -> int:
+    with urllib.request.urlopen(f"{dashboard}api/snapshot", timeout=5) as resp:
+        return sum(1 for w in orjson.loads(resp.read())["workers"] if w["up"])
 
 
 # --- the whole path, from the installed wheel ---------------------------------------------------------------------

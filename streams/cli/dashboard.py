@@ -15,7 +15,8 @@ from types import FrameType
 from streams.cli.common import SECONDS, add_kafka_args, kafka_or_embedded, log
 from streams.config import secret
 from streams.errors import ConfigError
-from streams.ops.dashboard import Dashboard, DashboardSettings
+from streams.ops.dashboard import Dashboard, DashboardSettings, groups_of
+from streams.topology import load
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,9 +28,10 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="watch this consumer group (repeatable; default: every group the cluster lists)")
     p.add_argument("--topic", action="append", default=[], metavar="TOPIC",
                    help="a topic the groups read, shown before they commit on it (repeatable)")
+    p.add_argument("--topology", metavar="FILE", help="watch the groups of this topology's processors")
     p.add_argument("--worker", action="append", default=[], metavar="URL",
                    help="a worker's metrics endpoint, e.g. http://127.0.0.1:9400/metrics, or dns+http://NAME:PORT "
-                        "for every address NAME resolves to (repeatable)")
+                        "for every address NAME resolves to (repeatable; default: the workers the groups announce)")
     p.add_argument("--interval", type=SECONDS, default=2.0, metavar="S", help="seconds between samples (2)")
     p.add_argument("--history", type=int, default=300, metavar="N", help="samples kept for the charts (300)")
     p.add_argument("--token", default=None,
@@ -46,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
             "dashboard needs a running Kafka: set KAFKA_BOOTSTRAP_SERVERS or pass --bootstrap "
             "(an embedded broker started just for it would hold no groups)"
         )
+    groups = (*args.group, *(groups_of(load(args.topology)) if args.topology else ()))
     settings = DashboardSettings(
-        host=args.host, port=args.port, groups=tuple(args.group), topics=tuple(args.topic),
+        host=args.host, port=args.port, groups=groups, topics=tuple(args.topic),
         workers=tuple(args.worker), interval_s=args.interval, history=args.history,
         token=secret("--token", args.token, args.token_file, "STREAMS_HTTP_TOKEN", log),
     )
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         with dash:
             auth = "bearer token required" if settings.token else "no token"
             log(f"dashboard: serving on {dash.url} ({auth}), Kafka at {kafka.bootstrap_servers}, "
-                f"{len(settings.workers)} worker endpoint(s)")
+                f"{len(settings.workers) or 'announced'} worker endpoint(s)")
             with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it ends
                 dash.wait()
     return 0

@@ -26,6 +26,7 @@ from streams.contracts import Serde
 from streams.kafka.admin import Admin
 from streams.kafka.client import follow
 from streams.lab.loadgen import place_orders
+from streams.ops.dashboard import beside, groups_of
 from streams.ops.dlq import read as read_dlq
 from streams.processors.avro import make_serde
 from streams.runtime.rebuild import rebuild
@@ -77,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         serde = make_serde({})
         procs = _start(args, env, Path(tmp))
         try:
-            return _drive(args, kafka, serde, Path(tmp), procs)
+            with beside(kafka, groups_of(topo), log, "demo", linger=True):
+                return _drive(args, kafka, serde, Path(tmp), procs)
         finally:
             stop_workers(procs)
 

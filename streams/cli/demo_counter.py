@@ -23,6 +23,7 @@ from streams.config import KafkaSettings
 from streams.kafka.admin import Admin
 from streams.kafka.client import plain_producer
 from streams.kafka.lag import LagReader
+from streams.ops.dashboard import beside
 from streams.records import H_EVENT_ID
 from streams.runtime.rebuild import committed_offsets, rebuild
 from streams.state import entity
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     topo = load(TOPOLOGY, {**os.environ, "STREAMS_NS": ns})
     proc = topo.processor(None)
     group = topo.default_group(proc)
-    with kafka_or_embedded(args) as kafka, tempfile.TemporaryDirectory(prefix="streams-demo-") as tmp:
+    with kafka_or_embedded(args) as kafka, tempfile.TemporaryDirectory(prefix="streams-demo-") as tmp, \
+            beside(kafka, [group], log, "demo", linger=True):
         Admin(kafka).ensure(topo.all_topics())
         parts = topo.topics[proc.inputs[0]].partitions
         env = {**os.environ, **kafka.child_env(), "STREAMS_NS": ns}
@@ -71,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
             logf = open(Path(tmp) / f"worker{i}.log", "wb")  # noqa: SIM115
             workers.append((subprocess.Popen(
                 [sys.executable, "-m", "streams", "worker", "--topology", str(TOPOLOGY),
-                 "--state-dir", str(Path(tmp) / f"worker{i}")], env=env, stdout=logf, stderr=subprocess.STDOUT,
+                 "--state-dir", str(Path(tmp) / f"worker{i}"), "--http-port", "0"],
+                env=env, stdout=logf, stderr=subprocess.STDOUT,
             ), logf))
         log(f"demo: {args.workers} workers started; generating {args.records} records over {args.keys} keys")
         t0 = time.monotonic()

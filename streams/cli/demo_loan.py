@@ -33,6 +33,7 @@ from streams.examples.loan.services import credit_outcome, documents_outcome
 from streams.examples.loan.workflow import CREDIT_RETRY
 from streams.kafka.admin import Admin
 from streams.kafka.client import follow
+from streams.ops.dashboard import beside, groups_of
 from streams.ops.signal import Signaller, SignalTarget, signal_target
 from streams.processors import resolve
 from streams.processors.avro import make_serde
@@ -107,7 +108,8 @@ def start_workers(specs: list[tuple[str, list[str]]], env: Mapping[str, str], tm
     for name, cmd in specs:
         logf = open(tmp / f"{name}.log", "wb")  # noqa: SIM115
         procs.append((subprocess.Popen(
-            [sys.executable, "-m", "streams", *cmd, "--state-dir", str(tmp / name), "--commit-interval-ms", "20"],
+            [sys.executable, "-m", "streams", *cmd, "--state-dir", str(tmp / name), "--commit-interval-ms", "20",
+             "--http-port", "0"],  # /metrics, announced for the dashboard
             env=dict(env), stdout=logf, stderr=subprocess.STDOUT), logf))
     logs = [tmp / f"{name}.log" for name, _ in specs]
     deadline = time.monotonic() + 60
@@ -147,7 +149,8 @@ def run(args: argparse.Namespace, kafka: KafkaSettings, registry_url: str) -> in
                               Path(tmp))
         log("demo: started the loan orchestrator, the credit bureau and document verification")
         try:
-            return _drive(args, kafka, topo, target, procs, ns)
+            with beside(kafka, groups_of(topo), log, "demo", linger=True):
+                return _drive(args, kafka, topo, target, procs, ns)
         finally:
             stop_workers(procs)
 

@@ -23,6 +23,7 @@ from streams.contracts import Catalogue, RegistryClient, RegistrySettings
 from streams.errors import ConfigError
 from streams.kafka.admin import Admin
 from streams.kafka.embedded import free_port
+from streams.ops.dashboard import beside, groups_of
 from streams.ops.dev import Supervisor, census, child_env, register_schemas, summary_line
 from streams.processors.avro import default_schemas
 from streams.topology import load
@@ -71,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
                              "--processor", name, "--state-dir", str(Path(state) / name), "--http-port", str(port),
                              "--instance-id", f"dev-{name}"], url)
         try:
-            return _watch(args, out, stop)
+            with beside(kafka, groups_of(topo), out.say, "dev", token=os.environ.get("STREAMS_HTTP_TOKEN")):
+                return _watch(args, out, stop)
         finally:
             out.stop()
             out.say("dev: stopped")

@@ -6,8 +6,11 @@ and it must show while every worker is down (that is when it matters most). Lag 
 :class:`streams.ops.lag.LagReader` (correct on the embedded broker too); throughput is the change of committed
 offsets (consumed) and of log ends (produced) between two samples, so it needs no worker either.
 
-Worker metrics are optional (``--worker URL``, or ``dns+http://name:port`` to scrape every address a DNS name
-resolves to, as Docker's service DNS gives for a scaled service). Counters and gauges are summed over workers;
+Worker metrics come from the workers themselves: each worker serving HTTP announces its URL on its group's
+``<group>.endpoints`` topic (signed and leased, see :class:`streams.ops.status.Endpoints`, whose checks decide which
+announcements are believed), and the dashboard scrapes every believed one of the groups it watches. ``--worker
+URL`` (or ``dns+http://name:port`` for every address a DNS name resolves to, as Docker's service DNS gives for a
+scaled service) names them explicitly instead. Counters and gauges are summed over workers;
 a p99 comes from the histogram buckets summed over workers, interpolated within a bucket as Prometheus'
 ``histogram_quantile`` does, both since each worker started and over the last :data:`LATENCY_WINDOW_S` (the
 change of the buckets, a worker restart counted as a counter reset).
@@ -25,17 +28,20 @@ and status, never headers.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import json
 import math
 import socket
+import sys
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
@@ -46,11 +52,15 @@ from starlette.responses import Response
 
 from streams.config import KafkaSettings, http_url
 from streams.errors import ConfigError, StreamsError
+from streams.kafka.admin import Admin
 from streams.ops.lag import GroupLag, LagReader, PartitionLag, UnknownGroupError
+from streams.ops.status import Endpoints
 from streams.runtime.heartbeat import Heartbeats, health, run_rounds
+from streams.topology import Topology
 from streams.web import Access, App, Op, Server
 
 LATENCY_WINDOW_S = 60.0
+DISCOVERY_EVERY_S = 5.0  # workers renew their announcements every 10 s; a new one shows within this
 # Histograms the workers expose, by the short name the page shows.
 HISTOGRAMS: Mapping[str, str] = {
     "step": "streams_step_latency_seconds",
@@ -74,7 +84,7 @@ class DashboardSettings:
     port: int = 8088
     groups: tuple[str, ...] = ()  # empty: every group the cluster lists
     topics: tuple[str, ...] = ()  # read by the named groups even before they commit (see LagReader.read)
-    workers: tuple[str, ...] = ()  # /metrics URLs, or dns+http://name:port
+    workers: tuple[str, ...] = ()  # /metrics URLs, or dns+http://name:port; empty: those the groups announce
     interval_s: float = 2.0
     token: str | None = field(default=None, repr=False)
     history: int = 300  # lag samples kept (300 x 2 s = 10 minutes)
@@ -197,6 +207,53 @@ def fetch_metrics(url: str, token: str | None, timeout_s: float) -> str:
         raise StreamsError(f"cannot reach {url}: {reason}") from exc
 
 
+class Discovery:
+    """The HTTP workers of some groups, from their announcements on ``<group>.endpoints``: read at most every
+    :data:`DISCOVERY_EVERY_S`, each checked by :class:`~streams.ops.status.Endpoints` as a status query's owner
+    is (signature from the group's token, or loopback only without one; the lease). A group whose topic cannot be
+    read keeps its last answer, and the failure is shown (``error``)."""
+
+    def __init__(self, kafka: KafkaSettings, token: str | None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._kafka = kafka
+        self._token = token
+        self._clock = clock
+        self._admin: Admin | None = None
+        self._endpoints: dict[str, Endpoints] = {}
+        self._found: dict[str, list[str]] = {}
+        self._at: float | None = None
+        self.error: str | None = None
+
+    def urls(self, groups: Sequence[str]) -> list[str]:
+        """The base URLs the groups' workers announce now (sorted, each once)."""
+        if self._at is None or self._clock() - self._at >= DISCOVERY_EVERY_S:
+            self._at = self._clock()
+            self._refresh(groups)
+        return sorted({u for g in groups for u in self._found.get(g, ())})
+
+    def _refresh(self, groups: Sequence[str]) -> None:
+        errors = []
+        try:
+            self._admin = self._admin or Admin(self._kafka)
+            topics = self._admin.partitions([f"{g}.endpoints" for g in groups], timeout_s=5.0)
+        except StreamsError as exc:
+            self.error = f"cannot list the endpoints topics: {exc}"
+            return
+        for group in groups:
+            topic = f"{group}.endpoints"
+            if topic not in topics:  # no worker of this group serves HTTP (yet)
+                self._found[group] = []
+                continue
+            ep = self._endpoints.get(group)
+            if ep is None:
+                ep = self._endpoints[group] = Endpoints(self._kafka, topic, self._token)
+            try:
+                self._found[group] = [ann["url"] for ann in ep.announced().values()]
+            except StreamsError as exc:
+                errors.append(f"{topic}: {exc}")
+        self.error = "; ".join(errors) or None
+
+
 # ---------------------------------------------------------------------------------------------- the sampler
 
 
@@ -237,6 +294,7 @@ class Sampler:
         self._lag_error: str | None = None
         self._missing: list[str] = []  # named groups with nothing to show yet
         self._workers: dict[str, _Worker] = {}
+        self._discovery = None if settings.workers else Discovery(kafka, settings.token)
         self._seq = 0
         self._lock = threading.Lock()
         self._body = self._render()
@@ -285,8 +343,15 @@ class Sampler:
         self._missing = missing
         self._lag.append(_LagSample(now, {(p.group, p.topic, p.partition): p for g in groups for p in g.partitions}))
 
+    def _targets(self) -> list[tuple[str, str]]:
+        if self._discovery is None:
+            return [pair for url in self._settings.workers for pair in expand_worker(url)]
+        latest = self._lag[-1].rows if self._lag else {}
+        groups = self._settings.groups or sorted({g for g, _t, _p in latest})
+        return [(url, f"{url.rstrip('/')}/metrics") for url in self._discovery.urls(groups)]
+
     def _scrape_workers(self) -> None:
-        targets = [pair for url in self._settings.workers for pair in expand_worker(url)]
+        targets = self._targets()
         if not targets:
             self._workers.clear()
             return
@@ -330,6 +395,8 @@ class Sampler:
             "interval_s": self._settings.interval_s,
             "bootstrap": self._kafka.bootstrap_servers,
             "lag_error": self._lag_error,
+            "workers_from": "--worker" if self._discovery is None else "announcements",
+            "discovery_error": self._discovery.error if self._discovery is not None else None,
             "missing_groups": self._missing,
             **self._lag_view(),
             "workers": [{"url": w.label, "up": w.up, "error": w.error, "scraped_at": w.scraped_at}
@@ -536,3 +603,33 @@ class Dashboard:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def groups_of(topo: Topology) -> list[str]:
+    """The consumer groups a topology's workers run in (each processor's, as ``streams worker`` names it)."""
+    return [topo.default_group(proc) for proc in topo.processors.values()]
+
+
+@contextlib.contextmanager
+def beside(kafka: KafkaSettings, groups: Sequence[str], say: Log, what: str, *, token: str | None = None,
+           port: int = 8088, interval_s: float = 1.0, linger: bool = False) -> Iterator[Dashboard]:
+    """A dashboard over ``groups`` for as long as the block runs, as ``streams demo`` and ``streams dev`` start
+    one beside their workers: the workers are found by their announcements, the URL is said once it serves.
+    ``port`` when free, else any free port: a second demo on the machine still gets its page. With ``linger``
+    and a terminal to answer, the page stays up after the block until Ctrl-C: a demo ends in seconds, and
+    someone who opened the page is still reading it."""
+    settings = DashboardSettings(port=port, groups=tuple(groups), interval_s=interval_s, token=token)
+    try:
+        dash = Dashboard(settings, kafka).start()
+    except ConfigError:  # the port is taken
+        dash = Dashboard(dataclasses.replace(settings, port=0), kafka).start()
+    try:
+        auth = " (bearer token: $STREAMS_HTTP_TOKEN, or open it as /#token=...)" if token else ""
+        say(f"{what}: dashboard at {dash.url}{auth}")
+        yield dash
+        if linger and sys.stdin.isatty() and sys.stderr.isatty():
+            say(f"{what}: the dashboard stays at {dash.url} until Ctrl-C")
+            with contextlib.suppress(KeyboardInterrupt):
+                dash.wait()
+    finally:
+        dash.stop()

@@ -90,7 +90,7 @@ class Endpoints:
         self.allow_hosts = allow_hosts
         self._log = log or (lambda _m: None)
         self._clock = clock
-        self._producer = Producer({**kafka.common(), "enable.idempotence": True})
+        self._producer: Producer | None = None  # made on the first announcement: readers never produce
         self._cache: tuple[float, dict[int, str]] = (0.0, {})
         self._mine: tuple[str, str, list[int]] | None = None
         self._stop = threading.Event()
@@ -119,6 +119,8 @@ class Endpoints:
         instance, url, partitions = self._mine
         ann: dict[str, Any] = {"url": url, "partitions": partitions, "expires": self._clock() + self.LEASE_S}
         ann["sig"] = self._sign(instance, ann)
+        if self._producer is None:
+            self._producer = Producer({**self.kafka.common(), "enable.idempotence": True})
         self._producer.produce(self.topic, orjson.dumps(ann), instance.encode())
         if self._producer.flush(10):
             raise KafkaUnavailableError(f"announcing on {self.topic}: not acknowledged within 10s")
@@ -135,12 +137,21 @@ class Endpoints:
         return owners.get(partition)
 
     def _read(self) -> dict[int, str]:
+        owners: dict[int, str] = {}
+        for ann in self.announced().values():
+            for p in ann["partitions"]:
+                owners[p] = ann["url"]
+        return owners
+
+    def announced(self) -> dict[str, dict[str, Any]]:
+        """Every announcement believed right now, by instance, in log order: the group's live HTTP workers
+        (the dashboard scrapes their ``/metrics``). A topic that cannot be read raises a StreamsError."""
         latest: dict[bytes, bytes] = {}
         for m in read_to_end(self.kafka, self.topic, timeout_s=5):
             if m.key() is not None and m.value():
                 latest.pop(m.key(), None)  # re-inserted: the dict keeps log order, the latest last
                 latest[m.key()] = m.value()
-        owners: dict[int, str] = {}
+        believed: dict[str, dict[str, Any]] = {}
         for key, value in latest.items():
             ann, problem = self._check(key, value)
             if problem is not None:
@@ -149,9 +160,8 @@ class Endpoints:
                     self._log(f"status: ignoring an endpoint announcement in {self.topic} "
                               f"(key {key[:64].decode('utf-8', 'replace')!r}): {problem}")
                 continue
-            for p in ann["partitions"]:
-                owners[p] = ann["url"]
-        return owners
+            believed[key.decode("utf-8", "replace")] = ann
+        return believed
 
     def _check(self, key: bytes, value: bytes) -> tuple[dict[str, Any], str | None]:
         """(the announcement, why it is not believed, or None)."""
