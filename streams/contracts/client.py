@@ -15,17 +15,15 @@ HTTP client, not librdkafka, and the registry is this layer's boundary, as Kafka
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import ssl
+import types
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-from confluent_kafka.schema_registry.common._httpx_compat import httpx  # whichever httpx confluent's client uses
-from confluent_kafka.schema_registry.error import SchemaRegistryError as ConfluentRegistryError
 
 from streams.config import http_url
 from streams.contracts.avsc import Json, Ref, resolve
@@ -38,6 +36,17 @@ from streams.errors import (
 
 DEFAULT_URL = "http://127.0.0.1:8081"
 T = TypeVar("T")
+
+
+@functools.cache
+def _confluent() -> types.SimpleNamespace:
+    """confluent-kafka's registry modules, imported on first use: they take ~0.2 s (httpx, authlib), which every
+    CLI command would otherwise pay at start."""
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+    from confluent_kafka.schema_registry.common._httpx_compat import httpx  # whichever httpx its client uses
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    return types.SimpleNamespace(Schema=Schema, Client=SchemaRegistryClient, httpx=httpx, Error=SchemaRegistryError)
 
 
 @dataclass(frozen=True)
@@ -124,7 +133,7 @@ class RegistryClient:
         self.settings = settings
         self.url = settings.url
         try:
-            self._sr = SchemaRegistryClient(settings.confluent_conf())
+            self._sr = _confluent().Client(settings.confluent_conf())
         except (OSError, ssl.SSLError, ValueError, TypeError) as exc:  # unreadable TLS files, a key without a cert
             raise ConfigError(f"schema registry settings for {self.url}: {exc}") from None
 
@@ -135,17 +144,13 @@ class RegistryClient:
 
     def _call(self, method: str, path: str, call: Callable[[], T]) -> T:
         """``call``'s answer, or our error naming ``method`` and the URL of ``path`` (never the credentials)."""
-        where = f"{method} {self.url}/{path}"
         try:
             return call()
-        except ConfluentRegistryError as exc:
-            raise _error(exc.http_status_code, exc.error_code, exc.error_message, where) from None
-        except httpx.TransportError as exc:  # refused, reset, timed out, TLS: what is left after the retries
-            raise SchemaRegistryUnavailableError(f"schema registry unreachable: {where}: {exc!s}") from None
-        except httpx.HTTPError as exc:
-            raise SchemaRegistryError(f"{where}: {type(exc).__name__}: {exc!s}", 50001, 502) from None
-        except json.JSONDecodeError as exc:
-            raise SchemaRegistryError(f"{where}: answer is not JSON: {exc}", 50001, 502) from None
+        except Exception as exc:
+            mapped = _mapped(exc, f"{method} {self.url}/{path}")
+            if mapped is None:
+                raise
+            raise mapped from None
 
     def _rest(self, method: str, path: str, body: Any = None, query: Mapping[str, bool] | None = None) -> Any:
         """One call through confluent's REST client (its session, credentials and retries), for what its
@@ -162,13 +167,14 @@ class RegistryClient:
     def register(self, subject: str, schema: str) -> int:
         """The schema's id under ``subject``, registering it if needed (idempotent; cached per subject and text)."""
         path = f"subjects/{quote(subject)}/versions"
-        return int(self._call("POST", path, lambda: self._sr.register_schema(subject, Schema(schema, "AVRO"))))
+        avro = _confluent().Schema(schema, "AVRO")
+        return int(self._call("POST", path, lambda: self._sr.register_schema(subject, avro)))
 
     def lookup(self, subject: str, schema: str) -> RegisteredSchema:
         """The registration of ``schema`` under ``subject`` (``schema`` is the text given); 40401/40403 if it is
         not registered there."""
         found = self._call("POST", f"subjects/{quote(subject)}",
-                           lambda: self._sr.lookup_schema(subject, Schema(schema, "AVRO")))
+                           lambda: self._sr.lookup_schema(subject, _confluent().Schema(schema, "AVRO")))
         return RegisteredSchema(str(found.subject or subject), int(found.version), int(found.schema_id), schema)
 
     def schema(self, schema_id: int) -> str:
@@ -240,6 +246,19 @@ class RegistryClient:
 
 def _refs(raw: Any) -> list[Ref]:
     return [(str(r.name), str(r.subject), int(r.version)) for r in raw or ()]
+
+
+def _mapped(exc: Exception, where: str) -> SchemaRegistryError | None:
+    cf = _confluent()
+    if isinstance(exc, cf.Error):
+        return _error(exc.http_status_code, exc.error_code, exc.error_message, where)
+    if isinstance(exc, cf.httpx.TransportError):  # refused, reset, timed out, TLS: what is left after the retries
+        return SchemaRegistryUnavailableError(f"schema registry unreachable: {where}: {exc!s}")
+    if isinstance(exc, cf.httpx.HTTPError):
+        return SchemaRegistryError(f"{where}: {type(exc).__name__}: {exc!s}", 50001, 502)
+    if isinstance(exc, json.JSONDecodeError):
+        return SchemaRegistryError(f"{where}: answer is not JSON: {exc}", 50001, 502)
+    return None
 
 
 def _error(status: int, code: int | None, message: str | None, where: str) -> SchemaRegistryError:
