@@ -32,6 +32,7 @@ from streams.errors import (
     IncompatibleSchemaError,
     SchemaRegistryError,
     SchemaRegistryUnavailableError,
+    StreamsError,
 )
 
 DEFAULT_URL = "http://127.0.0.1:8081"
@@ -248,16 +249,28 @@ def _refs(raw: Any) -> list[Ref]:
     return [(str(r.name), str(r.subject), int(r.version)) for r in raw or ()]
 
 
-def _mapped(exc: Exception, where: str) -> SchemaRegistryError | None:
+def _mapped(exc: Exception, where: str) -> StreamsError | None:
     cf = _confluent()
     if isinstance(exc, cf.Error):
         return _error(exc.http_status_code, exc.error_code, exc.error_message, where)
     if isinstance(exc, cf.httpx.TransportError):  # refused, reset, timed out, TLS: what is left after the retries
+        tls = _tls_cause(exc)
+        if tls is not None:  # an untrusted certificate, or one the registry refused: retrying cannot help
+            return ConfigError(f"schema registry TLS: {where}: {tls.reason or tls}; check SCHEMA_REGISTRY_SSL_*")
         return SchemaRegistryUnavailableError(f"schema registry unreachable: {where}: {exc!s}")
     if isinstance(exc, cf.httpx.HTTPError):
         return SchemaRegistryError(f"{where}: {type(exc).__name__}: {exc!s}", 50001, 502)
     if isinstance(exc, json.JSONDecodeError):
         return SchemaRegistryError(f"{where}: answer is not JSON: {exc}", 50001, 502)
+    return None
+
+
+def _tls_cause(exc: BaseException) -> ssl.SSLError | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
     return None
 
 
