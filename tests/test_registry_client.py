@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from streams.contracts import RegistryClient, RegistrySettings
-from streams.errors import ConfigError
+from streams.errors import ConfigError, SchemaRegistryError
 from streams.registry import RegistryServer
 
 SCHEMA = json.dumps({"type": "record", "name": "Tls", "fields": [{"name": "x", "type": "int"}]})
@@ -113,3 +113,20 @@ def test_a_registry_certificate_the_client_does_not_trust_is_a_config_error(cert
         assert not info.value.retryable and f"GET {url}/subjects" in str(info.value)
     with pytest.raises(ConfigError, match=r"schema registry settings for https://127\.0\.0\.1:1: .*No such file"):
         RegistryClient(RegistrySettings(url="https://127.0.0.1:1", ca_location=str(certs / "missing.pem")))
+
+
+def test_versions_by_number_or_name_and_a_deleted_subject_registered_again_reaches_the_registry() -> None:
+    with RegistryServer() as registry:
+        client = RegistryClient(registry.url)
+        sid = client.register("v-value", SCHEMA)
+        assert client.version("v-value", "1") == client.version("v-value", 1) == client.version("v-value")
+        assert client.version("v-value").id == sid and client.lookup("v-value", SCHEMA).version == 1
+        for bad in ("abc", "../../config"):  # sent as one path segment: the registry names it, never another path
+            with pytest.raises(SchemaRegistryError) as info:
+                client.version("v-value", bad)
+            assert (info.value.code, info.value.retryable) == (42202, False) and "v-value/versions/" in str(info.value)
+        # a soft delete through this client drops confluent's caches: registering again is a call, not a cache hit
+        assert client.delete_subject("v-value") == [1]
+        assert client.subjects() == [] and client.subjects(deleted=True) == ["v-value"]
+        assert client.register("v-value", SCHEMA) == sid and client.subjects() == ["v-value"]
+        assert client.versions("v-value") == [2]

@@ -211,8 +211,9 @@ class RegistryClient:
 
     def version(self, subject: str, version: int | str = "latest") -> RegisteredSchema:
         """One version of ``subject``; "latest" always asks the registry (confluent caches only fixed versions)."""
-        which: Any = version if version == "latest" else int(version)
-        found = self._call("GET", f"subjects/{quote(subject)}/versions/{version}",
+        # a number is confluent's cache key; anything else ("latest", or a typo the registry answers with 42202) as is
+        which: Any = int(version) if isinstance(version, int) or version.isdigit() else quote(version)
+        found = self._call("GET", f"subjects/{quote(subject)}/versions/{which}",
                            lambda: self._sr.get_version(subject, which))
         return RegisteredSchema(str(found.subject), int(found.version), int(found.schema_id),
                                 str(found.schema.schema_str))
