@@ -20,8 +20,9 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from streams.contracts import Catalogue, RegistryClient, Serde
-from streams.lab.bench_data import _body, order_ids
+from streams.lab.bench_data import order_ids
 from streams.lab.bench_infra import BenchError
+from streams.lab.loadgen import order_placed
 from streams.processors.avro import default_schemas
 from streams.registry import RegistryServer
 
@@ -50,7 +51,7 @@ def codec_bench(registry_url: str, records: int, rounds: int = 3,
                 log: Callable[[str], None] = lambda _m: None) -> CodecResult:
     catalogue = Catalogue.load(default_schemas())
     now_ms = int(time.time() * 1000)
-    data = [_body(RECORD, oid, now_ms) for oid in order_ids("codec-", records)]
+    data = [order_placed(oid, f"cust-{i}", 100 + i % 90_000, now_ms) for i, oid in enumerate(order_ids("c-", records))]
     serde = Serde(RegistryClient(registry_url), catalogue, "topic", logical_types=True)
     encode = serde.encoder(TOPIC, RECORD)
     ctx = SerializationContext(TOPIC, MessageField.VALUE)
