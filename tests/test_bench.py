@@ -14,20 +14,24 @@ from pathlib import Path
 import pytest
 
 from streams.config import KafkaSettings
+from streams.contracts import RegistryClient
 from streams.errors import ConfigError
 from streams.kafka.admin import Admin
 from streams.kafka.embedded import EmbeddedBroker
 from streams.lab.bench import Bench
+from streams.lab.bench_codec import TOPIC as CODEC_TOPIC
+from streams.lab.bench_codec import codec_bench
 from streams.lab.bench_infra import BenchError
 from streams.lab.bench_latency import percentile
 from streams.lab.bench_model import BenchConfig, BenchResult, table
+from streams.registry import RegistryServer
 from streams.topology import TopicSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = {"steps_per_s", "floor_steps_per_s", "ratio", "p50_ms", "p99_ms", "restore_records_per_s", "failover_s",
-           "peak_rss_mb"}
-PARAMS = {"orders", "partitions", "latency_orders_per_s", "latency_seconds", "restore_entities", "kafka",
-          "hot_path"}
+           "peak_rss_mb", "codec_records_per_s", "codec_confluent_records_per_s", "codec_ratio"}
+PARAMS = {"orders", "partitions", "latency_orders_per_s", "latency_seconds", "restore_entities", "codec_records",
+          "kafka", "hot_path"}
 
 
 @pytest.mark.kafka
@@ -47,8 +51,11 @@ def test_quick_bench_prints_one_well_formed_json_object(tmp_path: Path) -> None:
     for key in FIGURES:
         assert isinstance(out[key], float | int) and math.isfinite(out[key]) and out[key] > 0, (key, out[key])
     assert out["ratio"] == pytest.approx(out["steps_per_s"] / out["floor_steps_per_s"], rel=0.01)
+    assert out["codec_ratio"] == pytest.approx(out["codec_records_per_s"] / out["codec_confluent_records_per_s"],
+                                               rel=0.01)
     assert out["p50_ms"] <= out["p99_ms"]
-    assert (out["orders"], out["restore_entities"], out["kafka"]) == (20_000, 20_000, "embedded")
+    assert (out["orders"], out["restore_entities"], out["codec_records"], out["kafka"]) == \
+        (20_000, 20_000, 5_000, "embedded")
     assert out["hot_path"] == "compiled"  # scripts/test builds it; the workers log the same decision
     assert "bench: failover" in res.stderr  # progress goes to stderr
     print(f"quick bench took {time.monotonic() - started:.0f}s: {out}")
@@ -67,9 +74,9 @@ def test_an_external_cluster_holding_the_saga_topics_is_refused(tmp_path: Path) 
 def test_percentile_is_nearest_rank_and_the_table_names_targets() -> None:
     values = [float(v) for v in range(1, 101)]
     assert (percentile(values, 0.5), percentile(values, 0.99), percentile([7.0], 0.99)) == (50.0, 99.0, 7.0)
-    result = BenchResult(60_000, 100_000, 0.6, 20, 150, 250_000, 8, 300)
+    result = BenchResult(60_000, 100_000, 0.6, 20, 150, 250_000, 8, 300, 50_000, 10_000, 5.0)
     text = table(result, BenchConfig())
-    assert "steps_per_s" in text and ">= 50,000" in text
+    assert "steps_per_s" in text and ">= 50,000" in text and "codec_ratio" in text
     assert [ln.split()[0] for ln in text.splitlines() if ln.rstrip().endswith("MISS")] == ["p99_ms"]
     with pytest.raises(ConfigError, match="orders must be > 0"):
         BenchConfig(orders=0)
@@ -99,3 +106,34 @@ def test_the_rebalance_lab_measures_a_join_and_a_crash_on_the_session_broker(kaf
     assert r.protocol == "classic-range"
     assert 0 < r.handoff_ms < 15_000 and r.join_pause_ms > 0
     assert r.failover_ms is not None and 4_000 < r.failover_ms < 30_000
+
+
+def test_codec_phase_times_ours_and_confluents_serializer_on_the_same_records_and_registry() -> None:
+    lines: list[str] = []
+    with RegistryServer(port=0, access_log=True, logger=lines.append) as registry:
+        result = codec_bench(registry.url, 300, rounds=1, log=lines.append)
+        # one subject, one version: both sides registered the same schema, and wrote its id (checked in the phase)
+        assert RegistryClient(registry.url).versions(f"{CODEC_TOPIC}-value") == [1]
+    assert result.ours_per_s > 0 and result.confluent_per_s > 0
+    assert result.ratio == pytest.approx(result.ours_per_s / result.confluent_per_s)
+    assert result.to_json()["codec_ratio"] == round(result.ratio, 3)
+    assert any(ln.startswith("bench: codec: ours") for ln in lines)
+    # no registry call per record: a handful of set-up calls for 2 x 300 records encoded and decoded
+    assert sum("streams schema registry:" in ln for ln in lines) < 20
+
+
+def test_codec_only_prints_one_json_object_without_kafka(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    res = subprocess.run([sys.executable, "-m", "streams", "bench", "--codec-only", "--codec-records", "200", "--json"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-4000:]
+    out = json.loads(res.stdout)
+    assert set(out) == {"codec_records_per_s", "codec_confluent_records_per_s", "codec_ratio", "codec_records",
+                        "hot_path"} and out["codec_records"] == 200
+    assert out["codec_ratio"] == pytest.approx(out["codec_records_per_s"] / out["codec_confluent_records_per_s"],
+                                               rel=0.01)
+    bad = subprocess.run([sys.executable, "-m", "streams", "bench", "--codec-only", "--codec-records", "0"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "streams: ConfigError: bench: codec-records must be > 0, got 0"]

@@ -33,7 +33,7 @@ from schemathesis.checks import not_a_server_error
 from streams.config import KafkaSettings, WorkerSettings
 from streams.contracts import Catalogue, RegistryClient, Serde
 from streams.contracts.client import RegistrySettings
-from streams.errors import ConfigError, SchemaRegistryError
+from streams.errors import ConfigError, SchemaRegistryError, SchemaRegistryUnavailableError
 from streams.kafka.admin import Admin
 from streams.ops.dashboard import Dashboard, DashboardSettings
 from streams.ops.signal import Signaller
@@ -244,6 +244,77 @@ def test_registry_beyond_loopback_needs_credentials_and_rights(kafka: KafkaSetti
     with RegistryServer(kafka, topic=f"_schemas-{unique}", token=TOKEN) as local:
         assert request(f"{local.url}/subjects") == (200, ["y-value"])
         assert request(f"{local.url}/subjects", headers={"Host": "evil.example:80"})[0] == 403  # DNS rebinding
+
+
+def test_our_client_sends_basic_and_bearer_credentials_and_a_wrong_one_is_a_typed_error() -> None:
+    # Beyond loopback the registry answers nothing without credentials, so every 200 here proves they were sent.
+    ip = _public_ip()
+    users = {"writer": ("w-secret-pass", "write"), "reader": ("r-secret-pass", "read")}
+    schema = json.dumps({"type": "record", "name": "Auth", "fields": [{"name": "x", "type": "int"}]})
+    with RegistryServer(host=ip, token=TOKEN, users=users) as reg:
+        url = f"http://{ip}:{reg.url.rsplit(':', 1)[1]}"
+
+        def client(**env: str) -> RegistryClient:
+            return RegistryClient(RegistrySettings.from_env(url, env))
+
+        sid = client(SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO="writer:w-secret-pass").register("auth-value", schema)
+        bearer = client(SCHEMA_REGISTRY_BEARER_AUTH_TOKEN=TOKEN)
+        assert bearer.subjects() == ["auth-value"] and bearer.version("auth-value").id == sid
+        assert RegistryClient(url.replace("://", "://reader:r-secret-pass@")).versions("auth-value") == [1]
+        wrong = [client(SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO="writer:wrong-secret-pass"),
+                 client(SCHEMA_REGISTRY_BEARER_AUTH_TOKEN="wrong-secret-token"), RegistryClient(url),
+                 RegistryClient(url.replace("://", "://reader:wrong-secret@"))]
+        for bad in wrong:
+            with pytest.raises(SchemaRegistryError) as info:
+                bad.versions("auth-value")
+            err = info.value
+            assert (err.http_status, err.code, err.retryable) == (401, 40101, False), err
+            assert f"GET {url}/subjects/auth-value/versions" in str(err) and "secret" not in str(err), err
+        with pytest.raises(SchemaRegistryError) as info:  # the right credential, not the right: 403, not retryable
+            client(SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO="reader:r-secret-pass").register("auth-value", schema + " ")
+        assert (info.value.http_status, info.value.retryable) == (403, False) and "secret" not in str(info.value)
+
+
+def test_a_refused_connection_and_a_5xx_are_retryable_and_retried_with_backoff() -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    refused = RegistryClient(RegistrySettings(url=f"http://127.0.0.1:{port}", max_retries=2, retry_wait_ms=10))
+    with pytest.raises(SchemaRegistryUnavailableError) as info:
+        refused.schema(7)
+    assert info.value.retryable and f"GET http://127.0.0.1:{port}/schemas/ids/7" in str(info.value)
+
+    answers = [503, 503, 200]
+    seen: list[str] = []
+
+    class Flaky(BaseHTTPRequestHandler):  # a registry failing on its side twice, then answering
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            status = answers.pop(0) if answers else 500
+            body = json.dumps(["s-value"] if status == 200 else {"error_code": 50003, "message": "busy"}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        assert RegistryClient(RegistrySettings(url=url, retry_wait_ms=10)).subjects() == ["s-value"]
+        assert len(seen) == 3  # confluent's client retried the two 503s
+        with pytest.raises(SchemaRegistryUnavailableError) as info:
+            RegistryClient(RegistrySettings(url=url, max_retries=1, retry_wait_ms=10)).versions("s-value")
+        err = info.value
+        assert (err.http_status, err.code, err.retryable) == (500, 50003, True)
+        assert f"GET {url}/subjects/s-value/versions: busy" in str(err) and len(seen) == 5
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 # ------------------------------------------------------------------------------------------------ bounds

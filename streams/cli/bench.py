@@ -14,17 +14,19 @@ import signal
 import sys
 from types import FrameType
 
+from streams import _native
 from streams.config import KafkaSettings
 from streams.errors import ConfigError
 from streams.kafka.admin import check_reachable
 from streams.lab.bench import Bench
+from streams.lab.bench_codec import codec_alone
 from streams.lab.bench_model import BenchConfig, progress, table
 
 # --quick: the suite's variant; each value applies unless its flag is given explicitly.
 QUICK = {"orders": 20_000, "latency_orders_per_s": 500.0, "latency_seconds": 4.0, "restore_entities": 20_000,
-         "failover_events_per_s": 1000.0}
+         "failover_events_per_s": 1000.0, "codec_records": 5_000}
 DEFAULTS = {"orders": 100_000, "latency_orders_per_s": 1000.0, "latency_seconds": 30.0, "restore_entities": 500_000,
-            "failover_events_per_s": 2000.0}
+            "failover_events_per_s": 2000.0, "codec_records": 20_000}
 
 
 def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,6 +37,10 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--latency-seconds", type=float, help="duration of the offered load (default 30)")
     p.add_argument("--restore-entities", type=int, help="order states in the restored changelog (default 500,000)")
     p.add_argument("--failover-events-per-s", type=float, help="events flowing during the failover (default 2,000)")
+    p.add_argument("--codec-records", type=int, help="records each codec encodes and decodes in the codec phase, "
+                   "ours against confluent-kafka's serializer (default 20,000)")
+    p.add_argument("--codec-only", action="store_true", help="run only the codec phase (no Kafka: a registry in "
+                   "memory)")
     p.add_argument("--quick", action="store_true",
                    help="the short CI variant: " + ", ".join(f"{k.replace('_', '-')} {v:g}" for k, v in QUICK.items()))
     p.add_argument("--json", action="store_true", help="print one JSON object (figures and parameters) on stdout")
@@ -57,11 +63,18 @@ def run(args: argparse.Namespace) -> int:
         orders=int(chosen["orders"]), partitions=args.partitions,
         latency_orders_per_s=float(chosen["latency_orders_per_s"]), latency_seconds=float(chosen["latency_seconds"]),
         restore_entities=int(chosen["restore_entities"]), failover_events_per_s=float(chosen["failover_events_per_s"]),
+        codec_records=int(chosen["codec_records"]),
         bootstrap=None if args.kafka else args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
         keep_workdir=args.keep, apache_kafka=args.kafka,
     )
     if args.kafka and args.bootstrap:
         raise ConfigError("--kafka starts its own Apache Kafka; drop --bootstrap")
+    if args.codec_only:
+        codec = codec_alone(config.codec_records, log=progress)
+        print(json.dumps({**codec.to_json(), "codec_records": config.codec_records, "hot_path": _native.status()})
+              if args.json else f"codec_ratio {codec.ratio:.2f} (ours {codec.ours_per_s:,.0f} records/s, "
+              f"confluent's {codec.confluent_per_s:,.0f}: encode + decode)")
+        return 0
     if config.bootstrap:
         check_reachable(KafkaSettings.from_env(config.bootstrap))  # at once, not after a metadata timeout
     previous = signal.signal(signal.SIGTERM, _terminate)

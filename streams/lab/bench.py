@@ -17,6 +17,10 @@ Phases (each on its own fresh embedded broker by default, so one phase's logs ne
 4. **failover** — two orchestrators in one group with events flowing; one is SIGKILLed; the time until the
    survivor commits progress on every partition the dead one held.
 
+Before them, the **codec** phase (no Kafka, :mod:`streams.lab.bench_codec`): our wire-format codec against
+confluent-kafka's AvroSerializer/AvroDeserializer on the same records and registry (``streams bench --codec-only``
+runs it alone).
+
 ``--kafka`` runs every phase on one fresh single-node Apache Kafka started for the run (phases isolated as on
 an external cluster, below), so each figure is also measured on the reference broker.
 
@@ -46,6 +50,7 @@ from streams.kafka.admin import Admin
 from streams.kafka.apache import ApacheKafka
 from streams.kafka.partition import partition_of as key_partition
 from streams.lab import bench_data as data
+from streams.lab.bench_codec import codec_bench
 from streams.lab.bench_floor import run_floor
 from streams.lab.bench_infra import (
     BenchError,
@@ -147,12 +152,14 @@ class Bench:
             with RegistryServer(port=0) as registry:  # memory-only: the bench never writes to a shared registry
                 self.registry_url = registry.url
                 self.serde = make_serde({"registry": registry.url})
+                codec = codec_bench(registry.url, self.cfg.codec_records, log=self.log)
                 steps, floor = self.throughput()
                 p50, p99 = self.latency()
                 restore, rss = self.restore_and_memory()
                 failover = self.failover()
             ok = True
-            return BenchResult(steps, floor, steps / floor, p50, p99, restore, failover, rss)
+            return BenchResult(steps, floor, steps / floor, p50, p99, restore, failover, rss,
+                               codec.ours_per_s, codec.confluent_per_s, codec.ratio)
         finally:
             self.children.close()
             if self._external is not None and self._created:

@@ -16,6 +16,8 @@ TARGETS: Mapping[str, tuple[float, bool]] = {
     "steps_per_s": (50_000, True), "floor_steps_per_s": (0, True), "ratio": (0.5, True), "p50_ms": (math.inf, False),
     "p99_ms": (100, False), "restore_records_per_s": (200_000, True), "failover_s": (10, False),
     "peak_rss_mb": (400, False),
+    # ours against confluent's AvroSerializer/AvroDeserializer: the hot path keeps ours only while it is faster
+    "codec_records_per_s": (0, True), "codec_confluent_records_per_s": (0, True), "codec_ratio": (1.0, True),
 }
 
 
@@ -29,13 +31,14 @@ class BenchConfig:
     latency_seconds: float = 30.0
     restore_entities: int = 500_000
     failover_events_per_s: float = 2000.0
+    codec_records: int = 20_000  # records each codec encodes and decodes per round
     bootstrap: str | None = None  # an external Kafka; None: a fresh embedded broker per phase
     keep_workdir: bool = False
     apache_kafka: bool = False  # a fresh single-node Apache Kafka started for the run, instead of embedded brokers
 
     def __post_init__(self) -> None:
         for name in ("orders", "partitions", "latency_orders_per_s", "latency_seconds", "restore_entities",
-                     "failover_events_per_s"):
+                     "failover_events_per_s", "codec_records"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"bench: {name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
         if self.apache_kafka and self.bootstrap:
@@ -47,7 +50,7 @@ class BenchConfig:
     def params(self) -> dict[str, object]:
         return {"orders": self.orders, "partitions": self.partitions,
                 "latency_orders_per_s": self.latency_orders_per_s, "latency_seconds": self.latency_seconds,
-                "restore_entities": self.restore_entities,
+                "restore_entities": self.restore_entities, "codec_records": self.codec_records,
                 "kafka": "apache" if self.apache_kafka else "external" if self.bootstrap else "embedded",
                 # what this process and the workers it starts run: "compiled" (mypyc) or "pure (why)"
                 "hot_path": _native.status()}
@@ -55,7 +58,8 @@ class BenchConfig:
 
 @dataclass
 class BenchResult:
-    """The figures, in the units their names say; ``ratio`` is ``steps_per_s / floor_steps_per_s``."""
+    """The figures, in the units their names say; ``ratio`` is ``steps_per_s / floor_steps_per_s``, ``codec_ratio``
+    ``codec_records_per_s / codec_confluent_records_per_s`` (see :mod:`streams.lab.bench_codec`)."""
 
     steps_per_s: float
     floor_steps_per_s: float
@@ -65,6 +69,9 @@ class BenchResult:
     restore_records_per_s: float
     failover_s: float
     peak_rss_mb: float
+    codec_records_per_s: float
+    codec_confluent_records_per_s: float
+    codec_ratio: float
 
     def to_json(self, config: BenchConfig) -> dict[str, object]:
         return {**{k: round(v, 3) for k, v in asdict(self).items()}, **config.params()}
