@@ -357,6 +357,10 @@ class ChaosRun:
         if drain_s is None or drain_s > self.profile.drain_limit_s:
             failures.append(f"lag not drained within {self.profile.drain_limit_s:.0f}s of the last fault "
                             f"(drain_s={drain_s})")
+        stuck = sorted(name for name, code in codes.items() if code is None)
+        if stuck:
+            failures.append(f"did not stop within 40s of SIGTERM (their threads' stacks are at the end of their "
+                            f"logs): {stuck}")
         if fleet.unexpected:
             failures.append(f"{len(fleet.unexpected)} unexpected exits (crash loop?): {fleet.unexpected[:2]}")
         points = self.profile.points
