@@ -57,6 +57,37 @@ def test_a_fatal_produce_error_ends_the_worker_as_a_fenced_producer_and_others_a
     io.produce(_Refusing(KafkaError(KafkaError._STATE)), "t", b"k", b"v", None)  # type: ignore[arg-type]
 
 
+class _FailingFlush:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def flush(self, timeout: float) -> int:
+        raise self.exc
+
+
+def _pending_during_callback(err: KafkaError) -> SystemError:
+    """What confluent-kafka raises when a delivery callback ran while a fatal error was pending."""
+    try:
+        try:
+            raise KafkaException(err)
+        except KafkaException as cause:
+            raise SystemError("<function DeliveryTracker.__call__> returned a result with an exception set") from cause
+    except SystemError as exc:
+        return exc
+
+
+def test_a_fatal_error_raised_by_flush_is_a_fenced_producer_however_confluent_kafka_wraps_it() -> None:
+    fenced = KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True)
+    for exc in (KafkaException(fenced), _pending_during_callback(fenced)):
+        with pytest.raises(ProducerFencedError, match="_FENCED"):
+            io.flush_waiting(_FailingFlush(exc), 1.0)  # type: ignore[arg-type]
+        assert io.flush(_FailingFlush(exc), 1.0) is not None  # type: ignore[arg-type]  # closing: text, no raise
+    with pytest.raises(KafkaUnavailableError):  # not fatal: ours, retryable
+        io.flush_waiting(_FailingFlush(KafkaException(KafkaError(KafkaError._TRANSPORT))), 1.0)  # type: ignore[arg-type]
+    with pytest.raises(SystemError):  # a SystemError of another cause is a bug, left alone
+        io.flush_waiting(_FailingFlush(SystemError("other")), 1.0)  # type: ignore[arg-type]
+
+
 @pytest.mark.kafka
 def test_follow_hands_over_old_then_new_records_idles_with_empty_batches_and_stops(kafka: KafkaSettings) -> None:
     import threading

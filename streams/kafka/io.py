@@ -16,7 +16,8 @@ from streams.kafka.client import translate
 
 __all__ = [
     "OFFSET_BEGINNING", "Consumer", "KafkaError", "Message", "Producer", "TopicPartition", "close_consumer",
-    "commit_offsets", "error_text", "flush", "is_partition_eof", "partitions", "produce", "seek", "try_seek",
+    "commit_offsets", "error_text", "flush", "flush_waiting", "is_partition_eof", "partitions", "produce", "seek",
+    "try_seek",
 ]
 
 
@@ -104,10 +105,24 @@ def close_consumer(consumer: Consumer) -> str | None:
 def flush(producer: Producer, timeout_s: float) -> str | None:
     """Flush; the error's text when the producer cannot (a fenced transactional one has nothing to deliver)."""
     try:
-        producer.flush(timeout_s)
-    except KafkaException as exc:
+        flush_waiting(producer, timeout_s)
+    except ProducerFencedError as exc:
         return str(exc)
     return None
+
+
+def flush_waiting(producer: Producer, timeout_s: float) -> int:
+    """``producer.flush``: how many records still wait. A fatal producer error (fenced, or a lost sequence after a
+    broker was killed) is :class:`ProducerFencedError`. confluent-kafka raises it from inside the flush, and
+    when a delivery callback runs while it is pending that surfaces as a SystemError caused by it."""
+    try:
+        return int(producer.flush(timeout_s))
+    except (KafkaException, SystemError) as exc:
+        cause = exc if isinstance(exc, KafkaException) else exc.__cause__
+        if not isinstance(cause, KafkaException):
+            raise
+        err = cause.args[0] if cause.args else None
+        raise _produce_error(cause, err, "the producer's topics (flush)") from exc
 
 
 def is_partition_eof(err: KafkaError) -> bool:

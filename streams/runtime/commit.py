@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 
 from streams.errors import DeliveryError, TransactionAbortedError
 from streams.kafka import io
-from streams.kafka.io import Consumer, KafkaError, Message, Producer, TopicPartition, produce
+from streams.kafka.io import Consumer, KafkaError, Message, Producer, TopicPartition, flush_waiting, produce
 from streams.kafka.transactions import Transactions
 from streams.runtime.due import DueTimers
 from streams.runtime.faults import Faults
@@ -171,7 +171,7 @@ def flush_all(ctx: CommitContext) -> None:
     delay = 0.1
     waited = 0.0
     while True:
-        remaining = ctx.producer.flush(1.0)
+        remaining = flush_waiting(ctx.producer, 1.0)
         failed, ctx.tracker.failed = ctx.tracker.failed, []
         if remaining == 0 and not failed:
             return
