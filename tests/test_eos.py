@@ -334,3 +334,33 @@ def test_transaction_errors_map_to_typed_errors() -> None:
     down = _Producer(KafkaError(KafkaError._TRANSPORT, "down", retriable=True), times=99)
     with pytest.raises(KafkaUnavailableError):
         Transactions(down, logs.append).commit(should_give_up=lambda: True)
+
+
+class _StuckProducer(_Producer):
+    """send_offsets_to_transaction blocks past its timeout, as librdkafka's does while the group coordinator it
+    cached is gone; everything else answers."""
+
+    def __init__(self) -> None:
+        super().__init__(KafkaError(KafkaError.NO_ERROR), times=0)
+        self.release = threading.Event()
+
+    def send_offsets_to_transaction(self, *_a: object) -> None:
+        self.release.wait(30)
+
+
+def test_a_transactional_call_stuck_past_its_timeout_fences_the_producer_instead_of_hanging_the_worker() -> None:
+    stuck = _StuckProducer()
+    t = Transactions(stuck, [].append, timeout_s=0.2, stuck_grace_s=0.3)  # type: ignore[arg-type]
+    t.begin()
+    started = time.monotonic()
+    with pytest.raises(ProducerFencedError, match=r"send_offsets_to_transaction: librdkafka did not return within 0.5s"
+                       ):
+        t.send_offsets([], object())
+    assert 0.4 < time.monotonic() - started < 5
+    with pytest.raises(ProducerFencedError, match="fenced earlier"):
+        t.commit()  # nothing may overtake the stuck call
+    stuck.release.set()
+    ok = Transactions(_Producer(KafkaError(KafkaError.NO_ERROR), times=0), [].append, timeout_s=0.2,
+                      stuck_grace_s=0.3)  # type: ignore[arg-type]
+    ok.begin()
+    ok.commit()  # calls that return in time pass through the helper thread unchanged

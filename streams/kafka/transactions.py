@@ -6,10 +6,19 @@ on and refused our offsets with an old generation; abort and redo the batch) and
 producer is fenced for good, e.g. a newer incarnation with the same ``transactional.id`` called
 ``init_transactions``, or the coordinator aborted a transaction left open past ``transaction.timeout.ms`` and
 bumped the producer's epoch; the worker ends and a restart goes on).
+
+librdkafka (2.16) can block in a transactional call past the timeout it was given: ``send_offsets_to_transaction``
+never checks it while the group coordinator it cached is down or gone (librdkafka issues 5456 and 5511), and
+a worker in exactly_once mode then stops without a word, ignoring SIGTERM. So the blocking calls run on a
+helper thread that the worker waits for, up to the call's timeout and a grace period; past that the producer
+counts as fenced (no transactional call may overtake the stuck one), the worker ends, and its restart's
+``init_transactions`` aborts what was left open.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable
 
@@ -18,6 +27,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from streams.config import EXACTLY_ONCE, GUARANTEES
 from streams.errors import ConfigError, KafkaUnavailableError, ProducerFencedError, TransactionAbortedError
 from streams.kafka.client import translate
+from streams.kafka.io import flush_waiting
 
 
 def check_guarantee(guarantee: str, embedded_broker: bool, where: str = "processing_guarantee") -> None:
@@ -39,14 +49,55 @@ def transactional_id(group: str, instance_id: str) -> str:
     return f"{group}.{instance_id}" if instance_id else group
 
 
+# How long past its own timeout a transactional call may take before the producer counts as stuck.
+STUCK_GRACE_S = 15.0
+
+
+class _Caller:
+    """Runs one blocking call at a time on a daemon thread (started on first use) and waits for it with a
+    deadline. A call that overruns stays on that thread: nothing can cancel it, and the caller gives up."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._calls: queue.SimpleQueue[tuple[Callable[[], object], list[BaseException | None], threading.Event]]
+        self._calls = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def call(self, fn: Callable[[], object], deadline_s: float) -> bool:
+        """Whether ``fn`` returned within ``deadline_s``; its exception, if any, is raised here."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+            self._thread.start()
+        outcome: list[BaseException | None] = [None]
+        done = threading.Event()
+        self._calls.put((fn, outcome, done))
+        if not done.wait(deadline_s):
+            return False
+        if outcome[0] is not None:
+            raise outcome[0]
+        return True
+
+    def _serve(self) -> None:
+        while True:
+            fn, outcome, done = self._calls.get()
+            try:
+                fn()
+            except BaseException as exc:  # handed to the waiting caller, which raises it
+                outcome[0] = exc
+            done.set()
+
+
 class Transactions:
     """One transactional producer's lifecycle; every failure leaves as a StreamsError subclass."""
 
-    def __init__(self, producer: Producer, log: Callable[[str], None], timeout_s: float = 30.0) -> None:
+    def __init__(self, producer: Producer, log: Callable[[str], None], timeout_s: float = 30.0,
+                 stuck_grace_s: float = STUCK_GRACE_S) -> None:
         self.producer = producer
         self.log = log
         self.timeout_s = timeout_s
+        self.stuck_after_s = timeout_s + stuck_grace_s
         self.fenced = False
+        self._caller = _Caller("transactional-calls")
 
     def init(self, should_give_up: Callable[[], bool] = lambda: False) -> None:
         """Register with the coordinator (aborting what this transactional.id left open), waiting while it is
@@ -54,7 +105,7 @@ class Transactions:
         self._retrying(lambda: self.producer.init_transactions(self.timeout_s), "init_transactions", should_give_up)
 
     def begin(self) -> None:
-        self._call(self.producer.begin_transaction, "begin_transaction")
+        self._call(self.producer.begin_transaction, "begin_transaction", blocking=False)  # local: no broker wait
 
     def send_offsets(self, offsets: list[TopicPartition], group_metadata: object,
                      should_give_up: Callable[[], bool] = lambda: False) -> None:
@@ -76,7 +127,7 @@ class Transactions:
         previous transaction's markers are written, retried a little later), the coordinator answers
         INVALID_TXN_STATE, and that error is fatal. Seen when a worker thawed right after a commit."""
         if not self.fenced:
-            self.producer.flush(min(self.timeout_s, 5.0))
+            flush_waiting(self.producer, min(self.timeout_s, 5.0))
         self._retrying(lambda: self.producer.abort_transaction(self.timeout_s), "abort_transaction")
 
     def _retrying(self, fn: Callable[[], object], what: str,
@@ -93,11 +144,17 @@ class Transactions:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _call(self, fn: Callable[[], object], what: str) -> None:
+    def _call(self, fn: Callable[[], object], what: str, blocking: bool = True) -> None:
         if self.fenced:
             raise ProducerFencedError(f"{what}: this producer was fenced earlier; the worker must restart")
         try:
-            fn()
+            if not blocking:
+                fn()
+            elif not self._caller.call(fn, self.stuck_after_s):
+                self.fenced = True
+                raise ProducerFencedError(
+                    f"{what}: librdkafka did not return within {self.stuck_after_s:g}s (its "
+                    "timeout is not enforced while the group coordinator is down); the worker must restart")
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             if not isinstance(err, KafkaError):
