@@ -105,7 +105,7 @@ class Worker:
             inputs=tuple(spec.inputs),
         )
         self._active = self._ctx.active
-        eos.attach(self._ctx, settings)
+        eos.attach(self._ctx, settings, timeout_s=eos.transaction_timeout_s(kafka))
         self.metrics = Metrics(settings.group)
         self._census = Census(observe.bind(processor, self.metrics), self.metrics)
         self._router = ingest.Router(spec.key_formats, spec.partitioner, spec.misrouted, self.metrics, log)
