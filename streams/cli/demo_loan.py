@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from streams.cli.common import log
+from streams.cli.progress import progress
 from streams.config import KafkaSettings
 from streams.contracts import Serde
 from streams.examples.loan.services import credit_outcome, documents_outcome
@@ -103,7 +104,8 @@ Procs = list[tuple[subprocess.Popen[bytes], IO[bytes]]]
 
 
 def start_workers(specs: list[tuple[str, list[str]]], env: Mapping[str, str], tmp: Path) -> Procs:
-    """One ``streams`` process per spec, logging to ``tmp/<name>.log``; returns once each is processing."""
+    """One ``streams`` process per spec, logging to ``tmp/<name>.log``; returns once each is processing (a
+    progress bar on a terminal shows how many are)."""
     procs: Procs = []
     for name, cmd in specs:
         logf = open(tmp / f"{name}.log", "wb")  # noqa: SIM115
@@ -112,9 +114,14 @@ def start_workers(specs: list[tuple[str, list[str]]], env: Mapping[str, str], tm
             env=dict(env), stdout=logf, stderr=subprocess.STDOUT), logf))
     logs = [tmp / f"{name}.log" for name, _ in specs]
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not all("restored; processing" in f.read_text(errors="replace")
-                                                  for f in logs):
-        time.sleep(0.2)
+    with progress() as bar:
+        bar.phase(f"demo: starting {len(specs)} workers (processing)", len(specs))
+        while time.monotonic() < deadline:
+            ready = sum("restored; processing" in f.read_text(errors="replace") for f in logs)
+            bar.advance(ready)
+            if ready == len(logs):
+                break
+            time.sleep(0.2)
     return procs
 
 
