@@ -111,14 +111,14 @@ def test_topic_creation_shows_a_bar_on_a_terminal_and_lines_elsewhere(kafka: Kaf
     env = _env(kafka)
     topo = counter_topology(tmp_path, f"progtopics{uuid.uuid4().hex[:8]}")
     rc, out = on_pty(["topics", "create", "--topology", str(topo)], env)
-    assert rc == 0 and "creating 3 topics" in out and BAR in out, out
+    assert rc == 0 and "creating 4 topics" in out and BAR in out and "4/4" in out, out  # in, out, changelog, dlq
     topo2 = counter_topology(tmp_path, f"progtopics{uuid.uuid4().hex[:8]}")
     res = subprocess.run([sys.executable, "-m", "streams", "topics", "create", "--topology", str(topo2)],
                          capture_output=True, text=True, env=env, timeout=120, check=False)
     assert res.returncode == 0, res.stderr
-    assert "creating 3 topics (0 exist): started (3 to do)" in res.stderr.splitlines(), res.stderr
-    assert any(line.startswith("creating 3 topics (0 exist): done, 3/3 (100%)") for line in res.stderr.splitlines())
-    assert BAR not in res.stderr and res.stdout.count("created  ") == 3
+    assert "creating 4 topics (0 exist): started (4 to do)" in res.stderr.splitlines(), res.stderr
+    assert any(line.startswith("creating 4 topics (0 exist): done, 4/4 (100%)") for line in res.stderr.splitlines())
+    assert BAR not in res.stderr and res.stdout.count("created  ") == 4
 
 
 @pytest.mark.kafka

@@ -16,15 +16,24 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     SpinnerColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.progress import Progress as Bars
+from rich.text import Text
 
 from streams.cli.common import log
 from streams.progress import Lines, Progress
+
+
+class _Count(MofNCompleteColumn):
+    """done/total, for a phase that counts something (a phase of unknown size is a spinner and a time)."""
+
+    def render(self, task: Task) -> Text:
+        return super().render(task) if task.fields.get("counted") else Text("")
 
 
 class RichProgress:
@@ -32,7 +41,7 @@ class RichProgress:
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self._bars = Bars(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        self._bars = Bars(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), _Count(),
                           TimeElapsedColumn(), TimeRemainingColumn(), console=console,
                           # A result printed meanwhile goes above the bars when stdout is this same terminal;
                           # redirected elsewhere (a pipe, a file), it must stay on stdout.
@@ -49,10 +58,12 @@ class RichProgress:
 
     def phase(self, name: str, total: float | None = None) -> None:
         self._finish()
-        self._task = self._bars.add_task(name, total=total)
+        self._task = self._bars.add_task(name, total=total, counted=total is not None)
 
     def advance(self, done: float, total: float | None = None) -> None:
         if self._task is not None:
+            if total is not None:
+                self._bars.tasks[-1].fields["counted"] = True
             self._bars.update(self._task, completed=done, total=total)  # rich keeps the total when None
 
     def end(self) -> None:
@@ -61,8 +72,8 @@ class RichProgress:
     def _finish(self) -> None:
         if self._task is not None:
             task = self._bars.tasks[-1]
-            self._bars.update(self._task, total=task.total if task.total is not None else task.completed,
-                              completed=task.total if task.total is not None else task.completed)
+            end = task.total if task.total is not None and task.fields.get("counted") else max(task.completed, 1)
+            self._bars.update(self._task, total=end, completed=end)
             self._bars.stop_task(self._task)
             self._task = None
 

@@ -61,21 +61,16 @@ def rebuild(
             durable = {t: max(committed.get((t, p), -1), 0) for t in inputs}
             restorer.start(stores[p], durable, durable)
         deadline = time.monotonic() + timeout_s
-        first = {p: j.position for p, j in restorer.jobs.items()}
-        size: dict[int, int] = {}  # records to read per partition, once its log end is known
+        jobs = dict(restorer.jobs)  # the restorer drops a job when it is done; its final position stays here
+        first = {p: j.position for p, j in jobs.items()}
         progress.phase(f"restoring {changelog} ({len(parts)} partitions)")
         while restorer.jobs:
             if time.monotonic() > deadline:
                 raise KafkaUnavailableError(f"rebuild of {changelog} did not finish within {timeout_s}s")
             restorer.step(0.2)
             left = restorer.remaining()
-            for p in parts:
-                job = restorer.jobs.get(p)
-                if job is not None:
-                    size[p] = max(size.get(p, 0), job.position - first.get(p, 0) + left.get(p, 0))
-            done = sum(size[p] if p not in restorer.jobs else restorer.jobs[p].position - first.get(p, 0)
-                       for p in size)
-            progress.advance(done, sum(size.values()))
+            done = sum(j.position - first[p] for p, j in jobs.items())
+            progress.advance(done, done + sum(left.values()))
         progress.end()
         return {p: s.state_hash() for p, s in stores.items()} if hashes else {}
     finally:
