@@ -4,16 +4,19 @@ shell completion work through the real entry point."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.core import TyperGroup
 
 from streams.cli import command, main, parse
+from streams.config import KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -180,3 +183,61 @@ def _options(path: tuple[str, ...]) -> set[str]:
 def test_parse_gives_the_command_path_and_its_options_for_compose_files() -> None:
     path, params = parse(["replay", "--topology", "orders", "--from-beginning", "--partitions", "0", "1", "--yes"])
     assert path == ["replay"] and params["partitions"] == [0, 1] and params["yes"] is True
+
+
+# -- --json where a command prints data ----------------------------------------------------------------------
+
+
+def _json(argv: list[str], capsys: pytest.CaptureFixture[str], code: int = 0) -> Any:
+    assert main(argv) == code, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1, out  # one JSON document, one line
+    return json.loads(out)
+
+
+@pytest.mark.kafka
+def test_topics_and_doctor_print_json(kafka: KafkaSettings, tmp_path: Path, unique: str,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from support import counter_topology
+
+    bootstrap = ["--bootstrap", kafka.bootstrap_servers]
+    topo = str(counter_topology(tmp_path, f"clijson{unique}", partitions=3))
+    names = {f"clijson{unique}.in", f"clijson{unique}.out", f"clijson{unique}-counter-changelog"}
+    described = _json(["topics", "describe", "--topology", topo, "--json", *bootstrap], capsys)
+    assert {r["topic"] for r in described} >= names and not any(r["exists"] for r in described)
+    created = _json(["topics", "create", "--topology", topo, "--json", *bootstrap], capsys)
+    assert set(created["created"]) >= names and created["existing"] == []
+    again = _json(["topics", "create", "--topology", topo, "--json", *bootstrap], capsys)
+    assert again["created"] == [] and set(again["existing"]) == set(created["created"])
+    listed = _json(["topics", "list", "--json", *bootstrap], capsys)
+    assert {t: listed[t] for t in names} == {t: 3 for t in names}
+    rows = {r["topic"]: r for r in _json(["topics", "describe", "--topology", topo, "--json", *bootstrap], capsys)}
+    assert rows[f"clijson{unique}-counter-changelog"]["cleanup"] == "compact"
+    assert all(rows[t]["exists"] and rows[t]["partitions"] == 3 for t in names)
+    report = _json(["doctor", "--topology", topo, "--json", *bootstrap], capsys)
+    assert report["problems"] == 0 and sorted((p["topic"], p["partition"]) for p in report["partitions"]) == \
+        [(f"clijson{unique}.in", p) for p in range(3)]
+
+
+@pytest.mark.kafka
+def test_schemas_list_and_show_print_json(kafka: KafkaSettings, unique: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from streams.registry import RegistryServer
+
+    with RegistryServer(kafka, topic=f"_schemas-{unique}") as server:
+        url = ["--registry", server.url]
+        assert main(["schemas", "register", *url]) == 0
+        capsys.readouterr()
+        listed = _json(["schemas", "list", "--json", *url], capsys)
+        assert listed and all(r["version"] == 1 and isinstance(r["id"], int) for r in listed)
+        first = listed[0]["subject"]
+        shown = _json(["schemas", "show", first, "--json", *url], capsys)
+        assert (shown["subject"], shown["version"], shown["id"]) == (first, 1, listed[0]["id"])
+        assert isinstance(shown["schema"], (dict, list))  # the schema itself, parsed, not its text
+
+
+def test_workflow_list_and_kafka_status_print_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    flows = _json(["workflow", "list", "--json"], capsys)
+    assert "orders" in {f["ref"] for f in flows} and all("states" in f and "input_topic" in f for f in flows)
+    status = _json(["kafka", "status", "--dir", str(tmp_path / "none"), "--json"], capsys, code=1)
+    assert status == {"dir": str(tmp_path / "none"), "exists": False, "running": False, "nodes": []}

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from dataclasses import asdict
 from typing import Annotated
 
+import orjson
 import typer
 
-from streams.cli.common import OPERATE, Bootstrap, examples, kafka_or_embedded, namespace, number
+from streams.cli.common import OPERATE, Bootstrap, examples, flag, kafka_or_embedded, namespace, number
 from streams.errors import ConfigError
 from streams.ops.doctor import examine, render
 from streams.topology import load
@@ -22,10 +25,12 @@ def add(app: typer.Typer) -> None:
         topology: Annotated[str, typer.Option(help="topology YAML file")],
         sample: Annotated[int, typer.Option(parser=number(int, 1), metavar="N", help="how many of the most recent "
                                             "records of each partition to check")] = 1000,
+        json: Annotated[bool, flag("--json", "print one JSON object: per partition sampled, misrouted, bad keys "
+                                   "and the producers of misrouted records")] = False,
         bootstrap: Bootstrap = None,
     ) -> int:
         """Check that input records sit on their key's partition, keys as declared (exit 1 if not)."""
-        return run(namespace(topology=topology, sample=sample, bootstrap=bootstrap))
+        return run(namespace(topology=topology, sample=sample, json=json, bootstrap=bootstrap))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,5 +40,9 @@ def run(args: argparse.Namespace) -> int:
     topo = load(args.topology)
     with kafka_or_embedded(args, quiet=True) as settings:
         report = examine(settings, topo, args.sample)
-    print(render(report), end="")
+    if args.json:
+        sys.stdout.write(orjson.dumps({"checked": report.checked, "problems": report.problems,
+                                       "partitions": [asdict(p) for p in report.partitions]}).decode() + "\n")
+    else:
+        print(render(report), end="")
     return 1 if report.problems else 0

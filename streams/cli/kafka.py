@@ -7,13 +7,14 @@ Its nodes run detached from the command; everything of the cluster (config, data
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from streams.cli.common import RUN, BadValue, examples, log, namespace, number
+from streams.cli.common import RUN, BadValue, examples, flag, log, namespace, number
 from streams.kafka.apache import KAFKA_VERSION, ApacheKafka
 
 DEFAULT_DIR = Path(".streams-kafka")
@@ -44,14 +45,16 @@ def add(app: typer.Typer) -> None:
         """Stop the cluster's nodes (its data stays in --dir)."""
         return run_stop(namespace(dir=dir))
 
-    @kafka.command(epilog=examples("streams kafka status"))
-    def status(dir: Dir = DEFAULT_DIR) -> int:
+    @kafka.command(epilog=examples("streams kafka status", "streams kafka status --json"))
+    def status(dir: Dir = DEFAULT_DIR,
+               json: Annotated[bool, flag("--json", "print one JSON object: nodes, bootstrap, running")]
+               = False) -> int:
         """Say whether each node runs; exit 1 when not all do."""
-        return run_status(namespace(dir=dir))
+        return run_status(namespace(dir=dir, json=json))
 
 
 def _nodes(text: str) -> int:
-    if text not in ("1", "3"):
+    if str(text) not in ("1", "3"):  # typer passes the default (1) through the parser too
         raise BadValue(f"invalid choice: {text!r} (choose from 1, 3)")
     return int(text)
 
@@ -80,13 +83,22 @@ def run_stop(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     cluster = ApacheKafka(args.dir)
     if cluster.state() is None:
-        print(f"no Kafka cluster in {cluster.root}")
+        if args.json:
+            print(json.dumps({"dir": str(cluster.root), "exists": False, "running": False, "nodes": []}))
+        else:
+            print(f"no Kafka cluster in {cluster.root}")
         return 1
     running = cluster.running()
     pids = cluster.pids()
+    up = all(running.values())
+    if args.json:
+        print(json.dumps({"dir": str(cluster.root), "exists": True, "running": up, "bootstrap": cluster.bootstrap,
+                          "nodes": [{"id": n.id, "port": n.port, "running": bool(running.get(n.id)),
+                                     "pid": pids.get(n.id) if running.get(n.id) else None}
+                                    for n in cluster.nodes()]}))
+        return 0 if up else 1
     for node in cluster.nodes():
         what = f"running (pid {pids[node.id]})" if running.get(node.id) else "stopped"
         print(f"node {node.id}: 127.0.0.1:{node.port} {what}")
-    up = all(running.values())
     print(f"bootstrap: {cluster.bootstrap}" if up else f"{sum(running.values())}/{len(running)} nodes running")
     return 0 if up else 1

@@ -23,9 +23,11 @@ def add(app: typer.Typer) -> None:
     app.add_typer(topics, name="topics", rich_help_panel=OPERATE)
 
     @topics.command("create", epilog=examples("streams topics create --topology topology.yaml --bootstrap kafka:9092"))
-    def create_(topology: Topology, bootstrap: Bootstrap = None) -> int:
+    def create_(topology: Topology,
+                json: Annotated[bool, flag("--json", "print one JSON object: created and existing topics")] = False,
+                bootstrap: Bootstrap = None) -> int:
         """Create the topology's topics (idempotent)."""
-        return create(namespace(topology=topology, bootstrap=bootstrap))
+        return create(namespace(topology=topology, json=json, bootstrap=bootstrap))
 
     @topics.command("list", epilog=examples("streams topics list", "streams topics list --json"))
     def list_cmd(json: Annotated[bool, flag("--json", "print one JSON object: topic name -> partitions")] = False,
@@ -47,6 +49,9 @@ def create(args: argparse.Namespace) -> int:
         created, existing = Admin(settings).ensure(topo.all_topics(), bar)
         for proc in topo.processors.values():
             Admin(settings).check_copartitioned(proc)
+    if args.json:
+        sys.stdout.write(orjson.dumps({"created": created, "existing": existing}).decode() + "\n")
+        return 0
     for t in created:
         print(f"created  {t}")
     for t in existing:
