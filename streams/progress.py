@@ -61,7 +61,9 @@ class Lines:
         now = self._clock()
         if self._name is not None and now - self._said >= self._every:
             self._said = now
-            self._log(f"{self._name}: {self._amount()}")
+            rate = self._done / max(now - self._started, 1e-9)
+            eta = f", ETA {(self._total - self._done) / rate:.0f}s" if self._total and rate > 0 else ""
+            self._log(f"{self._name}: {self._amount()}{eta}")
 
     def end(self) -> None:
         self._close()

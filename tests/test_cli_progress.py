@@ -157,7 +157,8 @@ def test_lines_says_each_phase_begins_and_ends_and_at_most_one_update_per_interv
     now[0] = 30.0
     lines.end()
     lines.end()  # nothing more: the phase already ended
-    assert said == ["restoring x: started (100 to do)", "restoring x: 40/100 (40%)", "restoring x: 80/100 (80%)",
+    assert said == ["restoring x: started (100 to do)", "restoring x: 40/100 (40%), ETA 15s",
+                    "restoring x: 80/100 (80%), ETA 5s",
                     "restoring x: done, 96/100 (96%) in 24.0s", "waiting: started", "waiting: done, 0 done in 6.0s"]
 
 
