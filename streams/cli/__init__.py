@@ -97,8 +97,19 @@ _COMMAND: dict[str, click.Command] = {}
 def command() -> click.Command:
     """The click command the app compiles to, built once per process (tests call :func:`main` many times)."""
     if "root" not in _COMMAND:
-        _COMMAND["root"] = typer.main.get_command(build_app())
+        _COMMAND["root"] = _metavars(typer.main.get_command(build_app()))
     return _COMMAND["root"]
+
+
+def _metavars(cmd: click.Command) -> click.Command:
+    """An option's value is shown as its name (``--topology TOPOLOGY``, as argparse did), not as a Python type
+    (``<str>``); a flag takes no value and shows none."""
+    for param in cmd.params:
+        if isinstance(param, Option) and param.metavar is None:
+            param.metavar = "" if param.is_flag else str(param.name).upper()
+    for sub in getattr(cmd, "commands", {}).values():
+        _metavars(sub)
+    return cmd
 
 
 def parse(argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:

@@ -242,15 +242,16 @@ def _drive(args: argparse.Namespace, kafka: KafkaSettings, topo: Topology, targe
                                                 "amount_cents": 500_000 + 10_000 * (i % 50), "term_months": 36},
                           event_id=f"applied-{loan}")
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and len(watch.ends) < len(ids):
-        if any(p.poll() is not None for p, _ in procs):
-            log("demo: a worker exited early; its log is in the demo directory")
-            watch.stop.set()
-            return 1
-        print(f"\r  applied {len(ids)}   ended {len(watch.ends)}   reviewer answers {watch.signals}",
-              end="" if sys.stderr.isatty() else "\n", file=sys.stderr, flush=True)
-        time.sleep(1.0)
-    print(file=sys.stderr)
+    with progress() as bar:
+        bar.phase(f"demo: {len(ids)} loan applications decided", len(ids))
+        while time.monotonic() < deadline and len(watch.ends) < len(ids):
+            if any(p.poll() is not None for p, _ in procs):
+                log("demo: a worker exited early; its log is in the demo directory")
+                watch.stop.set()
+                return 1
+            bar.advance(len(watch.ends))
+            time.sleep(1.0)
+        bar.advance(len(watch.ends))
     elapsed = time.monotonic() - t0
     watch.stop.set()
     for t in threads:
