@@ -175,3 +175,14 @@ def test_help_is_coloured_only_on_a_terminal_and_never_with_no_color() -> None:
     res = subprocess.run([sys.executable, "-m", "streams", "topics", "--help"], capture_output=True, text=True,
                          env=env, timeout=60, check=False)
     assert res.returncode == 0 and "create" in res.stdout and "\x1b[" not in res.stdout
+
+
+def test_the_saga_demo_draws_its_start_up_and_its_orders_as_bars_on_a_terminal() -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "NO_COLOR", "TERM", "COLUMNS")}
+    env.update({"PYTHONPATH": str(ROOT), "TERM": "xterm-256color", "COLUMNS": "120"})
+    rc, out = on_pty(["demo", "--orders", "100", "--rate", "100", "--payment-timeout-ms", "2000"], env, timeout_s=180)
+    assert rc == 0, out[-3000:]
+    assert "creating " in out and "demo: starting 4 workers (processing)" in out and "4/4" in out, out[-3000:]
+    assert "demo: 100 orders placed at 100/s, finished" in out and "100/100" in out and BAR in out, out[-3000:]
+    assert "streams demo: order saga" in out and "\r  placed" not in out  # the summary; no hand-made \r line
