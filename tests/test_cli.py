@@ -100,6 +100,31 @@ def test_a_bad_flag_through_the_real_entry_point_has_no_traceback_and_no_box() -
     assert res.stderr == "streams: error: argument --limit: must be >= 1, got '0' (see `streams dlq list --help`)\n"
 
 
+def test_debug_shows_the_traceback_that_is_otherwise_one_line(capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ["status", "abc", "--url", "notaurl"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == ("streams: ConfigError: a worker URL must be http(s)://host[:port], got "
+                                       "'notaurl'\n")
+    for debug, env in ((["--debug"], None), ([], "1")):
+        if env:
+            monkeypatch.setenv("STREAMS_DEBUG", env)
+        assert main([*debug, *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("Traceback (most recent call last):") and "raise ConfigError" in err, err
+        assert err.endswith("streams: ConfigError: a worker URL must be http(s)://host[:port], got 'notaurl'\n")
+
+
+def test_no_command_shows_the_commands_and_exits_2(capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    assert "Usage: streams [OPTIONS] COMMAND" in out and "worker" in out and "Operate" in out
+    assert main(["dlq"]) == 2
+    assert "Usage: streams dlq [OPTIONS] COMMAND" in capsys.readouterr().out
+
+
 def test_version_prints_the_package_version() -> None:
     from importlib.metadata import version
 
