@@ -106,7 +106,7 @@ def test_usage_and_connection_problems_are_one_line(subprocess_env: dict[str, st
         (["schemas", "check", "--dir", str(tmp_path / "missing"), "--registry", down], 2, "does not exist"),
         (["schemas", "list", "--registry", "ftp://example"], 2, "must be http(s)"),
         (["schemas", "register", "--strategy", "sideways"], 2, "invalid choice"),
-        (["registry", "--port", "70000", "--bootstrap", "127.0.0.1:1"], 2, "--port must be 0..65535"),
+        (["registry", "--port", "70000", "--bootstrap", "127.0.0.1:1"], 2, "argument --port: must be within 0..65535"),
     ]
     for args, code, words in cases:
         result = streams(*args, env=subprocess_env)

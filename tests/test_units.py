@@ -179,16 +179,14 @@ def test_due_timers_read_the_index_only_when_one_may_be_due(tmp_path: Path) -> N
 
 
 def test_cli_numbers_are_checked_with_one_readable_line() -> None:
-    import argparse
-
-    from streams.cli.common import SECONDS, number
+    from streams.cli.common import SECONDS, BadValue, number
 
     orders = number(int, 200, 1_000_000)
     assert orders("5000") == 5000 and SECONDS("0.5") == 0.5
     for check, text, message in ((orders, "5x", "must be a whole number, got '5x'"),
                                  (orders, "10", "must be within 200..1000000, got '10'"),
                                  (SECONDS, "0", "must be > 0.0, got '0'"), (SECONDS, "abc", "must be a number")):
-        with pytest.raises(argparse.ArgumentTypeError, match=message):
+        with pytest.raises(BadValue, match=message):
             check(text)
 
 

@@ -6,27 +6,41 @@ Printed, not applied: granting rights is an operator's decision, usually made wi
 from __future__ import annotations
 
 import argparse
+from typing import Annotated
 
+import typer
+
+from streams.cli.common import OPERATE, choice, examples, flag, namespace, one_of
 from streams.config import GUARANTEES
 from streams.errors import ConfigError
 from streams.ops.acls import kafka_acls_commands, worker_grants
 from streams.topology import load
 
 
-def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("acls", help="print the Kafka ACLs a worker of a topology needs (kafka-acls.sh lines)")
-    p.add_argument("--topology", required=True, help="topology YAML file, or a built-in example: orders, counter")
-    p.add_argument("--processor", help="which processor (default: every processor of the topology)")
-    p.add_argument("--principal", required=True, help="the worker's principal: NAME (meaning User:NAME) or TYPE:NAME")
-    p.add_argument("--group", help="the worker's consumer group (default: <topology>-<processor>; "
-                   "only with --processor)")
-    p.add_argument("--processing-guarantee", choices=GUARANTEES,
-                   help="as the worker's flag: exactly_once adds transactional-id grants (default: the topology's)")
-    p.add_argument("--http", action="store_true", help="the worker serves HTTP (--http-port): its endpoints topic")
-    p.add_argument("--no-create-topics", action="store_true",
-                   help="the worker runs with --no-create-topics: no Create grants (topics made beforehand)")
-    p.add_argument("--bootstrap-server", default="BOOTSTRAP", help="written into each line (default: BOOTSTRAP)")
-    p.set_defaults(func=run)
+def add(app: typer.Typer) -> None:
+    @app.command(rich_help_panel=OPERATE, epilog=examples(
+        "streams acls --topology orders --principal orders-svc --bootstrap-server kafka:9092",
+        "streams acls --topology orders --processor orchestrator --principal User:o --processing-guarantee "
+        "exactly_once --http"))
+    def acls(
+        topology: Annotated[str, typer.Option(help="topology YAML file, or a built-in example: orders, counter")],
+        principal: Annotated[str, typer.Option(help="the worker's principal: NAME (meaning User:NAME) or "
+                                               "TYPE:NAME")],
+        processor: Annotated[str | None, typer.Option(help="which processor (default: every processor of the "
+                                                      "topology)")] = None,
+        group: Annotated[str | None, typer.Option(help="the worker's consumer group (default: "
+                                                  "<topology>-<processor>; only with --processor)")] = None,
+        processing_guarantee: Annotated[str | None, typer.Option(
+            parser=choice(*GUARANTEES), metavar=one_of(*GUARANTEES),
+            help="as the worker's flag: exactly_once adds transactional-id grants (default: the topology's)")]
+        = None,
+        http: Annotated[bool, flag("--http", "the worker serves HTTP (--http-port): its endpoints topic")] = False,
+        no_create_topics: Annotated[bool, flag("--no-create-topics", "the worker runs with --no-create-topics: no "
+                                               "Create grants (topics made beforehand)")] = False,
+        bootstrap_server: Annotated[str, typer.Option(help="written into each line")] = "BOOTSTRAP",
+    ) -> int:
+        """Print the Kafka ACLs a worker of a topology needs (kafka-acls.sh lines)."""
+        return run(namespace(**locals()))
 
 
 def principal(text: str) -> str:

@@ -13,14 +13,19 @@ import os
 import signal
 import sys
 from types import FrameType
+from typing import Annotated
+
+import typer
 
 from streams import _native
+from streams.cli.common import MEASURE, examples, flag, log, namespace
+from streams.cli.progress import phases, progress
 from streams.config import KafkaSettings
 from streams.errors import ConfigError
 from streams.kafka.admin import check_reachable
 from streams.lab.bench import Bench
 from streams.lab.bench_codec import codec_alone
-from streams.lab.bench_model import BenchConfig, progress, table
+from streams.lab.bench_model import BenchConfig, table
 
 # --quick: the suite's variant; each value applies unless its flag is given explicitly.
 QUICK = {"orders": 20_000, "latency_orders_per_s": 500.0, "latency_seconds": 4.0, "restore_entities": 20_000,
@@ -29,27 +34,42 @@ DEFAULTS = {"orders": 100_000, "latency_orders_per_s": 1000.0, "latency_seconds"
             "failover_events_per_s": 2000.0, "codec_records": 20_000}
 
 
-def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("bench", help="measure throughput, latency, restore, failover and memory of the order saga")
-    p.add_argument("--orders", type=int, help="orders preloaded for the throughput phase (default 100,000)")
-    p.add_argument("--partitions", type=int, default=4, help="partitions of every saga topic (default 4)")
-    p.add_argument("--latency-orders-per-s", type=float, help="offered load of the latency phase (default 1,000)")
-    p.add_argument("--latency-seconds", type=float, help="duration of the offered load (default 30)")
-    p.add_argument("--restore-entities", type=int, help="order states in the restored changelog (default 500,000)")
-    p.add_argument("--failover-events-per-s", type=float, help="events flowing during the failover (default 2,000)")
-    p.add_argument("--codec-records", type=int, help="records each codec encodes and decodes in the codec phase, "
-                   "ours against confluent-kafka's serializer (default 20,000)")
-    p.add_argument("--codec-only", action="store_true", help="run only the codec phase (no Kafka: a registry in "
-                   "memory)")
-    p.add_argument("--quick", action="store_true",
-                   help="the short CI variant: " + ", ".join(f"{k.replace('_', '-')} {v:g}" for k, v in QUICK.items()))
-    p.add_argument("--json", action="store_true", help="print one JSON object (figures and parameters) on stdout")
-    p.add_argument("--keep", action="store_true", help="keep the work directory (logs, state) after success")
-    p.add_argument("--kafka", action="store_true", help="run every phase on a fresh single-node Apache Kafka "
-                   "started for the run (default: a fresh embedded broker per phase)")
-    p.add_argument("--bootstrap", help="an external Kafka (default: $KAFKA_BOOTSTRAP_SERVERS, else embedded brokers);"
-                   " refused if the saga's topics exist there")
-    p.set_defaults(func=run)
+def add(app: typer.Typer) -> None:
+    @app.command(rich_help_panel=MEASURE, epilog=examples("streams bench --quick", "streams bench --json > result.json",
+                                                          "streams bench --kafka --orders 200000 --partitions 8"))
+    def bench(
+        orders: Annotated[int | None, typer.Option(help="orders preloaded for the throughput phase (default "
+                                                   "100,000)")] = None,
+        partitions: Annotated[int, typer.Option(help="partitions of every saga topic")] = 4,
+        latency_orders_per_s: Annotated[float | None, typer.Option(help="offered load of the latency phase (default "
+                                                                   "1,000)")] = None,
+        latency_seconds: Annotated[float | None, typer.Option(help="duration of the offered load (default 30)")]
+        = None,
+        restore_entities: Annotated[int | None, typer.Option(help="order states in the restored changelog (default "
+                                                             "500,000)")] = None,
+        failover_events_per_s: Annotated[float | None, typer.Option(help="events flowing during the failover "
+                                                                    "(default 2,000)")] = None,
+        codec_records: Annotated[int | None, typer.Option(help="records each codec encodes and decodes in the codec "
+                                                          "phase, ours against confluent-kafka's serializer "
+                                                          "(default 20,000)")] = None,
+        codec_only: Annotated[bool, flag("--codec-only", "run only the codec phase (no Kafka: a registry in "
+                                         "memory)")] = False,
+        quick: Annotated[bool, flag("--quick", "the short CI variant: " + ", ".join(
+            f"{k.replace('_', '-')} {v:g}" for k, v in QUICK.items()))] = False,
+        json: Annotated[bool, flag("--json", "print one JSON object (figures and parameters) on stdout")] = False,
+        keep: Annotated[bool, flag("--keep", "keep the work directory (logs, state) after success")] = False,
+        kafka: Annotated[bool, flag("--kafka", "run every phase on a fresh single-node Apache Kafka started for the "
+                                    "run (default: a fresh embedded broker per phase)")] = False,
+        bootstrap: Annotated[str | None, typer.Option(help="an external Kafka (default: $KAFKA_BOOTSTRAP_SERVERS, "
+                                                      "else embedded brokers); refused if the saga's topics exist "
+                                                      "there")] = None,
+    ) -> int:
+        """Measure throughput, latency, restore, failover and memory of the order saga."""
+        return run(namespace(**locals()))
+
+
+def _phase(msg: str) -> str | None:
+    return f"bench: the {msg.split()[2]} phase" if msg.startswith("bench: phase ") else None
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -70,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.kafka and args.bootstrap:
         raise ConfigError("--kafka starts its own Apache Kafka; drop --bootstrap")
     if args.codec_only:
-        codec = codec_alone(config.codec_records, log=progress)
+        codec = codec_alone(config.codec_records, log=log)
         print(json.dumps({**codec.to_json(), "codec_records": config.codec_records, "hot_path": _native.status()})
               if args.json else f"codec_ratio {codec.ratio:.2f} (ours {codec.ours_per_s:,.0f} records/s, "
               f"confluent's {codec.confluent_per_s:,.0f}: encode + decode)")
@@ -79,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         check_reachable(KafkaSettings.from_env(config.bootstrap))  # at once, not after a metadata timeout
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        result = Bench(config, progress).run()
+        with progress() as bar:
+            result = Bench(config, phases(bar, _phase)).run()
     finally:
         signal.signal(signal.SIGTERM, previous)
     if args.json:

@@ -6,14 +6,19 @@ import argparse
 import contextlib
 import signal
 import threading
+from typing import Annotated
 
+import typer
+
+from streams.cli.common import RUN, examples, namespace
 from streams.kafka.embedded import EmbeddedBroker
 
 
-def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (memory-only)")
-    p.add_argument("--port", type=int, default=9092, help="port on 127.0.0.1 (default 9092)")
-    p.set_defaults(func=run)
+def add(app: typer.Typer) -> None:
+    @app.command(rich_help_panel=RUN, epilog=examples("streams broker --port 9092"))
+    def broker(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 9092) -> int:
+        """Run the embedded Kafka-compatible broker (memory-only)."""
+        return run(namespace(port=port))
 
 
 def run(args: argparse.Namespace) -> int:

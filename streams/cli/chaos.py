@@ -14,30 +14,38 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from streams.cli.common import log, number
+import typer
+
+from streams.cli.common import MEASURE, choice, examples, flag, log, namespace, number, one_of
+from streams.cli.progress import phases, progress
 from streams.config import AT_LEAST_ONCE, EXACTLY_ONCE, GUARANTEES
 from streams.errors import ConfigError
 
 
-def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("chaos", help="a seeded fault-injection run of the order saga that proves nothing is lost")
-    p.add_argument("--orders", type=number(int, 200, 1_000_000),
-                   help="orders to place (default 5,000; --quick: 1,000)")
-    p.add_argument("--seed", type=number(int), default=1,
-                   help="seeds the workload, the failures and the fault schedule")
-    p.add_argument("--quick", action="store_true", help="a short run (~1,000 orders, >= 4 kills, every poison "
-                   "class, every fault point) for the test suite")
-    p.add_argument("--kafka3", action="store_true", help="run on a private three-node Apache Kafka cluster "
-                   "(replication 3, min.insync.replicas=2) and add broker faults: SIGKILLs of one node at a time, "
-                   "the active controller first, and a node paused past its session")
-    p.add_argument("--guarantee", choices=GUARANTEES, default=AT_LEAST_ONCE,
-                   help="the workers' processing guarantee (exactly_once needs --kafka3)")
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    p.add_argument("--keep", metavar="DIR", help="keep logs and state directories in DIR (default: a temporary "
-                   "directory, removed at the end)")
-    p.set_defaults(func=run)
+def add(app: typer.Typer) -> None:
+    @app.command(rich_help_panel=MEASURE, epilog=examples(
+        "streams chaos --quick --seed 53", "streams chaos --kafka3 --guarantee exactly_once --json > report.json"))
+    def chaos(
+        orders: Annotated[int | None, typer.Option(parser=number(int, 200, 1_000_000), help="orders to place "
+                                                   "(default 5,000; --quick: 1,000)")] = None,
+        seed: Annotated[int, typer.Option(parser=number(int), help="seeds the workload, the failures and the fault "
+                                          "schedule")] = 1,
+        quick: Annotated[bool, flag("--quick", "a short run (~1,000 orders, >= 4 kills, every poison class, every "
+                                    "fault point) for the test suite")] = False,
+        kafka3: Annotated[bool, flag("--kafka3", "run on a private three-node Apache Kafka cluster (replication 3, "
+                                     "min.insync.replicas=2) and add broker faults: SIGKILLs of one node at a time, "
+                                     "the active controller first, and a node paused past its session")] = False,
+        guarantee: Annotated[str, typer.Option(parser=choice(*GUARANTEES), metavar=one_of(*GUARANTEES),
+                                               help="the workers' processing guarantee (exactly_once needs "
+                                                    "--kafka3)")] = AT_LEAST_ONCE,
+        json: Annotated[bool, flag("--json", "print the report as one JSON object")] = False,
+        keep: Annotated[str | None, typer.Option(metavar="DIR", help="keep logs and state directories in DIR "
+                                                 "(default: a temporary directory, removed at the end)")] = None,
+    ) -> int:
+        """A seeded fault-injection run of the order saga that proves nothing is lost."""
+        return run(namespace(**locals()))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
         profile = profile.on_kafka3(exactly_once=args.guarantee == EXACTLY_ONCE)
     # SIGTERM unwinds like Ctrl-C, so the run stops the processes it started instead of orphaning them.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    report = run_chaos(args.seed, profile, log, Path(args.keep) if args.keep else None, quick=args.quick)
+    with progress() as bar:
+        report = run_chaos(args.seed, profile, phases(bar, _phase), Path(args.keep) if args.keep else None,
+                           quick=args.quick)
     if args.json:
         print(json.dumps(report, sort_keys=False, default=str))
     else:
@@ -63,6 +73,18 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+# The run's messages that begin its phases, and the phases' names.
+PHASES = (("chaos: three-node Apache Kafka on", "chaos: starting the brokers and the six processes"),
+          ("chaos: embedded broker on", "chaos: starting the broker and the six processes"),
+          ("chaos: all six processes are processing", "chaos: workload and fault schedule"),
+          ("chaos: last fault ended", "chaos: draining after the last fault"),
+          ("chaos: all processes stopped", "chaos: checking the invariants"))
+
+
+def _phase(msg: str) -> str | None:
+    return next((name for start, name in PHASES if msg.startswith(start)), None)
 
 
 def _print(r: dict[str, Any]) -> None:

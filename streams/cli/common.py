@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import logging
 import os
 import re
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Annotated, Any, TypeVar
 
 import orjson
+import typer
 
 from streams.config import LIBRDKAFKA_LOG, KafkaSettings
 from streams.kafka.admin import check_reachable
@@ -22,21 +24,25 @@ from streams.registry import RegistryServer
 N = TypeVar("N", int, float)
 
 
+class BadValue(typer.BadParameter):
+    """A flag's value is wrong: the CLI reports it as ``argument --flag: <message>`` and exits 2."""
+
+
 def number(cast: Callable[[str], N], low: N | None = None, high: N | None = None,
            above: N | None = None) -> Callable[[str], N]:
-    """An argparse ``type``: the text as a number within bounds, else one line (argparse names the option)."""
+    """A typer ``parser``: the text as a number within bounds, else one line (the CLI names the option)."""
     kind = "a whole number" if cast is int else "a number"
 
     def parse(text: str) -> N:
         try:
             value = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}") from None
+            raise BadValue(f"must be {kind}, got {text!r}") from None
         if above is not None and not value > above:
-            raise argparse.ArgumentTypeError(f"must be > {above}, got {text!r}")
+            raise BadValue(f"must be > {above}, got {text!r}")
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"within {low}..{high}"
-            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text!r}")
+            raise BadValue(f"must be {bounds}, got {text!r}")
         return value
 
     return parse
@@ -44,9 +50,39 @@ def number(cast: Callable[[str], N], low: N | None = None, high: N | None = None
 
 SECONDS = number(float, above=0.0)
 
+# The option every command that talks to Kafka takes, declared once.
+Bootstrap = Annotated[str | None, typer.Option(help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)",
+                                               rich_help_panel="Connection")]
 
-def add_kafka_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)")
+
+def choice(*values: str, upper: bool = False) -> Callable[[str], str]:
+    """A typer ``parser`` refusing anything but ``values`` (``upper``: compared after upper-casing)."""
+    def parse(text: str) -> str:
+        value = text.upper() if upper else text
+        if value not in values:
+            raise BadValue(f"invalid choice: {text!r} (choose from {', '.join(values)})")
+        return value
+    return parse
+
+
+def flag(name: str, help: str, panel: str | None = None) -> Any:
+    """A boolean option spelled only ``name`` (typer would otherwise add a ``--no-...`` twin)."""
+    return typer.Option(name, help=help, rich_help_panel=panel, metavar="")  # no value: no "<bool>" in the help
+
+
+def one_of(*values: str) -> str:
+    """The metavar of a :func:`choice` option."""
+    return "[" + "|".join(values) + "]"
+
+
+def examples(*lines: str) -> str:
+    """A command's epilog: example invocations, one per line of the help."""
+    return "\n\n".join(["Examples:", *(f"  $ {line}" for line in lines)])
+
+
+def namespace(**values: Any) -> argparse.Namespace:
+    """The parsed options as the attribute bag the command bodies read (``args.topology``...)."""
+    return argparse.Namespace(**values)
 
 
 @contextlib.contextmanager
@@ -168,3 +204,24 @@ def configure_tracing() -> None:
                                                                                        "streams")}))
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def with_options(options: Callable[..., Any]) -> Callable[[F], F]:
+    """Give a command the options ``options`` declares (its parameters) besides its own, as keyword arguments:
+    options shared by several commands (``worker`` and ``service``) are written once."""
+    def wrap(fn: F) -> F:
+        # Evaluated here: typer reads a given __signature__ as it is, and this module postpones annotations.
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        shared = list(inspect.signature(options, eval_str=True).parameters.values())
+        fn.__signature__ = sig.replace(parameters=[*own, *shared])  # type: ignore[attr-defined]
+        fn.__annotations__ = {**options.__annotations__, **fn.__annotations__}
+        return fn
+    return wrap
+
+
+# Sections of `streams --help`.
+RUN, OPERATE, DEVELOP, MEASURE = "Run", "Operate", "Develop", "Measure"

@@ -11,35 +11,50 @@ import contextlib
 import os
 import signal
 from types import FrameType
+from typing import Annotated
 
-from streams.cli.common import SECONDS, add_kafka_args, kafka_or_embedded, log
+import typer
+
+from streams.cli.common import RUN, SECONDS, Bootstrap, examples, kafka_or_embedded, log, namespace, number
 from streams.config import secret
 from streams.errors import ConfigError
 from streams.ops.dashboard import Dashboard, DashboardSettings, groups_of
 from streams.topology import load
 
 
-def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("dashboard", help="serve a live web dashboard of lag, throughput, latency and dead letters")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (127.0.0.1); any other needs a bearer token")
-    p.add_argument("--port", type=int, default=8088, help="port to serve on (8088; 0 picks a free one)")
-    p.add_argument("--group", action="append", default=[], metavar="G",
-                   help="watch this consumer group (repeatable; default: every group the cluster lists)")
-    p.add_argument("--topic", action="append", default=[], metavar="TOPIC",
-                   help="a topic the groups read, shown before they commit on it (repeatable)")
-    p.add_argument("--topology", metavar="FILE", help="watch the groups of this topology's processors")
-    p.add_argument("--worker", action="append", default=[], metavar="URL",
-                   help="a worker's metrics endpoint, e.g. http://127.0.0.1:9400/metrics, or dns+http://NAME:PORT "
-                        "for every address NAME resolves to (repeatable; default: the workers the groups announce)")
-    p.add_argument("--interval", type=SECONDS, default=2.0, metavar="S", help="seconds between samples (2)")
-    p.add_argument("--history", type=int, default=300, metavar="N", help="samples kept for the charts (300)")
-    p.add_argument("--token", default=None,
-                   help="bearer token required by /api/snapshot and sent to --worker endpoints "
-                        "(default: $STREAMS_HTTP_TOKEN; on the command line it shows in ps)")
-    p.add_argument("--token-file", metavar="PATH", help="read the bearer token from this file (mode 600)")
-    add_kafka_args(p)
-    p.set_defaults(func=run)
+def add(app: typer.Typer) -> None:
+    @app.command(rich_help_panel=RUN, epilog=examples(
+        "streams dashboard --bootstrap 127.0.0.1:9092 --worker http://127.0.0.1:9400/metrics",
+        "streams dashboard --port 0 --group orders-orchestrator --worker dns+http://workers:9400",
+        "streams dashboard --topology topology.yaml   # the workers its groups announce"))
+    def dashboard(
+        host: Annotated[str, typer.Option(help="address to bind; any other than loopback needs a bearer token")]
+        = "127.0.0.1",
+        port: Annotated[int, typer.Option(parser=number(int, 0, 65535), help="port to serve on (0 picks a free "
+                                          "one)")] = 8088,
+        group: Annotated[list[str] | None, typer.Option(metavar="G", help="watch this consumer group (repeatable; "
+                                                        "default: every group the cluster lists)")] = None,
+        topic: Annotated[list[str] | None, typer.Option(metavar="TOPIC", help="a topic the groups read, shown "
+                                                        "before they commit on it (repeatable)")] = None,
+        topology: Annotated[str | None, typer.Option(metavar="FILE", help="watch the groups of this topology's "
+                                                     "processors")] = None,
+        worker: Annotated[list[str] | None, typer.Option(
+            metavar="URL", help="a worker's metrics endpoint, e.g. http://127.0.0.1:9400/metrics, or "
+                                "dns+http://NAME:PORT for every address NAME resolves to (repeatable; default: "
+                                "the workers the groups announce)")] = None,
+        interval: Annotated[float, typer.Option(parser=SECONDS, metavar="S", help="seconds between samples")] = 2.0,
+        history: Annotated[int, typer.Option(metavar="N", help="samples kept for the charts")] = 300,
+        token: Annotated[str | None, typer.Option(help="bearer token required by /api/snapshot and sent to --worker "
+                                                  "endpoints (default: $STREAMS_HTTP_TOKEN; on the command "
+                                                  "line it shows in ps)")] = None,
+        token_file: Annotated[str | None, typer.Option(metavar="PATH", help="read the bearer token from this file "
+                                                       "(mode 600)")] = None,
+        bootstrap: Bootstrap = None,
+    ) -> int:
+        """Serve a live web dashboard of lag, throughput, latency and dead letters."""
+        return run(namespace(host=host, port=port, group=group or [], topic=topic or [], topology=topology,
+                             worker=worker or [], interval=interval, history=history, token=token,
+                             token_file=token_file, bootstrap=bootstrap))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,17 +10,32 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from streams.cli import demo_counter, demo_loan
-from streams.cli.common import add_kafka_args, kafka_or_embedded, log, number, registry_or_embedded
+from streams.cli.common import (
+    RUN,
+    Bootstrap,
+    choice,
+    examples,
+    flag,
+    kafka_or_embedded,
+    log,
+    namespace,
+    number,
+    one_of,
+    registry_or_embedded,
+)
 from streams.cli.demo_loan import Procs, start_workers, stop_workers
+from streams.cli.progress import progress
 from streams.config import KafkaSettings
 from streams.contracts import Serde
 from streams.kafka.admin import Admin
@@ -37,27 +52,44 @@ from streams.topology import load
 ORDERS = "orders"  # the built-in example topology (streams.topology.EXAMPLES)
 
 
-def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("demo", help="run the order-saga demo (or --example loan) on the embedded default")
-    p.add_argument("--example", choices=("orders", "loan"), default="orders",
-                   help="which example: the order saga, or the loan application with simulated reviewers")
-    p.add_argument("--loans", type=number(int, 1, 100_000), default=60, help="--example loan: applications")
-    p.add_argument("--orders", type=int, default=2000)
-    p.add_argument("--rate", type=float, default=200.0, help="orders per second")
-    p.add_argument("--orchestrators", type=int, default=1, help="orchestrator worker processes")
-    p.add_argument("--transient-rate", type=float, default=0.10, help="payment attempts failing TRANSIENT")
-    p.add_argument("--permanent-rate", type=float, default=0.03, help="payments failing PERMANENT")
-    p.add_argument("--shortage-rate", type=float, default=0.05, help="orders out of stock")
-    p.add_argument("--shipping-failure-rate", type=float, default=0.02, help="labels failing PERMANENT")
-    p.add_argument("--no-answer-rate", type=float, default=0.01, help="payments never answered")
-    p.add_argument("--payment-timeout-ms", type=int, default=5000)
-    p.add_argument("--counter", action="store_true", help="run the runtime-only counter demo instead")
-    p.add_argument("--records", type=int, default=50_000, help="--counter: records to generate")
-    p.add_argument("--keys", type=int, default=1_000, help="--counter: distinct keys")
-    p.add_argument("--poison", type=int, default=5, help="--counter: undecodable records mixed in")
-    p.add_argument("--workers", type=int, default=2, help="--counter: worker processes")
-    add_kafka_args(p)
-    p.set_defaults(func=run)
+ORDERS_PANEL, COUNTER_PANEL = "The order saga (default)", "--counter: the runtime-only counter"
+
+
+def add(app: typer.Typer) -> None:
+    @app.command(rich_help_panel=RUN, epilog=examples(
+        "streams demo --orders 500 --rate 100", "streams demo --example loan --loans 20",
+        "streams demo --counter --records 10000 --workers 3"))
+    def demo(
+        example: Annotated[str, typer.Option(parser=choice("orders", "loan"), metavar=one_of("orders", "loan"),
+                                             help="which example: the order saga, or the loan application with "
+                                                  "simulated reviewers")] = "orders",
+        loans: Annotated[int, typer.Option(parser=number(int, 1, 100_000), help="--example loan: applications")]
+        = 60,
+        orders: Annotated[int, typer.Option(help="orders to place", rich_help_panel=ORDERS_PANEL)] = 2000,
+        rate: Annotated[float, typer.Option(help="orders per second", rich_help_panel=ORDERS_PANEL)] = 200.0,
+        orchestrators: Annotated[int, typer.Option(help="orchestrator worker processes",
+                                                   rich_help_panel=ORDERS_PANEL)] = 1,
+        transient_rate: Annotated[float, typer.Option(help="payment attempts failing TRANSIENT",
+                                                      rich_help_panel=ORDERS_PANEL)] = 0.10,
+        permanent_rate: Annotated[float, typer.Option(help="payments failing PERMANENT",
+                                                      rich_help_panel=ORDERS_PANEL)] = 0.03,
+        shortage_rate: Annotated[float, typer.Option(help="orders out of stock", rich_help_panel=ORDERS_PANEL)]
+        = 0.05,
+        shipping_failure_rate: Annotated[float, typer.Option(help="labels failing PERMANENT",
+                                                             rich_help_panel=ORDERS_PANEL)] = 0.02,
+        no_answer_rate: Annotated[float, typer.Option(help="payments never answered", rich_help_panel=ORDERS_PANEL)]
+        = 0.01,
+        payment_timeout_ms: Annotated[int, typer.Option(rich_help_panel=ORDERS_PANEL)] = 5000,
+        counter: Annotated[bool, flag("--counter", "run the runtime-only counter demo instead", COUNTER_PANEL)]
+        = False,
+        records: Annotated[int, typer.Option(help="records to generate", rich_help_panel=COUNTER_PANEL)] = 50_000,
+        keys: Annotated[int, typer.Option(help="distinct keys", rich_help_panel=COUNTER_PANEL)] = 1_000,
+        poison: Annotated[int, typer.Option(help="undecodable records mixed in", rich_help_panel=COUNTER_PANEL)] = 5,
+        workers: Annotated[int, typer.Option(help="worker processes", rich_help_panel=COUNTER_PANEL)] = 2,
+        bootstrap: Bootstrap = None,
+    ) -> int:
+        """Run the order-saga demo (or --example loan) on the embedded default."""
+        return run(namespace(**locals()))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
                "PAYMENT_TIMEOUT_MS": str(args.payment_timeout_ms)}
         os.environ["SCHEMA_REGISTRY_URL"] = url
         topo = load(ORDERS, env)
-        Admin(kafka).ensure(topo.all_topics())
+        with progress() as bar:
+            Admin(kafka).ensure(topo.all_topics(), bar)
         serde = make_serde({})
         procs = _start(args, env, Path(tmp))
         try:
@@ -118,20 +151,17 @@ def _drive(args: argparse.Namespace, kafka: KafkaSettings, serde: Serde, tmp: Pa
     gen.start()
     # Orders whose payment is never answered end only after the payment timeout.
     deadline = t0 + args.orders / args.rate + args.payment_timeout_ms / 1000 + 60
-    while time.monotonic() < deadline:
-        finished = sum(1 for oid in ids if oid in done)
-        if sys.stderr.isatty() or int(time.monotonic() - t0) % 5 == 0:
-            print(f"\r  placed {len(sent)}/{args.orders}   finished {finished}   "
-                  f"completed {sum(1 for v in done.values() if v[0] == 'completed')}",
-                  end="" if sys.stderr.isatty() else "\n", file=sys.stderr, flush=True)
-        if finished == len(ids):
-            break
-        if any(p.poll() is not None for p, _ in procs):
-            print(file=sys.stderr)
-            log("demo: a worker exited early; its log is in the demo directory")
-            return 1
-        time.sleep(0.5)
-    print(file=sys.stderr)
+    with progress() as bar:
+        bar.phase(f"demo: {args.orders} orders placed at {args.rate:g}/s, finished", args.orders)
+        while time.monotonic() < deadline:
+            finished = sum(1 for oid in ids if oid in done)
+            bar.advance(finished)
+            if finished == len(ids):
+                break
+            if any(p.poll() is not None for p, _ in procs):
+                log("demo: a worker exited early; its log is in the demo directory")
+                return 1
+            time.sleep(0.5)
     elapsed = time.monotonic() - t0
     stop.set()
     watcher.join(5)

@@ -19,6 +19,7 @@ from pathlib import Path
 import orjson
 
 from streams.cli.common import kafka_or_embedded, log
+from streams.cli.progress import progress
 from streams.config import KafkaSettings
 from streams.kafka.admin import Admin
 from streams.kafka.client import plain_producer
@@ -81,17 +82,18 @@ def run(args: argparse.Namespace) -> int:
         expected = _generate(kafka, proc.inputs[0], args.records, args.keys, args.poison)
         ends = _log_end(kafka, proc.inputs[0], parts)
         total = sum(ends.values())
-        while True:
-            done = committed_offsets(kafka, group, proc.inputs, range(parts))
-            processed = sum(max(done.get((proc.inputs[0], p), 0), 0) for p in range(parts))
-            print(f"\r  processed {processed}/{total} records", end="", file=sys.stderr, flush=True)
-            if processed >= total:
-                break
-            if any(w.poll() is not None for w, _ in workers):
-                raise SystemExit("demo: a worker exited early; see its log above")
-            time.sleep(0.5)
+        with progress() as bar:
+            bar.phase(f"demo: {total} records processed", total)
+            while True:
+                done = committed_offsets(kafka, group, proc.inputs, range(parts))
+                processed = sum(max(done.get((proc.inputs[0], p), 0), 0) for p in range(parts))
+                bar.advance(min(processed, total))
+                if processed >= total:
+                    break
+                if any(w.poll() is not None for w, _ in workers):
+                    raise SystemExit("demo: a worker exited early; see its log above")
+                time.sleep(0.5)
         elapsed = time.monotonic() - t0
-        print(file=sys.stderr)
         for w, logf in workers:
             w.send_signal(signal.SIGTERM)
             w.wait(30)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from streams.cli.common import log
+from streams.cli.progress import progress
 from streams.config import KafkaSettings
 from streams.contracts import Serde
 from streams.examples.loan.services import credit_outcome, documents_outcome
@@ -103,7 +104,8 @@ Procs = list[tuple[subprocess.Popen[bytes], IO[bytes]]]
 
 
 def start_workers(specs: list[tuple[str, list[str]]], env: Mapping[str, str], tmp: Path) -> Procs:
-    """One ``streams`` process per spec, logging to ``tmp/<name>.log``; returns once each is processing."""
+    """One ``streams`` process per spec, logging to ``tmp/<name>.log``; returns once each is processing (a
+    progress bar on a terminal shows how many are)."""
     procs: Procs = []
     for name, cmd in specs:
         logf = open(tmp / f"{name}.log", "wb")  # noqa: SIM115
@@ -113,9 +115,14 @@ def start_workers(specs: list[tuple[str, list[str]]], env: Mapping[str, str], tm
             env=dict(env), stdout=logf, stderr=subprocess.STDOUT), logf))
     logs = [tmp / f"{name}.log" for name, _ in specs]
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not all("restored; processing" in f.read_text(errors="replace")
-                                                  for f in logs):
-        time.sleep(0.2)
+    with progress() as bar:
+        bar.phase(f"demo: starting {len(specs)} workers (processing)", len(specs))
+        while time.monotonic() < deadline:
+            ready = sum("restored; processing" in f.read_text(errors="replace") for f in logs)
+            bar.advance(ready)
+            if ready == len(logs):
+                break
+            time.sleep(0.2)
     return procs
 
 
@@ -222,15 +229,16 @@ def _drive(args: argparse.Namespace, kafka: KafkaSettings, topo: Topology, targe
                                                 "amount_cents": 500_000 + 10_000 * (i % 50), "term_months": 36},
                           event_id=f"applied-{loan}")
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and len(watch.ends) < len(ids):
-        if any(p.poll() is not None for p, _ in procs):
-            log("demo: a worker exited early; its log is in the demo directory")
-            watch.stop.set()
-            return 1
-        print(f"\r  applied {len(ids)}   ended {len(watch.ends)}   reviewer answers {watch.signals}",
-              end="" if sys.stderr.isatty() else "\n", file=sys.stderr, flush=True)
-        time.sleep(1.0)
-    print(file=sys.stderr)
+    with progress() as bar:
+        bar.phase(f"demo: {len(ids)} loan applications decided", len(ids))
+        while time.monotonic() < deadline and len(watch.ends) < len(ids):
+            if any(p.poll() is not None for p, _ in procs):
+                log("demo: a worker exited early; its log is in the demo directory")
+                watch.stop.set()
+                return 1
+            bar.advance(len(watch.ends))
+            time.sleep(1.0)
+        bar.advance(len(watch.ends))
     elapsed = time.monotonic() - t0
     watch.stop.set()
     for t in threads:

@@ -17,8 +17,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Annotated
 
-from streams.cli.common import SECONDS, add_kafka_args, kafka_or_embedded, registry_or_embedded
+import typer
+
+from streams.cli.common import DEVELOP, SECONDS, Bootstrap, examples, kafka_or_embedded, namespace, registry_or_embedded
+from streams.cli.progress import progress
 from streams.contracts import Catalogue, RegistryClient, RegistrySettings
 from streams.errors import ConfigError
 from streams.kafka.admin import Admin
@@ -29,15 +33,21 @@ from streams.processors.avro import default_schemas
 from streams.topology import load
 
 
-def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("dev", help="run a project's whole topology locally (broker, registry, every worker)")
-    p.add_argument("--topology", default="topology.yaml", help="topology YAML file (default: ./topology.yaml)")
-    p.add_argument("--summary-every", type=SECONDS, default=5.0, metavar="SECONDS",
-                   help="how often to print the entities-per-state summary when it changed (default: 5)")
-    p.add_argument("--ready-timeout", type=SECONDS, default=120.0, metavar="SECONDS",
-                   help="how long the workers may take to start processing (default: 120)")
-    add_kafka_args(p)
-    p.set_defaults(func=run)
+def add(app: typer.Typer) -> None:
+    @app.command(rich_help_panel=DEVELOP, epilog=examples(
+        "streams dev   # in a project made by `streams init`",
+        "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 streams dev --topology topology.yaml --summary-every 10"))
+    def dev(
+        topology: Annotated[str, typer.Option(help="topology YAML file")] = "topology.yaml",
+        summary_every: Annotated[float, typer.Option(parser=SECONDS, metavar="SECONDS", help="how often to print the "
+                                                     "entities-per-state summary when it changed")] = 5.0,
+        ready_timeout: Annotated[float, typer.Option(parser=SECONDS, metavar="SECONDS", help="how long the workers "
+                                                     "may take to start processing")] = 120.0,
+        bootstrap: Bootstrap = None,
+    ) -> int:
+        """Run a project's whole topology locally (broker, registry, every worker)."""
+        return run(namespace(topology=topology, summary_every=summary_every, ready_timeout=ready_timeout,
+                             bootstrap=bootstrap))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,10 +63,12 @@ def run(args: argparse.Namespace) -> int:
     with kafka_or_embedded(args, quiet=True) as kafka, registry_or_embedded(kafka, "dev") as registry, \
             tempfile.TemporaryDirectory(prefix="streams-dev-") as state:
         embedded = not (args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
-        Admin(kafka).ensure(topo.all_topics())
-        subjects = register_schemas(Catalogue.load(topo.schemas or default_schemas()),
-                                    RegistryClient(RegistrySettings.from_env(registry)),
-                                    (str(p.options.get("subject_strategy", "topic")) for p in topo.processors.values()))
+        with progress() as bar:
+            Admin(kafka).ensure(topo.all_topics(), bar)
+            subjects = register_schemas(Catalogue.load(topo.schemas or default_schemas()),
+                                        RegistryClient(RegistrySettings.from_env(registry)),
+                                        (str(p.options.get("subject_strategy", "topic"))
+                                         for p in topo.processors.values()), bar)
         out.env = child_env(os.environ, kafka.bootstrap_servers, registry, str(path.resolve().parent))
         out.say(f"streams dev: topology {path} ({topo.name}), {len(topo.all_topics())} topics, "
                 f"{subjects} schema subjects registered")

@@ -4,39 +4,64 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Annotated, Any
 
 import orjson
+import typer
 
-from streams.cli.common import add_kafka_args, kafka_or_embedded, number
+from streams.cli.common import OPERATE, BadValue, Bootstrap, examples, flag, kafka_or_embedded, namespace, number
+from streams.cli.progress import progress
 from streams.errors import ConfigError
 from streams.ops.dlq import DeadLetter, read, replay
 from streams.topology import load
 
+WHERE = "Which dead-letter topic (one of)"
 
-def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("dlq", help="inspect and replay dead letters")
-    dsub = p.add_subparsers(dest="dlq_cmd", metavar="ACTION")
-    dsub.required = True
-    for name, func, text in (("list", list_, "list dead letters"), ("show", show, "show one dead letter"),
-                             ("replay", replay_, "re-produce dead letters to their origin topic")):
-        a = dsub.add_parser(name, help=text)
-        where = a.add_mutually_exclusive_group(required=True)
-        where.add_argument("--topology", help="topology file (its dlq_topic)")
-        where.add_argument("--topic", help="the dead-letter topic")
-        add_kafka_args(a)
-        a.set_defaults(func=func)
-        if name in ("list", "replay"):
-            a.add_argument("--reason", help="only this reason (e.g. invalid_transition, decode_error)")
-            a.add_argument("--origin-topic", help="only records that came from this topic")
-        if name == "list":
-            a.add_argument("--json", action="store_true")
-            a.add_argument("--limit", type=number(int, 1), default=100)
-        if name == "show":
-            a.add_argument("position", help="PARTITION/OFFSET in the dead-letter topic, e.g. 0/42")
-        if name == "replay":
-            a.add_argument("--positions", nargs="*", help="only these PARTITION/OFFSET positions")
-            a.add_argument("--dry-run", action="store_true", help="say what would be replayed")
-            a.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+Topology = Annotated[str | None, typer.Option(help="topology file (its dlq_topic)", rich_help_panel=WHERE)]
+Topic = Annotated[str | None, typer.Option(help="the dead-letter topic", rich_help_panel=WHERE)]
+Reason = Annotated[str | None, typer.Option(help="only this reason (e.g. invalid_transition, decode_error)")]
+Origin = Annotated[str | None, typer.Option(help="only records that came from this topic")]
+
+
+def add(app: typer.Typer) -> None:
+    dlq = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True,
+                      epilog=examples("streams dlq list --topology orders --reason decode_error",
+                                      "streams dlq replay --topic orders.dlq --positions 0/42 0/43 --yes"))
+    app.add_typer(dlq, name="dlq", rich_help_panel=OPERATE)
+
+    @dlq.command("list", epilog=examples("streams dlq list --topic orders.dlq --json --limit 10"))
+    def list_cmd(topology: Topology = None, topic: Topic = None, reason: Reason = None, origin_topic: Origin = None,
+                 json: Annotated[bool, flag("--json", "print a JSON array of dead letters")] = False,
+                 limit: Annotated[int, typer.Option(parser=number(int, 1), help="at most this many")] = 100,
+                 bootstrap: Bootstrap = None) -> int:
+        """List dead letters."""
+        return list_(_args(topology, topic, reason=reason, origin_topic=origin_topic, json=json, limit=limit,
+                           bootstrap=bootstrap))
+
+    @dlq.command("show", epilog=examples("streams dlq show 0/42 --topology orders"))
+    def show_(position: Annotated[str, typer.Argument(help="PARTITION/OFFSET in the dead-letter topic, e.g. 0/42")],
+              topology: Topology = None, topic: Topic = None, bootstrap: Bootstrap = None) -> int:
+        """Show one dead letter (JSON: summary, headers, value)."""
+        return show(_args(topology, topic, position=position, bootstrap=bootstrap))
+
+    @dlq.command("replay", epilog=examples("streams dlq replay --topology orders --reason decode_error --dry-run"))
+    def replay_cmd(topology: Topology = None, topic: Topic = None, reason: Reason = None, origin_topic: Origin = None,
+                   positions: Annotated[list[str] | None, typer.Option(
+                       metavar="P/O", help="only these PARTITION/OFFSET positions (several may follow the flag)")]
+                   = None,
+                   dry_run: Annotated[bool, flag("--dry-run", "say what would be replayed")] = False,
+                   yes: Annotated[bool, flag("--yes", "do not ask for confirmation")] = False,
+                   bootstrap: Bootstrap = None) -> int:
+        """Re-produce dead letters to their origin topic."""
+        return replay_(_args(topology, topic, reason=reason, origin_topic=origin_topic, positions=positions,
+                             dry_run=dry_run, yes=yes, bootstrap=bootstrap))
+
+
+def _args(topology: str | None, topic: str | None, **values: Any) -> argparse.Namespace:
+    if (topology is None) == (topic is None):
+        raise BadValue("give exactly one of them", param_hint="--topology/--topic")
+    return namespace(topology=topology, topic=topic, **values)
 
 
 def _topic(args: argparse.Namespace) -> str:
@@ -107,6 +132,7 @@ def replay_(args: argparse.Namespace) -> int:
             if input(f"replay {len(letters)} dead letter(s)? [y/N] ").strip().lower() != "y":
                 print("nothing replayed")
                 return 1
-        n = replay(kafka, letters)
+        with progress() as bar:
+            n = replay(kafka, letters, progress=bar)
     print(f"replayed {n} dead letter(s)")
     return 0

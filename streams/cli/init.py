@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Annotated
 
-from streams.ops.scaffold import default_example, examples, scaffold
+import typer
+
+from streams.cli.common import DEVELOP, choice, examples, namespace, one_of
+from streams.ops.scaffold import default_example, scaffold
+from streams.ops.scaffold import examples as examples_
 
 
-def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    names = list(examples())
-    p = sub.add_parser("init", help="start a workflow project of your own from an example")
-    p.add_argument("dir", metavar="DIR", help="a new or empty directory")
-    p.add_argument("--example", choices=names, default=None,
-                   help=f"which example to start from (default: {default_example()})")
-    p.add_argument("--package", help="the project's Python package (default: DIR's name)")
-    p.set_defaults(func=run)
+def add(app: typer.Typer) -> None:
+    @app.command(rich_help_panel=DEVELOP, epilog=examples("streams init my-loans --example loan",
+                                                          "cd my-loans && pip install -e '.[test]' && pytest"))
+    def init(
+        dir: Annotated[str, typer.Argument(metavar="DIR", help="a new or empty directory")],
+        example: Annotated[str | None, typer.Option(
+            parser=choice(*examples_()), metavar=one_of(*examples_()),
+            help=f"which example to start from (default: {default_example()})")] = None,
+        package: Annotated[str | None, typer.Option(help="the project's Python package (default: DIR's name)")]
+        = None,
+    ) -> int:
+        """Start a workflow project of your own from an example."""
+        return run(namespace(dir=dir, example=example, package=package))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,37 +7,59 @@ Its nodes run detached from the command; everything of the cluster (config, data
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Annotated
 
-from streams.cli.common import log, number
+import typer
+
+from streams.cli.common import RUN, BadValue, examples, flag, log, namespace, number
 from streams.kafka.apache import KAFKA_VERSION, ApacheKafka
 
 DEFAULT_DIR = Path(".streams-kafka")
 
 
-def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("kafka", help=f"run a real Apache Kafka {KAFKA_VERSION} cluster on this machine")
-    ksub = p.add_subparsers(dest="kafka_command", metavar="ACTION", parser_class=type(p))
-    ksub.required = True
+def add(app: typer.Typer) -> None:
+    kafka = typer.Typer(help=f"Run a real Apache Kafka {KAFKA_VERSION} cluster on this machine.", no_args_is_help=True,
+                        epilog=examples("KAFKA_BOOTSTRAP_SERVERS=$(streams kafka start --nodes 3)",
+                                        "streams kafka status", "streams kafka stop"))
+    app.add_typer(kafka, name="kafka", rich_help_panel=RUN)
 
-    def with_dir(q: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        q.add_argument("--dir", type=Path, default=DEFAULT_DIR,
-                       help=f"the cluster's directory: config, data, logs, pids (default {DEFAULT_DIR})")
-        return q
+    @kafka.command(epilog=examples("streams kafka start --nodes 3 --port 19092"))
+    def start(
+        dir: Dir = DEFAULT_DIR,
+        nodes: Annotated[int, typer.Option(parser=_nodes, metavar="[1|3]",
+                                           help="KRaft nodes, each broker and controller")] = 1,
+        port: Annotated[int | None, typer.Option(parser=number(int, 1, 65533),
+                                                 help="first client port on 127.0.0.1; node N gets PORT+N-1 "
+                                                 "(default: free ports)")] = None,
+        timeout: Annotated[float, typer.Option(parser=number(float, above=0.0),
+                                               help="seconds to wait until every node serves")] = 120.0,
+    ) -> int:
+        """Start the cluster (formatting it on first start); print its bootstrap servers."""
+        return run_start(namespace(dir=dir, nodes=nodes, port=port, timeout=timeout))
 
-    start = with_dir(ksub.add_parser("start", help="start the cluster (formatting it on first start)"))
-    start.add_argument("--nodes", type=int, choices=(1, 3), default=1,
-                       help="KRaft nodes, each broker and controller (default 1)")
-    start.add_argument("--port", type=number(int, 1, 65533),
-                       help="first client port on 127.0.0.1; node N gets PORT+N-1 (default: free ports)")
-    start.add_argument("--timeout", type=number(float, above=0.0), default=120.0,
-                       help="seconds to wait until every node serves (default 120)")
-    start.set_defaults(func=run_start)
-    with_dir(ksub.add_parser("stop", help="stop the cluster's nodes (its data stays in --dir)")).set_defaults(
-        func=run_stop)
-    with_dir(ksub.add_parser("status", help="say whether each node runs; exit 1 when not all do")).set_defaults(
-        func=run_status)
+    @kafka.command(epilog=examples("streams kafka stop --dir .streams-kafka"))
+    def stop(dir: Dir = DEFAULT_DIR) -> int:
+        """Stop the cluster's nodes (its data stays in --dir)."""
+        return run_stop(namespace(dir=dir))
+
+    @kafka.command(epilog=examples("streams kafka status", "streams kafka status --json"))
+    def status(dir: Dir = DEFAULT_DIR,
+               json: Annotated[bool, flag("--json", "print one JSON object: nodes, bootstrap, running")]
+               = False) -> int:
+        """Say whether each node runs; exit 1 when not all do."""
+        return run_status(namespace(dir=dir, json=json))
+
+
+def _nodes(text: str) -> int:
+    if str(text) not in ("1", "3"):  # typer passes the default (1) through the parser too
+        raise BadValue(f"invalid choice: {text!r} (choose from 1, 3)")
+    return int(text)
+
+
+Dir = Annotated[Path, typer.Option(help="the cluster's directory: config, data, logs, pids")]
 
 
 def run_start(args: argparse.Namespace) -> int:
@@ -61,13 +83,22 @@ def run_stop(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     cluster = ApacheKafka(args.dir)
     if cluster.state() is None:
-        print(f"no Kafka cluster in {cluster.root}")
+        if args.json:
+            print(json.dumps({"dir": str(cluster.root), "exists": False, "running": False, "nodes": []}))
+        else:
+            print(f"no Kafka cluster in {cluster.root}")
         return 1
     running = cluster.running()
     pids = cluster.pids()
+    up = all(running.values())
+    if args.json:
+        print(json.dumps({"dir": str(cluster.root), "exists": True, "running": up, "bootstrap": cluster.bootstrap,
+                          "nodes": [{"id": n.id, "port": n.port, "running": bool(running.get(n.id)),
+                                     "pid": pids.get(n.id) if running.get(n.id) else None}
+                                    for n in cluster.nodes()]}))
+        return 0 if up else 1
     for node in cluster.nodes():
         what = f"running (pid {pids[node.id]})" if running.get(node.id) else "stopped"
         print(f"node {node.id}: 127.0.0.1:{node.port} {what}")
-    up = all(running.values())
     print(f"bootstrap: {cluster.bootstrap}" if up else f"{sum(running.values())}/{len(running)} nodes running")
     return 0 if up else 1

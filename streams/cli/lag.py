@@ -14,24 +14,34 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from time import sleep
+from typing import Annotated
 
-from streams.cli.common import SECONDS, add_kafka_args, kafka_or_embedded
+import typer
+
+from streams.cli.common import OPERATE, SECONDS, Bootstrap, examples, flag, kafka_or_embedded, namespace
 from streams.errors import ConfigError
 from streams.kafka.lag import GroupLag, LagReader
 
 _HEADER = ("GROUP", "TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG")
 
 
-def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("lag", help="show consumer lag per group and partition")
-    p.add_argument("--group", help="only this consumer group (default: every group the cluster lists)")
-    p.add_argument("--topic", action="append", default=[], metavar="TOPIC",
-                   help="a topic the group reads, reported even if the group committed nothing on it (repeatable)")
-    p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
-    p.add_argument("--interval", type=SECONDS, default=2.0, metavar="S", help="seconds between refreshes (2)")
-    p.add_argument("--json", action="store_true", help="print a JSON array of partitions (one per refresh)")
-    add_kafka_args(p)
-    p.set_defaults(func=run)
+def add(app: typer.Typer) -> None:
+    @app.command(rich_help_panel=OPERATE, epilog=examples(
+        "streams lag --bootstrap 127.0.0.1:9092", "streams lag --group orders-orchestrator --watch --interval 5",
+        "streams lag --json | jq '.[] | select(.lag > 1000)'"))
+    def lag(
+        group: Annotated[str | None, typer.Option(help="only this consumer group (default: every group the cluster "
+                                                  "lists)")] = None,
+        topic: Annotated[list[str] | None, typer.Option(metavar="TOPIC", help="a topic the group reads, reported even "
+                                                        "if the group committed nothing on it (repeatable)")] = None,
+        watch: Annotated[bool, flag("--watch", "refresh until Ctrl-C")] = False,
+        interval: Annotated[float, typer.Option(parser=SECONDS, metavar="S", help="seconds between refreshes")] = 2.0,
+        json: Annotated[bool, flag("--json", "print a JSON array of partitions (one per refresh)")] = False,
+        bootstrap: Bootstrap = None,
+    ) -> int:
+        """Show consumer lag per group and partition."""
+        return run(namespace(group=group, topic=topic or [], watch=watch, interval=interval, json=json,
+                             bootstrap=bootstrap))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,8 +6,11 @@ import argparse
 import os
 import signal
 import threading
+from typing import Annotated
 
-from streams.cli.common import add_kafka_args, kafka_or_embedded, log
+import typer
+
+from streams.cli.common import RUN, Bootstrap, examples, flag, kafka_or_embedded, log, namespace, number
 from streams.config import secret
 from streams.errors import ConfigError
 from streams.kafka.admin import check_reachable
@@ -15,26 +18,34 @@ from streams.registry import RegistryServer
 from streams.web import Access, parse_user
 
 
-def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("registry", help="run the schema registry (Confluent REST API, stored in Kafka)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8081, help="port to listen on (default: 8081; 0 = any free port)")
-    p.add_argument("--topic", default="_schemas", help="compacted topic holding the registry's log (default: _schemas)")
-    p.add_argument("--access-log", action="store_true", help="log every request to stderr")
-    p.add_argument("--token", help="bearer token with every right (default: $STREAMS_REGISTRY_TOKEN; on the command "
-                   "line it shows in ps)")
-    p.add_argument("--token-file", metavar="PATH", help="read the bearer token from this file (mode 600)")
-    p.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD[:RIGHT]",
-                   help="a basic-auth user (right read, write or admin; default write); repeatable, or "
-                        "$STREAMS_REGISTRY_USERS, comma-separated. Clients on this machine need no credentials; "
-                        "any other needs them, and binding beyond loopback needs --token or --user")
-    add_kafka_args(p)
-    p.set_defaults(func=run)
+def add(app: typer.Typer) -> None:
+    @app.command(rich_help_panel=RUN, epilog=examples(
+        "streams registry --port 8081 --bootstrap kafka:9092",
+        "streams registry --host 0.0.0.0 --user ci:secret:write --user ops:admin-pw:admin"))
+    def registry(
+        host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(parser=number(int, 0, 65535), help="port to listen on (0 = any free "
+                                          "port)")] = 8081,
+        topic: Annotated[str, typer.Option(help="compacted topic holding the registry's log")] = "_schemas",
+        access_log: Annotated[bool, flag("--access-log", "log every request to stderr")] = False,
+        token: Annotated[str | None, typer.Option(help="bearer token with every right (default: "
+                                                  "$STREAMS_REGISTRY_TOKEN; on the command line it shows in ps)",
+                                                  rich_help_panel="Access")] = None,
+        token_file: Annotated[str | None, typer.Option(metavar="PATH", help="read the bearer token from this file "
+                                                       "(mode 600)", rich_help_panel="Access")] = None,
+        user: Annotated[list[str] | None, typer.Option(
+            metavar="NAME:PASSWORD[:RIGHT]", rich_help_panel="Access",
+            help="a basic-auth user (right read, write or admin; default write); repeatable, or "
+                 "$STREAMS_REGISTRY_USERS, comma-separated. Clients on this machine need no credentials; any other "
+                 "needs them, and binding beyond loopback needs --token or --user")] = None,
+        bootstrap: Bootstrap = None,
+    ) -> int:
+        """Run the schema registry (Confluent REST API, stored in Kafka)."""
+        return run(namespace(host=host, port=port, topic=topic, access_log=access_log, user=user or [],
+                             token=token, token_file=token_file, bootstrap=bootstrap))
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 0 <= args.port <= 65535:
-        raise ConfigError(f"--port must be 0..65535, got {args.port}")
     users = dict(parse_user(u) for u in [*args.user, *filter(None, os.environ.get("STREAMS_REGISTRY_USERS", "")
                                                                 .split(","))])
     args.token = secret("--token", args.token, args.token_file, "STREAMS_REGISTRY_TOKEN", log)

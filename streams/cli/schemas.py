@@ -8,46 +8,77 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from typing import Annotated, Any
 
+import orjson
+import typer
+
+from streams.cli.common import OPERATE, BadValue, choice, examples, flag, namespace, one_of
+from streams.cli.progress import progress
 from streams.contracts import LEVELS, STRATEGIES, Catalogue, RegistryClient, RegistrySettings
+from streams.contracts.catalogue import SchemaEntry
 from streams.errors import IncompatibleSchemaError, SchemaRegistryError
 from streams.processors.avro import default_schemas
+from streams.progress import Progress
 from streams.topology import load
 
+Registry = Annotated[str | None, typer.Option(help="schema registry URL (default: $SCHEMA_REGISTRY_URL or "
+                                               "http://127.0.0.1:8081)", rich_help_panel="Connection")]
+Dir = Annotated[str | None, typer.Option(help="schema directory (default: the order-saga example's contracts)",
+                                         rich_help_panel="Contracts")]
+Topology = Annotated[str | None, typer.Option(help="the contracts a topology names (its schemas: key), e.g. a "
+                                              "project's", rich_help_panel="Contracts")]
+Strategy = Annotated[str, typer.Option(
+    parser=choice(*STRATEGIES), metavar=one_of(*STRATEGIES), rich_help_panel="Contracts",
+    help="subject naming: topic (default) = <topic>-value, and for a topic carrying several record types "
+         "<topic>-<record full name> plus their union as <topic>-value; record = record full name")]
+Json = Annotated[bool, flag("--json", "print JSON (one object per subject) instead of text")]
 
-def _common(p: argparse.ArgumentParser, catalogue: bool = True) -> None:
-    p.add_argument("--registry", help="schema registry URL (default: $SCHEMA_REGISTRY_URL or http://127.0.0.1:8081)")
-    if catalogue:
-        where = p.add_mutually_exclusive_group()
-        where.add_argument("--dir", help="schema directory (default: the order-saga example's contracts)")
-        where.add_argument("--topology", help="the contracts a topology names (its schemas: key), e.g. a project's")
-        p.add_argument("--strategy", choices=STRATEGIES, default="topic",
-                       help="subject naming: topic (default) = <topic>-value, and for a topic carrying several "
-                            "record types <topic>-<record full name> plus their union as <topic>-value; "
-                            "record = record full name")
+
+def add(app: typer.Typer) -> None:
+    schemas = typer.Typer(help="Register, check, list or show schemas in the registry.", no_args_is_help=True,
+                          epilog=examples("streams schemas register --topology topology.yaml",
+                                          "streams schemas check --dir schemas/   # the CI gate"))
+    app.add_typer(schemas, name="schemas", rich_help_panel=OPERATE)
+
+    @schemas.command("register", epilog=examples("streams schemas register --dry-run",
+                                                 "streams schemas register --compatibility FULL_TRANSITIVE"))
+    def register_(
+        dry_run: Annotated[bool, flag("--dry-run", "say what would be registered, change nothing")] = False,
+        compatibility: Annotated[str | None, typer.Option(parser=choice(*LEVELS, upper=True), metavar="LEVEL",
+                                                          help="also set this compatibility level on every subject: "
+                                                               + ", ".join(LEVELS))] = None,
+        registry: Registry = None, dir: Dir = None, topology: Topology = None,
+        strategy: Strategy = "topic",
+    ) -> int:
+        """Register every schema under its subject (idempotent)."""
+        return register(_args(registry=registry, dir=dir, topology=topology, strategy=strategy, dry_run=dry_run,
+                              compatibility=compatibility))
+
+    @schemas.command("check", epilog=examples("streams schemas check --topology topology.yaml"))
+    def check_(registry: Registry = None, dir: Dir = None, topology: Topology = None,
+               strategy: Strategy = "topic") -> int:
+        """Test every schema against the registry under each subject's level (CI gate: exit 1 on a break)."""
+        return check(_args(registry=registry, dir=dir, topology=topology, strategy=strategy))
+
+    @schemas.command("list", epilog=examples("streams schemas list --json"))
+    def list_cmd(registry: Registry = None, json: Json = False) -> int:
+        """List subjects with their latest version and id."""
+        return list_(namespace(registry=registry, json=json))
+
+    @schemas.command("show", epilog=examples("streams schemas show orders.events-value --version 2"))
+    def show_(subject: Annotated[str, typer.Argument(help="the subject, e.g. orders.events-value")],
+              version: Annotated[str, typer.Option(help="version number or 'latest'")] = "latest",
+              registry: Registry = None, json: Json = False) -> int:
+        """Show a subject's schema."""
+        return show(namespace(subject=subject, version=version, registry=registry, json=json))
 
 
-def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("schemas", help="register, check, list or show schemas in the registry")
-    ssub = p.add_subparsers(dest="schemas_cmd", metavar="ACTION")
-    ssub.required = True
-    r = ssub.add_parser("register", help="register every schema under its subject (idempotent)")
-    _common(r)
-    r.add_argument("--dry-run", action="store_true", help="say what would be registered, change nothing")
-    r.add_argument("--compatibility", choices=LEVELS, type=str.upper,
-                   help="also set this compatibility level on every subject")
-    r.set_defaults(func=register)
-    c = ssub.add_parser("check", help="test every schema against the registry under each subject's level (CI gate)")
-    _common(c)
-    c.set_defaults(func=check)
-    ls = ssub.add_parser("list", help="list subjects with their latest version and id")
-    _common(ls, catalogue=False)
-    ls.set_defaults(func=list_)
-    s = ssub.add_parser("show", help="show a subject's schema")
-    s.add_argument("subject")
-    s.add_argument("--version", default="latest", help="version number or 'latest' (default)")
-    _common(s, catalogue=False)
-    s.set_defaults(func=show)
+def _args(**values: Any) -> argparse.Namespace:
+    if values["dir"] and values["topology"]:
+        raise BadValue("not allowed with argument --topology", param_hint="--dir")
+    return namespace(**values)
 
 
 def _catalogue(args: argparse.Namespace) -> Catalogue:
@@ -73,8 +104,15 @@ def _registered(client: RegistryClient, subject: str) -> bool:
 def register(args: argparse.Namespace) -> int:
     subjects = _catalogue(args).subjects(args.strategy)
     client = _client(args)
+    with progress() as bar:
+        bar.phase(f"{'checking' if args.dry_run else 'registering'} {len(subjects)} subjects", len(subjects))
+        return _register(args, client, subjects, bar)
+
+
+def _register(args: argparse.Namespace, client: RegistryClient, subjects: dict[str, SchemaEntry], bar: Progress) -> int:
     failed = 0
-    for subject, entry in subjects.items():
+    for i, (subject, entry) in enumerate(subjects.items()):
+        bar.advance(i)
         if args.dry_run:
             if not _registered(client, subject):
                 print(f"new        {subject}")
@@ -129,14 +167,22 @@ def _print_breaking(messages: list[str]) -> int:
 
 def list_(args: argparse.Namespace) -> int:
     client = _client(args)
-    for subject in client.subjects():
-        latest = client.version(subject)
-        print(f"{subject}\tversion {latest.version}\tid {latest.id}")
+    rows = [client.version(subject) for subject in client.subjects()]
+    if args.json:
+        sys.stdout.write(orjson.dumps([{"subject": r.subject, "version": r.version, "id": r.id} for r in rows])
+                         .decode() + "\n")
+        return 0
+    for latest in rows:
+        print(f"{latest.subject}\tversion {latest.version}\tid {latest.id}")
     return 0
 
 
 def show(args: argparse.Namespace) -> int:
     found = _client(args).version(args.subject, args.version)
+    if args.json:
+        sys.stdout.write(orjson.dumps({"subject": found.subject, "version": found.version, "id": found.id,
+                                       "schema": json.loads(found.schema)}).decode() + "\n")
+        return 0
     print(f"# subject {found.subject}  version {found.version}  id {found.id}")
     print(json.dumps(json.loads(found.schema), indent=2))
     return 0

@@ -9,33 +9,36 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Annotated
 
 import orjson
+import typer
 
-from streams.cli.common import add_kafka_args, kafka_or_embedded
+from streams.cli.common import OPERATE, Bootstrap, examples, kafka_or_embedded, namespace
 from streams.errors import ConfigError
 from streams.ops.signal import Signaller, parse_data, signal_target
 from streams.processors import resolve
 from streams.topology import load
 
 
-def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "signal", help="send an event into a workflow (a human decision, an external system's answer)",
-        description="Example, in a project directory: streams signal loan-42 ReviewApproved "
-                    "--data '{\"reviewer\": \"ana\"}'",
-    )
-    p.add_argument("key", help="the entity key, e.g. the loan or order id")
-    p.add_argument("event", help="the event's record name, e.g. ReviewApproved")
-    p.add_argument("--data", default="{}", help="the event's fields as a JSON object (default: {})")
-    p.add_argument("--id", dest="event_id", help="the event id (default: a new one, printed): resend with the "
-                   "same id to retry safely")
-    p.add_argument("--topology", default="topology.yaml",
-                   help="topology YAML file naming the workflow (default: ./topology.yaml)")
-    p.add_argument("--processor", help="which processor of the topology (default: the only one, or the only "
-                   "workflow among them)")
-    add_kafka_args(p)
-    p.set_defaults(func=run)
+def add(app: typer.Typer) -> None:
+    @app.command(rich_help_panel=OPERATE, epilog=examples(
+        "streams signal loan-42 ReviewApproved --data '{\"reviewer\": \"ana\"}'",
+        "streams signal loan-42 ReviewApproved --id 7f3c... --topology topology.yaml   # a safe retry"))
+    def signal(
+        key: Annotated[str, typer.Argument(help="the entity key, e.g. the loan or order id")],
+        event: Annotated[str, typer.Argument(help="the event's record name, e.g. ReviewApproved")],
+        data: Annotated[str, typer.Option(help="the event's fields as a JSON object")] = "{}",
+        event_id: Annotated[str | None, typer.Option("--id", help="the event id (default: a new one, printed): "
+                                                     "resend with the same id to retry safely")] = None,
+        topology: Annotated[str, typer.Option(help="topology YAML file naming the workflow")] = "topology.yaml",
+        processor: Annotated[str | None, typer.Option(help="which processor of the topology (default: the only one, "
+                                                      "or the only workflow among them)")] = None,
+        bootstrap: Bootstrap = None,
+    ) -> int:
+        """Send an event into a workflow (a human decision, an external system's answer)."""
+        return run(namespace(key=key, event=event, data=data, event_id=event_id, topology=topology,
+                             processor=processor, bootstrap=bootstrap))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,29 +8,45 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Annotated
 
 import orjson
+import typer
 
-from streams.cli.common import add_kafka_args, kafka_or_embedded, log
+from streams.cli.common import OPERATE, BadValue, Bootstrap, examples, kafka_or_embedded, log, namespace
 from streams.config import secret
 from streams.errors import ConfigError
 from streams.ops.status import Endpoints, get_entity, partition_for
 from streams.topology import load
 
+WHERE = "Where to ask (one of)"
 
-def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("status", help="show one workflow entity by key")
-    p.add_argument("key")
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--url", help="any worker's HTTP endpoint, e.g. http://127.0.0.1:9400")
-    where.add_argument("--topology", help="find a worker through the group's endpoints topic")
-    p.add_argument("--processor", help="with --topology: which processor (default: the only one)")
-    p.add_argument("--group", help="with --topology: consumer group (default: <topology>-<processor>)")
-    p.add_argument("--token", help="bearer token, if required (default: $STREAMS_HTTP_TOKEN; on the command line it "
-                   "shows in ps)")
-    p.add_argument("--token-file", metavar="PATH", help="read the bearer token from this file (mode 600)")
-    add_kafka_args(p)
-    p.set_defaults(func=run)
+
+def add(app: typer.Typer) -> None:
+    @app.command(rich_help_panel=OPERATE, epilog=examples(
+        "streams status order-42 --url http://127.0.0.1:9400",
+        "streams status loan-7 --topology topology.yaml --bootstrap kafka:9092"))
+    def status(
+        key: Annotated[str, typer.Argument(help="the entity key, e.g. an order id")],
+        url: Annotated[str | None, typer.Option(help="any worker's HTTP endpoint, e.g. http://127.0.0.1:9400",
+                                                rich_help_panel=WHERE)] = None,
+        topology: Annotated[str | None, typer.Option(help="find a worker through the group's endpoints topic",
+                                                     rich_help_panel=WHERE)] = None,
+        processor: Annotated[str | None, typer.Option(help="with --topology: which processor (default: the only "
+                                                      "one)")] = None,
+        group: Annotated[str | None, typer.Option(help="with --topology: consumer group (default: "
+                                                  "<topology>-<processor>)")] = None,
+        token: Annotated[str | None, typer.Option(help="bearer token, if required (default: $STREAMS_HTTP_TOKEN; on "
+                                                  "the command line it shows in ps)")] = None,
+        token_file: Annotated[str | None, typer.Option(metavar="PATH", help="read the bearer token from this file "
+                                                       "(mode 600)")] = None,
+        bootstrap: Bootstrap = None,
+    ) -> int:
+        """Show one workflow entity by key (JSON: state, pending timers, history)."""
+        if (url is None) == (topology is None):
+            raise BadValue("give exactly one of them", param_hint="--url/--topology")
+        return run(namespace(key=key, url=url, topology=topology, processor=processor, group=group,
+                             token=token, token_file=token_file, bootstrap=bootstrap))
 
 
 def run(args: argparse.Namespace) -> int:

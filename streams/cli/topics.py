@@ -3,35 +3,55 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Annotated
 
-from streams.cli.common import add_kafka_args, kafka_or_embedded
+import orjson
+import typer
+
+from streams.cli.common import OPERATE, Bootstrap, examples, flag, kafka_or_embedded, namespace
+from streams.cli.progress import progress
 from streams.kafka.admin import Admin
 from streams.topology import load
 
+Topology = Annotated[str, typer.Option(help="topology YAML file, or a built-in example: orders, loan, counter")]
 
-def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("topics", help="create, list or describe topics")
-    tsub = p.add_subparsers(dest="topics_cmd", metavar="ACTION")
-    tsub.required = True
-    c = tsub.add_parser("create", help="create the topology's topics (idempotent)")
-    c.add_argument("--topology", required=True)
-    add_kafka_args(c)
-    c.set_defaults(func=create)
-    ls = tsub.add_parser("list", help="list topics and partition counts")
-    add_kafka_args(ls)
-    ls.set_defaults(func=list_)
-    d = tsub.add_parser("describe", help="describe the topology's topics as they are on the cluster")
-    d.add_argument("--topology", required=True)
-    add_kafka_args(d)
-    d.set_defaults(func=describe)
+
+def add(app: typer.Typer) -> None:
+    topics = typer.Typer(help="Create, list or describe topics.", no_args_is_help=True,
+                         epilog=examples("streams topics create --topology orders", "streams topics list --json"))
+    app.add_typer(topics, name="topics", rich_help_panel=OPERATE)
+
+    @topics.command("create", epilog=examples("streams topics create --topology topology.yaml --bootstrap kafka:9092"))
+    def create_(topology: Topology,
+                json: Annotated[bool, flag("--json", "print one JSON object: created and existing topics")] = False,
+                bootstrap: Bootstrap = None) -> int:
+        """Create the topology's topics (idempotent)."""
+        return create(namespace(topology=topology, json=json, bootstrap=bootstrap))
+
+    @topics.command("list", epilog=examples("streams topics list", "streams topics list --json"))
+    def list_cmd(json: Annotated[bool, flag("--json", "print one JSON object: topic name -> partitions")] = False,
+                 bootstrap: Bootstrap = None) -> int:
+        """List topics and partition counts."""
+        return list_(namespace(json=json, bootstrap=bootstrap))
+
+    @topics.command("describe", epilog=examples("streams topics describe --topology orders --json"))
+    def describe_(topology: Topology,
+                  json: Annotated[bool, flag("--json", "print a JSON array, one object per topic")] = False,
+                  bootstrap: Bootstrap = None) -> int:
+        """Describe the topology's topics as they are on the cluster."""
+        return describe(namespace(topology=topology, json=json, bootstrap=bootstrap))
 
 
 def create(args: argparse.Namespace) -> int:
     topo = load(args.topology)
-    with kafka_or_embedded(args) as settings:
-        created, existing = Admin(settings).ensure(topo.all_topics())
+    with kafka_or_embedded(args) as settings, progress() as bar:
+        created, existing = Admin(settings).ensure(topo.all_topics(), bar)
         for proc in topo.processors.values():
             Admin(settings).check_copartitioned(proc)
+    if args.json:
+        sys.stdout.write(orjson.dumps({"created": created, "existing": existing}).decode() + "\n")
+        return 0
     for t in created:
         print(f"created  {t}")
     for t in existing:
@@ -42,6 +62,9 @@ def create(args: argparse.Namespace) -> int:
 def list_(args: argparse.Namespace) -> int:
     with kafka_or_embedded(args) as settings:
         topics = Admin(settings).list_topics()
+    if args.json:
+        sys.stdout.write(orjson.dumps(dict(sorted(topics.items()))).decode() + "\n")
+        return 0
     for name in sorted(topics):
         print(f"{name}\t{topics[name]}")
     return 0
@@ -51,11 +74,19 @@ def describe(args: argparse.Namespace) -> int:
     topo = load(args.topology)
     with kafka_or_embedded(args) as settings:
         states = {s.name: s for s in Admin(settings).describe(t.name for t in topo.all_topics())}
+    if args.json:
+        rows = [{"topic": spec.name, "want_partitions": spec.partitions, "want_cleanup": spec.cleanup_policy,
+                 "exists": spec.name in states,
+                 "partitions": states[spec.name].partitions if spec.name in states else None,
+                 "cleanup": states[spec.name].config.get("cleanup.policy") if spec.name in states else None}
+                for spec in topo.all_topics()]
+        sys.stdout.write(orjson.dumps(rows).decode() + "\n")
+        return 0
     for spec in topo.all_topics():
         st = states.get(spec.name)
         if st is None:
             print(f"{spec.name}\tMISSING\twant partitions={spec.partitions} cleanup={spec.cleanup_policy}")
             continue
-        flag = "ok" if st.partitions == spec.partitions else f"MISMATCH(want {spec.partitions})"
-        print(f"{spec.name}\tpartitions={st.partitions} {flag}\tcleanup={st.config.get('cleanup.policy', '?')}")
+        verdict = "ok" if st.partitions == spec.partitions else f"MISMATCH(want {spec.partitions})"
+        print(f"{spec.name}\tpartitions={st.partitions} {verdict}\tcleanup={st.config.get('cleanup.policy', '?')}")
     return 0

@@ -10,10 +10,24 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, Any, TypeVar
+
+import typer
 
 from streams import _native
-from streams.cli.common import add_kafka_args, kafka_or_embedded, log, number
+from streams.cli.common import (
+    RUN,
+    Bootstrap,
+    choice,
+    examples,
+    flag,
+    kafka_or_embedded,
+    log,
+    namespace,
+    number,
+    one_of,
+    with_options,
+)
 from streams.config import GUARANTEES, KafkaSettings, WorkerSettings, secret
 from streams.errors import ConfigError, KafkaUnavailableError, SchemaRegistryUnavailableError
 from streams.kafka.admin import Admin, check_reachable
@@ -27,27 +41,88 @@ from streams.runtime.worker import Worker, WorkerSpec
 from streams.topology import ProcessorSpec, TopicSpec, Topology, load
 
 SERVICES = ("payment", "inventory", "shipping")
+TUNING, HTTP = "Tuning", "HTTP status server"  # sections of the help
 
 
-def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("worker", help="run one stream worker (a consumer-group member)")
-    p.add_argument("--topology", required=True, help="topology YAML file, or a built-in example: orders, loan, counter")
-    p.add_argument("--processor", help="which processor of the topology (default: the only one)")
-    _worker_args(p)
-    p.set_defaults(func=run, options={})
-    s = sub.add_parser("service", help="run a reference service (payment, inventory, shipping)")
-    s.add_argument("kind", choices=SERVICES)
-    s.add_argument("--topology", default="orders", help="topology YAML file or built-in example (default: orders)")
-    s.add_argument("--latency-ms", type=float, default=0.0, help="simulated work per command")
-    s.add_argument("--transient-rate", type=float, default=0.0, help="share of attempts failing TRANSIENT")
-    s.add_argument("--permanent-rate", type=float, default=0.0, help="share of orders failing PERMANENT")
-    s.add_argument("--shortage-rate", type=float, default=0.0, help="inventory: share of orders out of stock")
-    s.add_argument("--no-answer-rate", type=float, default=0.0, help="payment: share of orders never answered")
-    s.add_argument("--no-answer-customer-prefix", default="",
-                   help="payment: never answer orders whose id starts with this")
-    s.add_argument("--seed", type=int, default=0, help="seeds the (deterministic) failure choices")
-    _worker_args(s)
-    s.set_defaults(func=run_service)
+def _options(
+    group: Annotated[str | None, typer.Option(help="consumer group (default: <topology>-<processor>)")] = None,
+    state_dir: Annotated[str | None, typer.Option(help="where this worker keeps its RocksDB stores "
+                                                  "(default: .streams/state/<group>/<instance-id>)")] = None,
+    instance_id: Annotated[str, typer.Option(help="names this worker's default state directory "
+                                             "(default: $STREAMS_INSTANCE_ID or the host name)")] = "",
+    commit_interval_ms: Annotated[int, typer.Option(rich_help_panel=TUNING)] = 100,
+    max_batch: Annotated[int, typer.Option(rich_help_panel=TUNING)] = WorkerSettings.max_batch,
+    max_in_flight: Annotated[int, typer.Option(help="unacknowledged produced records before consumption pauses",
+                                               rich_help_panel=TUNING)] = 50_000,
+    dedupe_window: Annotated[int, typer.Option(help="recent event ids remembered per entity; redelivery within "
+                                               "it is not applied twice", rich_help_panel=TUNING)] = 32,
+    http_port: Annotated[int | None, typer.Option(parser=number(int, 0, 65535), rich_help_panel=HTTP,
+                                                  help="serve /metrics, /healthz and /workflows on this port")]
+    = None,
+    http_host: Annotated[str, typer.Option(help="bind address (non-loopback needs --http-token)",
+                                           rich_help_panel=HTTP)] = "127.0.0.1",
+    http_token: Annotated[str | None, typer.Option(help="bearer token for the HTTP endpoints (default: "
+                                                   "$STREAMS_HTTP_TOKEN; on the command line it shows in ps: "
+                                                   "prefer the variable or --http-token-file)",
+                                                   rich_help_panel=HTTP)] = None,
+    http_token_file: Annotated[str | None, typer.Option(metavar="PATH", help="read the bearer token from this "
+                                                        "file (mode 600)", rich_help_panel=HTTP)] = None,
+    http_advertised_url: Annotated[str | None, typer.Option(help="URL other workers forward status queries to "
+                                                            "(default: http://<host>:<port>)",
+                                                            rich_help_panel=HTTP)] = None,
+    processing_guarantee: Annotated[str | None, typer.Option(
+        parser=choice(*GUARANTEES), metavar=one_of(*GUARANTEES), help="at_least_once (default; any broker) or "
+        "exactly_once (Kafka transactions; real Kafka only); overrides the topology's processing_guarantee")] = None,
+    no_create_topics: Annotated[bool, flag("--no-create-topics", "fail instead of creating missing topics")] = False,
+    bootstrap: Bootstrap = None,
+) -> None:
+    """The options ``worker`` and ``service`` share (see :func:`streams.cli.common.with_options`)."""
+
+
+def add(app: typer.Typer) -> None:
+    @app.command(rich_help_panel=RUN, epilog=examples(
+        "streams worker --topology orders --processor orchestrator --http-port 9400",
+        "streams worker --topology topology.yaml --processing-guarantee exactly_once --bootstrap kafka:9092"))
+    @with_options(_options)
+    def worker(
+        topology: Annotated[str, typer.Option(help="topology YAML file, or a built-in example: orders, loan, "
+                                              "counter")],
+        processor: Annotated[str | None, typer.Option(help="which processor of the topology (default: the only "
+                                                      "one)")] = None,
+        **options: Any,
+    ) -> int:
+        """Run one stream worker (a consumer-group member)."""
+        return run(namespace(topology=topology, processor=processor, options={}, **_defaults(options)))
+
+    @app.command(rich_help_panel=RUN, epilog=examples(
+        "streams service payment --transient-rate 0.1 --seed 7",
+        "streams service inventory --topology orders --shortage-rate 0.05"))
+    @with_options(_options)
+    def service(
+        kind: Annotated[str, typer.Argument(parser=choice(*SERVICES), metavar=one_of(*SERVICES),
+                                               help="which reference service")],
+        topology: Annotated[str, typer.Option(help="topology YAML file or built-in example")] = "orders",
+        latency_ms: Annotated[float, typer.Option(help="simulated work per command")] = 0.0,
+        transient_rate: Annotated[float, typer.Option(help="share of attempts failing TRANSIENT")] = 0.0,
+        permanent_rate: Annotated[float, typer.Option(help="share of orders failing PERMANENT")] = 0.0,
+        shortage_rate: Annotated[float, typer.Option(help="inventory: share of orders out of stock")] = 0.0,
+        no_answer_rate: Annotated[float, typer.Option(help="payment: share of orders never answered")] = 0.0,
+        no_answer_customer_prefix: Annotated[str, typer.Option(
+            help="payment: never answer orders whose id starts with this")] = "",
+        seed: Annotated[int, typer.Option(help="seeds the (deterministic) failure choices")] = 0,
+        **options: Any,
+    ) -> int:
+        """Run a reference service (payment, inventory, shipping)."""
+        return run_service(namespace(
+            kind=kind, topology=topology, latency_ms=latency_ms, transient_rate=transient_rate,
+            permanent_rate=permanent_rate, shortage_rate=shortage_rate, no_answer_rate=no_answer_rate,
+            no_answer_customer_prefix=no_answer_customer_prefix, seed=seed, **_defaults(options)))
+
+
+def _defaults(options: dict[str, Any]) -> dict[str, Any]:
+    """Defaults read from the environment when the command runs, not when the module is imported."""
+    return {**options, "instance_id": options["instance_id"] or os.environ.get("STREAMS_INSTANCE_ID")
+            or socket.gethostname()}
 
 
 def run_service(args: argparse.Namespace) -> int:
@@ -61,33 +136,6 @@ def run_service(args: argparse.Namespace) -> int:
         "no_answer_customer_prefix": args.no_answer_customer_prefix,
     }
     return run(args)
-
-
-def _worker_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--group", help="consumer group (default: <topology>-<processor>)")
-    p.add_argument("--state-dir", help="where this worker keeps its RocksDB stores "
-                   "(default: .streams/state/<group>/<instance-id>)")
-    p.add_argument("--instance-id", default=os.environ.get("STREAMS_INSTANCE_ID") or socket.gethostname(),
-                   help="names this worker's default state directory")
-    p.add_argument("--commit-interval-ms", type=int, default=100)
-    p.add_argument("--max-batch", type=int, default=WorkerSettings.max_batch)
-    p.add_argument("--max-in-flight", type=int, default=50_000,
-                   help="unacknowledged produced records before consumption pauses")
-    p.add_argument("--dedupe-window", type=int, default=32,
-                   help="recent event ids remembered per entity; redelivery within it is not applied twice")
-    p.add_argument("--http-port", type=number(int, 0, 65535),
-                   help="serve /metrics, /healthz and /workflows on this port")
-    p.add_argument("--http-host", default="127.0.0.1", help="bind address (non-loopback needs --http-token)")
-    p.add_argument("--http-token", help="bearer token for the HTTP endpoints (default: $STREAMS_HTTP_TOKEN; "
-                   "on the command line it shows in ps: prefer the variable or --http-token-file)")
-    p.add_argument("--http-token-file", metavar="PATH", help="read the bearer token from this file (mode 600)")
-    p.add_argument("--http-advertised-url", help="URL other workers forward status queries to "
-                   "(default: http://<host>:<port>)")
-    p.add_argument("--processing-guarantee", choices=GUARANTEES,
-                   help="at_least_once (default; any broker) or exactly_once (Kafka transactions; real Kafka "
-                   "only); overrides the topology's processing_guarantee")
-    p.add_argument("--no-create-topics", action="store_true", help="fail instead of creating missing topics")
-    add_kafka_args(p)
 
 
 def prepare(topo: Topology, proc: ProcessorSpec, kafka: KafkaSettings, create: bool,

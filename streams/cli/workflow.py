@@ -13,8 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from typing import Annotated
 
-from streams.cli.common import add_kafka_args
+import orjson
+import typer
+
+from streams.cli.common import DEVELOP, Bootstrap, examples, flag, namespace
 from streams.config import KafkaSettings
 from streams.contracts import Catalogue, RegistryClient, RegistrySettings, Serde
 from streams.errors import ConfigError
@@ -33,31 +38,54 @@ from streams.workflow import Definition, create, names
 _REF = "workflow: a built-in name (see `streams workflow list`) or package.module:factory"
 
 
-def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("workflow", help="list, draw or validate workflows")
-    wsub = p.add_subparsers(dest="workflow_cmd", metavar="ACTION")
-    wsub.required = True
-    ls = wsub.add_parser("list", help="summarize workflows (default: the built-in ones)")
-    ls.add_argument("refs", nargs="*", metavar="REF", help=_REF)
-    ls.set_defaults(func=list_)
-    d = wsub.add_parser("diagram", help="print a workflow as a Mermaid stateDiagram-v2")
-    d.add_argument("name", metavar="REF", help=_REF)
-    d.set_defaults(func=diagram)
-    v = wsub.add_parser("validate", help="build a workflow and check it (exit 2 and the reason when invalid)")
-    v.add_argument("name", metavar="REF", help=_REF)
-    v.add_argument("--param", action="append", default=[], metavar="KEY=INT",
-                   help="a factory parameter, as a topology's options.params would give it (integers)")
-    v.add_argument("--topology", metavar="FILE",
-                   help="also check it against this topology's contracts and, with a broker, its stored states")
-    v.add_argument("--processor", help="the topology's processor running REF (default: the one that does)")
-    v.add_argument("--registry", help="schema registry URL (default: $SCHEMA_REGISTRY_URL)")
-    add_kafka_args(v)
-    v.set_defaults(func=validate)
+Ref = Annotated[str, typer.Argument(metavar="REF", help=_REF)]
+
+
+def add(app: typer.Typer) -> None:
+    workflow = typer.Typer(help="List, draw or validate workflows.", no_args_is_help=True,
+                           epilog=examples("streams workflow list", "streams workflow diagram orders",
+                                           "streams workflow validate myproj.flows:loan --topology topology.yaml"))
+    app.add_typer(workflow, name="workflow", rich_help_panel=DEVELOP)
+
+    @workflow.command("list", epilog=examples("streams workflow list --json", "streams workflow list orders loan"))
+    def list_cmd(refs: Annotated[list[str] | None, typer.Argument(metavar="REF...", help=_REF)] = None,
+                 json: Annotated[bool, flag("--json", "print a JSON array of summaries")] = False) -> int:
+        """Summarize workflows (default: the built-in ones)."""
+        return list_(namespace(refs=refs or [], json=json))
+
+    @workflow.command("diagram", epilog=examples("streams workflow diagram orders > orders.mmd"))
+    def diagram_(name: Ref) -> int:
+        """Print a workflow as a Mermaid stateDiagram-v2."""
+        return diagram(namespace(name=name))
+
+    @workflow.command("validate", epilog=examples(
+        "streams workflow validate orders --param max_attempts=5",
+        "streams workflow validate myproj.flows:loan --topology topology.yaml --bootstrap kafka:9092"))
+    def validate_(
+        name: Ref,
+        param: Annotated[list[str] | None, typer.Option(metavar="KEY=INT", help="a factory parameter, as a "
+                                                        "topology's options.params would give it (integers)")]
+        = None,
+        topology: Annotated[str | None, typer.Option(metavar="FILE", help="also check it against this topology's "
+                                                     "contracts and, with a broker, its stored states")] = None,
+        processor: Annotated[str | None, typer.Option(help="the topology's processor running REF (default: the one "
+                                                      "that does)")] = None,
+        registry: Annotated[str | None, typer.Option(help="schema registry URL (default: $SCHEMA_REGISTRY_URL)")]
+        = None,
+        bootstrap: Bootstrap = None,
+    ) -> int:
+        """Build a workflow and check it (exit 2 and the reason when invalid)."""
+        return validate(namespace(name=name, param=param or [], topology=topology, processor=processor,
+                                  registry=registry, bootstrap=bootstrap))
 
 
 def list_(args: argparse.Namespace) -> int:
-    for name in args.refs or names():
-        s = create(name).summary()
+    summaries = {name: create(name).summary() for name in args.refs or names()}
+    if args.json:
+        sys.stdout.write(orjson.dumps([{"ref": name, **s} for name, s in summaries.items()], default=str).decode()
+                         + "\n")
+        return 0
+    for name, s in summaries.items():
         print(f"{name}\tinput={s['input_topic']}\tstates={s['states']}\tterminal={','.join(s['terminal'])}")
         if s["description"]:
             print(f"\t{s['description']}")

@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from streams.config import KafkaSettings
 from streams.errors import ConfigError, KafkaUnavailableError, TopologyError
 from streams.kafka.client import make_admin, result, translate
+from streams.progress import SILENT, Progress
 from streams.topology import ProcessorSpec, TopicSpec
 
 
@@ -104,7 +105,7 @@ class Admin:
             out.append(TopicState(t, n, configs.get(t, {})))
         return out
 
-    def ensure(self, specs: Iterable[TopicSpec]) -> tuple[list[str], list[str]]:
+    def ensure(self, specs: Iterable[TopicSpec], progress: Progress = SILENT) -> tuple[list[str], list[str]]:
         """Create missing topics; existing ones are left as they are. Returns (created, existing).
 
         An existing topic with a different partition count is an error, not a silent mismatch.
@@ -120,10 +121,12 @@ class Admin:
         created: list[str] = []
         if missing:
             new = [NewTopic(s.name, s.partitions, s.replication, config=s.kafka_config()) for s in missing]
-            for name, fut in self._admin.create_topics(new, operation_timeout=30).items():
+            progress.phase(f"creating {len(new)} topics ({len(have)} exist)", len(new))
+            for i, (name, fut) in enumerate(self._admin.create_topics(new, operation_timeout=30).items(), 1):
                 try:
                     fut.result(timeout=30)
                     created.append(name)
+                    progress.advance(i)
                 except KafkaException as exc:
                     err = exc.args[0] if exc.args else None
                     if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
@@ -132,7 +135,9 @@ class Admin:
                 except TimeoutError as exc:
                     raise KafkaUnavailableError(f"creating topic {name}: no answer from Kafka within 30s") from exc
         if created:
+            progress.phase(f"waiting for the leaders of {len(created)} new topics")
             self._wait_leaders(created)
+        progress.end()
         return created, [s.name for s in specs if s.name in have]
 
     def _wait_leaders(self, topics: list[str], timeout_s: float = 30.0) -> None:

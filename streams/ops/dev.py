@@ -22,6 +22,7 @@ from streams.contracts import Catalogue, RegistryClient
 from streams.errors import StreamsError
 from streams.kafka.embedded import orphan_guarded
 from streams.ops.dashboard import Scrape, fetch_metrics
+from streams.progress import SILENT, Progress
 
 READY = "restored; processing"  # what a worker logs once its partitions are restored and it consumes
 
@@ -122,13 +123,17 @@ def summary_line(states: Mapping[tuple[str, str], int], dead: int) -> str:
     return f"dev: {' | '.join(parts)}   dead letters {dead}"
 
 
-def register_schemas(catalogue: Catalogue, client: RegistryClient, strategies: Iterable[str]) -> int:
+def register_schemas(catalogue: Catalogue, client: RegistryClient, strategies: Iterable[str],
+                     progress: Progress = SILENT) -> int:
     """Every subject of the contracts, under each subject strategy the processors use, into the registry
     (idempotent), as ``streams schemas register`` does."""
     subjects = {name: entry for strategy in sorted(set(strategies)) for name, entry in
                 catalogue.subjects(strategy).items()}
-    for subject, entry in subjects.items():
+    progress.phase(f"registering {len(subjects)} schema subjects", len(subjects))
+    for i, (subject, entry) in enumerate(subjects.items(), 1):
         client.register(subject, entry.text)
+        progress.advance(i)
+    progress.end()
     return len(subjects)
 
 

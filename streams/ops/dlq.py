@@ -14,6 +14,7 @@ from streams.config import KafkaSettings
 from streams.errors import ConfigError, DeliveryError
 from streams.kafka.client import plain_producer, read_to_end
 from streams.kafka.io import KafkaError
+from streams.progress import SILENT, Progress
 from streams.records import (
     H_DLQ_ATTEMPTS,
     H_DLQ_ERROR_CLASS,
@@ -63,7 +64,8 @@ def read(kafka: KafkaSettings, topic: str, timeout_s: float = 30.0) -> Iterator[
         yield DeadLetter(m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value(), tuple(m.headers() or ()))
 
 
-def replay(kafka: KafkaSettings, letters: list[DeadLetter], log: Callable[[str], None] = lambda _m: None) -> int:
+def replay(kafka: KafkaSettings, letters: list[DeadLetter], log: Callable[[str], None] = lambda _m: None,
+           progress: Progress = SILENT) -> int:
     """Re-produce each dead letter to its origin topic; returns how many were acknowledged."""
     producer = plain_producer({**kafka.common(), "enable.idempotence": True, "partitioner": "murmur2_random"})
     failed: list[str] = []
@@ -72,14 +74,18 @@ def replay(kafka: KafkaSettings, letters: list[DeadLetter], log: Callable[[str],
         if err is not None:
             failed.append(err.str())
 
-    for dl in letters:
+    progress.phase(f"replaying {len(letters)} dead letters", len(letters))
+    for i, dl in enumerate(letters, 1):
         topic, _part, _off = dl.origin
         if not topic:
             raise ConfigError(f"dead letter {dl.partition}/{dl.offset} has no origin topic header")
         headers = [h for h in dl.headers if not h[0].startswith("dlq-")]
         headers.append((H_REPLAYED, f"{dl.partition}/{dl.offset}".encode()))
         producer.produce(topic, dl.value, dl.key, headers=headers, on_delivery=on_delivery)
+        progress.advance(i)
+    progress.phase("waiting for the broker's acknowledgements")
     left = producer.flush(30)
+    progress.end()
     if left or failed:
         raise DeliveryError(f"replay: {left} unacknowledged, {len(failed)} failed ({failed[:1]})")
     log(f"replayed {len(letters)} dead letter(s)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import orjson
@@ -24,6 +24,7 @@ from streams.errors import ConfigError, DeliveryError, KafkaOperationError
 from streams.kafka.client import make_admin, make_consumer, plain_producer, result, translated
 from streams.kafka.io import TopicPartition
 from streams.kafka.lag import LagReader
+from streams.progress import Progress
 from streams.runtime.restore import RESET_KEY
 
 # Anything but these counts as live: a group mid-rebalance or in a state the broker reports vaguely must not
@@ -121,13 +122,14 @@ def apply(kafka: KafkaSettings, group: str, rows: list[PlanRow], changelog: str 
         raise DeliveryError(f"replay: reset markers not acknowledged ({failed[:1]}); run the replay again")
 
 
-def follow(kafka: KafkaSettings, group: str, rows: list[PlanRow], out: Callable[[str], None],
+def follow(kafka: KafkaSettings, group: str, rows: list[PlanRow], progress: Progress,
            timeout_s: float = 3600.0, interval_s: float = 2.0) -> bool:
-    """Progress with an ETA until the group's committed offsets reach the planned log ends."""
+    """Report progress until the group's committed offsets reach the planned log ends."""
     target = {(r.topic, r.partition): r.log_end for r in rows}
-    total = sum(r.to_reprocess for r in rows) or 1
+    total = sum(r.to_reprocess for r in rows)
     start = time.monotonic()
     consumer = make_consumer(kafka, group)
+    progress.phase(f"replay: group {group} reprocessing", total)
     try:
         while time.monotonic() - start < timeout_s:
             tps = [TopicPartition(t, p) for t, p in target]
@@ -135,11 +137,9 @@ def follow(kafka: KafkaSettings, group: str, rows: list[PlanRow], out: Callable[
                 committed = consumer.committed(tps, timeout=30)
             got = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed}
             left = sum(max(end - got.get(tp, 0), 0) for tp, end in target.items())
-            done = total - left
-            rate = done / max(time.monotonic() - start, 1e-6)
-            eta = f"{left / rate:.0f}s" if rate > 0 and left else "-"
-            out(f"replay: {done}/{total} records reprocessed ({100 * done / total:.0f}%), ETA {eta}")
+            progress.advance(total - left)
             if left == 0:
+                progress.end()
                 return True
             time.sleep(interval_s)
     finally:

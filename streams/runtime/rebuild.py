@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from streams.config import KafkaSettings
@@ -15,6 +15,7 @@ from streams.errors import KafkaUnavailableError
 from streams.kafka import client
 from streams.kafka.client import make_consumer
 from streams.kafka.io import TopicPartition
+from streams.progress import SILENT, Progress
 from streams.runtime.restore import Restorer
 from streams.state.store import PartitionStore, store_path
 
@@ -41,7 +42,7 @@ def rebuild(
     state_dir: Path,
     log: Callable[[str], None] = lambda _m: None,
     timeout_s: float = 600.0,
-    progress: Callable[[Mapping[int, int]], None] | None = None,
+    progress: Progress = SILENT,
     hashes: bool = True,
 ) -> dict[int, str]:
     """Restore each partition's store from scratch into ``state_dir``; returns the state hash per partition
@@ -60,12 +61,17 @@ def rebuild(
             durable = {t: max(committed.get((t, p), -1), 0) for t in inputs}
             restorer.start(stores[p], durable, durable)
         deadline = time.monotonic() + timeout_s
+        jobs = dict(restorer.jobs)  # the restorer drops a job when it is done; its final position stays here
+        first = {p: j.position for p, j in jobs.items()}
+        progress.phase(f"restoring {changelog} ({len(parts)} partitions)")
         while restorer.jobs:
             if time.monotonic() > deadline:
                 raise KafkaUnavailableError(f"rebuild of {changelog} did not finish within {timeout_s}s")
             restorer.step(0.2)
-            if progress is not None:
-                progress({j.partition: j.restored for j in restorer.jobs.values()})
+            left = restorer.remaining()
+            done = sum(j.position - first[p] for p, j in jobs.items())
+            progress.advance(done, done + sum(left.values()))
+        progress.end()
         return {p: s.state_hash() for p, s in stores.items()} if hashes else {}
     finally:
         restorer.close()
