@@ -207,3 +207,13 @@ def test_dashboard_serves_on_ipv6_loopback(kafka: KafkaSettings) -> None:
     with Dashboard(DashboardSettings(host="::1", port=0), kafka) as dash:
         assert dash.url.startswith("http://[::1]:")
         assert _get(dash.url + "healthz") == (200, {"ok": True, "threads": ["dashboard-sampler"]})
+
+
+def test_an_error_line_escapes_control_characters_from_the_input() -> None:
+    """The one error line the CLI prints names the bad input; a crafted one cannot recolour or split it."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    res = subprocess.run([sys.executable, "-m", "streams", "workflow", "diagram", "pkg.mod\x1b[31m\nforged:factory"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert "\x1b" not in res.stderr and res.stderr.count("\n") == 1, res.stderr
+    assert "pkg.mod\\x1b[31m\\nforged" in res.stderr

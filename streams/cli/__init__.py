@@ -24,7 +24,7 @@ from typer.core import TyperGroup as Group
 from typer.core import TyperOption as Option
 from typer.exceptions import Abort, Exit
 
-from streams.cli.common import configure_logging, configure_tracing, flag
+from streams.cli.common import configure_logging, configure_tracing, escape_controls, flag
 from streams.errors import StreamsError
 
 # Command modules, in help order. Each defines add(app), declaring its command(s) on the app.
@@ -168,24 +168,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NoArgsIsHelpError:  # `streams` alone, or `streams topics`: typer has shown what there is to choose from
         return 2
     except UsageError as exc:
-        print(usage_line(exc), file=sys.stderr)
+        print(escape_controls(usage_line(exc)), file=sys.stderr)
         return 2
     except Exit as exc:
         return int(exc.exit_code)
     except ClickException as exc:  # e.g. a file option that cannot be opened
-        print(f"streams: error: {' '.join(exc.format_message().split())}", file=sys.stderr)
+        print(escape_controls(f"streams: error: {' '.join(exc.format_message().split())}"), file=sys.stderr)
         return int(exc.exit_code)
     except StreamsError as exc:
         if _DEBUG["on"]:
             traceback.print_exc()
-        print(f"streams: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(escape_controls(f"streams: {type(exc).__name__}: {exc}"), file=sys.stderr)  # input may be in it
         return exit_code(exc)
     except (KeyboardInterrupt, Abort):
         return 130
     except Exception as exc:  # a bug of ours: still one line, with the way to see more
         if _DEBUG["on"]:
             raise
-        print(f"streams: internal error: {type(exc).__name__}: {exc} (run `streams --debug ...` for the traceback)",
-              file=sys.stderr)
+        print(escape_controls(f"streams: internal error: {type(exc).__name__}: {exc} (run `streams --debug ...` "
+                              "for the traceback)"), file=sys.stderr)
         return 1
     return int(rc or 0)
