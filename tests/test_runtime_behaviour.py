@@ -446,3 +446,25 @@ def test_a_partition_resumed_after_its_restore_is_fetched_at_once(kafka: KafkaSe
         consumer.close()
     assert got > 0
     assert waited < 0.5, f"first records {waited:.2f}s after resume: the fetcher waited for its idle tick"
+
+
+@pytest.mark.kafka
+def test_a_worker_whose_client_logs_during_an_assignment_keeps_running(
+        kafka: KafkaSettings, tmp_path: Path, subprocess_env: dict[str, str], unique: str) -> None:
+    """librdkafka's group debug log hands lines to the worker during every rebalance. The worker used to ask its
+    consumer for metadata inside the assignment callback, which ends confluent-kafka's call state there: the
+    next log line in the same poll aborted the process (SIGABRT, `CallState_get: Assertion 'cs != NULL'`)."""
+    topo = counter_topology(tmp_path, f"cgrp{unique}", 2, kafka=kafka)
+    w = WorkerProc(topo, tmp_path / "w", {**subprocess_env, "KAFKA_CONSUMER_DEBUG": "cgrp"}, tmp_path / "w.log")
+    try:
+        wait_until(lambda: "restored; processing" in w.log_text() or w.proc.poll() is not None, 60,
+                   "the worker to take its partitions")
+        p = Producer({"bootstrap.servers": kafka.bootstrap_servers})
+        for i in range(20):
+            p.produce(f"cgrp{unique}.in", f"v{i}".encode(), f"k{i}".encode())
+        assert p.flush(30) == 0
+        wait_drained(kafka, f"cgrp{unique}-counter", f"cgrp{unique}.in", 2, 60)
+        assert w.proc.poll() is None, w.log_text()[-3000:]
+        assert "CallState_get" not in w.log_text()
+    finally:
+        w.stop()

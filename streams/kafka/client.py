@@ -191,10 +191,14 @@ def plain_consumer(conf: Mapping[str, object], what: str = "creating consumer") 
         raise translate(exc, what) from exc
 
 
-def partition_count(consumer: Consumer, topic: str, what: str) -> int | None:
-    """How many partitions ``topic`` has (None: it does not exist), from the cluster's metadata."""
+def partition_count(client: Consumer | Producer, topic: str, what: str) -> int | None:
+    """How many partitions ``topic`` has (None: it does not exist), from the cluster's metadata.
+
+    Never ask a consumer from inside its own rebalance callback: confluent-kafka's ``list_topics`` ends the
+    call state the callback runs in, and the next log line librdkafka hands over in that same poll aborts the
+    process (``CallState_get: Assertion 'cs != NULL' failed``)."""
     with translated(what):
-        meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        meta = client.list_topics(topic, timeout=30).topics.get(topic)
     if meta is not None and meta.error is None and meta.partitions:
         return len(meta.partitions)
     return None

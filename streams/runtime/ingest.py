@@ -25,7 +25,7 @@ import orjson
 
 from streams.errors import BadKeyError, MisroutedError
 from streams.kafka.client import partition_count
-from streams.kafka.io import Consumer
+from streams.kafka.io import Consumer, Producer
 from streams.kafka.partition import crc32_partition_of, partition_of
 from streams.records import H_EVENT_ID, H_RAW_KEY, Headers, InputRecord, header
 from streams.runtime.metrics import Metrics
@@ -51,11 +51,12 @@ class Router:
         self.log = log
         self._told: set[tuple[str, str]] = set()
 
-    def learn(self, consumer: Consumer, topics: Iterable[str]) -> None:
+    def learn(self, client: Consumer | Producer, topics: Iterable[str]) -> None:
         """The partition counts of ``topics``, from the cluster (a topic created by hand can differ from the
-        file); on every assignment, since partitions can be added."""
+        file); on every assignment, since partitions can be added. The worker asks through its producer: see
+        :func:`~streams.kafka.client.partition_count`."""
         for t in topics:
-            n = partition_count(consumer, t, f"reading the partition count of {t}")
+            n = partition_count(client, t, f"reading the partition count of {t}")
             if n is not None:
                 self.partitions[t] = n
 

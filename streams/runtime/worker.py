@@ -302,7 +302,7 @@ class Worker:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.stats.rebalances += 1
         parts = sorted({tp.partition for tp in partitions})
-        self._router.learn(consumer, self.spec.inputs)
+        self._router.learn(self._producer, self.spec.inputs)  # not the consumer whose callback this is
         committed = committed_offsets(consumer, partitions, "reading committed offsets on assignment")
         positions: list[TopicPartition] = []
         ctx = self._ctx
