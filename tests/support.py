@@ -354,45 +354,55 @@ def raises(**params):
 '''
 
 
-def _record(name: str, fields: list[dict[str, object]]) -> str:
-    return orjson.dumps({"type": "record", "name": name, "namespace": "loans", "fields": fields}).decode()
+def write_workflow_project(root: Path, name: str, package: str, flows: str, records: Mapping[str, Mapping[str, str]],
+                           topics: Mapping[str, Iterable[str]], processor: str, factory: str,
+                           params: Mapping[str, object], outputs: Iterable[str]) -> Path:
+    """A user's workflow package ``package`` under ``root`` (topology ``name``), laid out as ``streams init``
+    does: ``flows.py`` (source ``flows``), one Avro record per entry of ``records`` (namespace ``package``
+    minus "flow", plus "s"; the engine's envelope first), ``schemas/subjects.yaml`` mapping ``topics`` (2
+    partitions each; the first is the input) to their records, and a topology naming ``package.flows:factory``.
+    Returns the topology file."""
+    pkg = root / package
+    (pkg / "schemas").mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "flows.py").write_text(flows)
+    namespace = package.removesuffix("flow") + "s"
+    env = {"name": "envelope", "type": "streams.common.Envelope"}
+    for name, fields in records.items():
+        (pkg / "schemas" / f"{name}.avsc").write_text(orjson.dumps({
+            "type": "record", "name": name, "namespace": namespace,
+            "fields": [env, *({"name": n, "type": t} for n, t in fields.items())]}).decode())
+    (pkg / "schemas" / "subjects.yaml").write_text("topics:\n" + "".join(
+        f"  {topic}: [{', '.join(names)}]\n" for topic, names in topics.items()))
+    topology = pkg / "topology.yaml"
+    topic_lines = "".join(f"  {t}: {{partitions: 2}}\n" for t in topics)
+    flow_params = ", ".join(f"{k}: {v}" for k, v in params.items())  # YAML flow style, as a person writes it
+    topology.write_text(f"""name: {name}
+schemas: schemas
+topics:
+{topic_lines}processors:
+  {processor}:
+    processor: workflow
+    inputs: [{next(iter(topics))}]
+    outputs: [{', '.join(outputs)}]
+    options:
+      workflow: "{package}.flows:{factory}"
+      params: {{{flow_params}}}
+""")
+    return topology
 
 
 def write_loan_project(root: Path, prefix: str, review_ms: int = 60_000) -> Path:
-    """Writes package ``loanflow`` under ``root`` (flows, schemas, topology); returns its topology file. Its
-    contracts are its own events only: the engine's records (envelope, TimerFired) and its generic state record
-    come with streams."""
-    pkg = root / "loanflow"
-    (pkg / "schemas").mkdir(parents=True, exist_ok=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "flows.py").write_text(LOAN_FLOW)
-    env = {"name": "envelope", "type": "streams.common.Envelope"}
-    records = {
-        "LoanRequested": [env, {"name": "loan_id", "type": "string"}, {"name": "amount", "type": "long"}],
-        "LoanApproved": [env, {"name": "loan_id", "type": "string"}],
-        "LoanDecided": [env, {"name": "loan_id", "type": "string"}, {"name": "decision", "type": "string"}],
-    }
-    for name, fields in records.items():
-        (pkg / "schemas" / f"{name}.avsc").write_text(_record(name, fields))
-    (pkg / "schemas" / "subjects.yaml").write_text(
-        f"topics:\n  {prefix}.events: [loans.LoanRequested, loans.LoanApproved, streams.common.TimerFired]\n"
-        f"  {prefix}.results: [loans.LoanDecided]\n")
-    topology = pkg / "topology.yaml"
-    topology.write_text(f"""name: {prefix}
-schemas: schemas
-topics:
-  {prefix}.events: {{partitions: 2}}
-  {prefix}.results: {{partitions: 2}}
-processors:
-  loans:
-    processor: workflow
-    inputs: [{prefix}.events]
-    outputs: [{prefix}.results, {prefix}.events]
-    options:
-      workflow: "loanflow.flows:loan"
-      params: {{prefix: {prefix}, review_ms: {review_ms}}}
-""")
-    return topology
+    """Package ``loanflow`` under ``root`` (flows, schemas, topology); returns its topology file. Its contracts
+    are its own events only: the engine's records (envelope, TimerFired) and its generic state record come with
+    streams."""
+    return write_workflow_project(
+        root, prefix, "loanflow", LOAN_FLOW,
+        {"LoanRequested": {"loan_id": "string", "amount": "long"}, "LoanApproved": {"loan_id": "string"},
+         "LoanDecided": {"loan_id": "string", "decision": "string"}},
+        {f"{prefix}.events": ["loans.LoanRequested", "loans.LoanApproved", "streams.common.TimerFired"],
+         f"{prefix}.results": ["loans.LoanDecided"]},
+        "loans", "loan", {"prefix": prefix, "review_ms": review_ms}, [f"{prefix}.results", f"{prefix}.events"])
 
 
 def request_loans(kafka: KafkaSettings, serde: Any, prefix: str) -> None:

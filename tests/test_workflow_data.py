@@ -28,7 +28,7 @@ from streams.state import entity
 from streams.topology import load
 from streams.workflow import Driver, Event, WorkflowState, step
 from streams.workflow.fields import avro_type, state_record
-from support import WorkerProc
+from support import WorkerProc, write_workflow_project
 
 FLOWS = '''
 from streams import Field, WorkflowBuilder, data_fields, emit, issue, record, record_with
@@ -65,43 +65,17 @@ def ticket(version=1, prefix="tk", bug="", drop_legacy=1):
 '''
 
 
-def _avsc(name: str, *fields: tuple[str, str]) -> str:
-    env = {"name": "envelope", "type": "streams.common.Envelope"}
-    return json.dumps({"type": "record", "name": name, "namespace": "tickets",
-                       "fields": [env, *({"name": n, "type": t} for n, t in fields)]})
-
-
 def write_project(root: Path, prefix: str) -> Path:
     """Package ``ticketflow`` (the flows above, its contracts, a topology); returns the topology file."""
-    pkg = root / "ticketflow"
-    (pkg / "schemas").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "flows.py").write_text(FLOWS)
-    for name, fields in {"Requested": [("ticket_id", "string"), ("seats", "long")], "Held": [("ticket_id", "string")],
-                         "Flagged": [("ticket_id", "string")], "Cleared": [("ticket_id", "string")],
-                         "Booked": [("ticket_id", "string")],
-                         "Hold": [("ticket_id", "string"), ("seats", "long"), ("attempt", "int")]}.items():
-        (pkg / "schemas" / f"{name}.avsc").write_text(_avsc(name, *fields))
-    (pkg / "schemas" / "subjects.yaml").write_text(
-        f"topics:\n  {prefix}.events: [tickets.Requested, tickets.Held, tickets.Flagged, tickets.Cleared, "
-        f"streams.common.TimerFired]\n  {prefix}.results: [tickets.Booked]\n  {prefix}.commands: [tickets.Hold]\n")
-    topology = pkg / "topology.yaml"
-    topology.write_text(f"""name: {prefix}
-schemas: schemas
-topics:
-  {prefix}.events: {{partitions: 2}}
-  {prefix}.results: {{partitions: 2}}
-  {prefix}.commands: {{partitions: 2}}
-processors:
-  tickets:
-    processor: workflow
-    inputs: [{prefix}.events]
-    outputs: [{prefix}.results, {prefix}.commands]
-    options:
-      workflow: "ticketflow.flows:ticket"
-      params: {{prefix: {prefix}, version: 1}}
-""")
-    return topology
+    ticket = {"ticket_id": "string"}
+    return write_workflow_project(
+        root, prefix, "ticketflow", FLOWS,
+        {"Requested": {**ticket, "seats": "long"}, "Held": ticket, "Flagged": ticket, "Cleared": ticket,
+         "Booked": ticket, "Hold": {**ticket, "seats": "long", "attempt": "int"}},
+        {f"{prefix}.events": ["tickets.Requested", "tickets.Held", "tickets.Flagged", "tickets.Cleared",
+                              "streams.common.TimerFired"],
+         f"{prefix}.results": ["tickets.Booked"], f"{prefix}.commands": ["tickets.Hold"]},
+        "tickets", "ticket", {"prefix": prefix, "version": 1}, [f"{prefix}.results", f"{prefix}.commands"])
 
 
 @pytest.fixture
