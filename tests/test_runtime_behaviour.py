@@ -202,7 +202,8 @@ def test_bad_cli_arguments_exit_nonzero_in_one_line(subprocess_env: dict[str, st
     assert missing.returncode == 2 and "cannot read topology" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
     flag = _streams("worker", "--max-batch", "many", "--topology", "x", env=subprocess_env)
-    assert flag.returncode == 2 and "invalid int value" in flag.stderr
+    assert flag.returncode == 2 and "argument --max-batch:" in flag.stderr and "integer" in flag.stderr
+    assert len(flag.stderr.strip().splitlines()) == 1
     assert "Traceback" not in missing.stderr + flag.stderr
     time.sleep(0)
 
