@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from streams.config import KafkaSettings
 from streams.kafka.admin import Admin
 from streams.kafka.apache import ApacheKafka, cache_dir
+from streams.kafka.client import until_settled
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,7 +117,8 @@ def test_three_nodes_replicate_a_topic_and_serve_it() -> None:
         for part in md.topics[topic].partitions.values():
             assert sorted(part.replicas) == [1, 2, 3]
         res = ConfigResource(ConfigResource.Type.TOPIC, topic)
-        cfg = admin.describe_configs([res])[res].result(30)
+        # a node may answer for a topic just created before its metadata reached it: the engine's settling retry
+        cfg = until_settled(lambda: admin.describe_configs([res])[res].result(30), time.monotonic() + 30)
         assert cfg["min.insync.replicas"].value == "2"  # acks=all survives one node down, not two
 
         p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})

@@ -47,7 +47,7 @@ def test_build_makes_an_sdist_and_a_compiled_wheel_with_the_examples(dist: Path,
 def test_the_installed_package_runs_compiled_from_outside_the_checkout(
         venv: Path, outside: tuple[Path, dict[str, str]]) -> None:
     cwd, env = outside
-    assert "usage: streams" in run_ok([str(venv / "streams"), "--help"], cwd, env).stdout
+    assert "Usage: streams" in run_ok([str(venv / "streams"), "--help"], cwd, env).stdout
     listed = run_ok([str(venv / "streams"), "workflow", "list"], cwd, env).stdout
     assert [line.split("\t")[:2] for line in listed.splitlines() if not line.startswith("\t")] == [
         ["loan", "input=loan.events"], ["orders", "input=orders.events"]]
