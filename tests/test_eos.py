@@ -20,9 +20,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from streams.config import KafkaSettings, WorkerSettings
 from streams.errors import ConfigError, KafkaUnavailableError, ProducerFencedError, TransactionAbortedError
+from streams.kafka.admin import Admin
+from streams.topology import TopicSpec
 from streams.kafka.transactions import Transactions, check_guarantee
 from streams.records import H_EVENT_ID, InputRecord, OutputRecord
 from streams.runtime.processor import UNCHANGED, Step, TimerChange
+from streams.runtime.restore import Restorer
+from streams.state import entity, timers
+from streams.state.store import PartitionStore
 from streams.runtime.worker import Worker, WorkerSpec
 from streams.topology import load, parse
 from support import WorkerProc, counter_topology, produce_counts, wait_drained, wait_until
@@ -268,6 +273,48 @@ def test_a_transaction_holding_only_fired_timers_is_committed(
     assert sorted(str(o["key"]) for o in outputs) == sorted(keys)
     assert {str(o["event_id"]) for o in outputs} == {f"alarm-{k}" for k in keys}
     assert worker.stats.timers_fired >= len(keys)
+
+
+def test_a_restore_waits_for_a_transaction_open_on_the_changelog_and_applies_what_it_commits(
+        eos_kafka: KafkaSettings, tmp_path: Path, unique: str) -> None:
+    """A new owner's restore can start while the previous owner's last transaction is still open on the
+    changelog (its markers are written after its offsets'). Stopping at that transaction's first record (where a
+    read_committed reader sees the partition end) would lose its entities once it commits."""
+    changelog, source = f"rwait{unique}-changelog", f"rwait{unique}.in"
+    Admin(eos_kafka).ensure([TopicSpec(changelog, 1, 1, "compact")])
+    tag = entity.topic_tag(source)
+
+    def put(p: Producer, first: int, n: int) -> None:
+        for i in range(first, first + n):
+            p.produce(changelog, entity.encode(tag, i, [], b"v%d" % i), timers.ENTITY + b"k%d" % i, partition=0)
+
+    owner = Producer({"bootstrap.servers": eos_kafka.bootstrap_servers, "transactional.id": f"rwait-{unique}"})
+    owner.init_transactions()
+    owner.begin_transaction()
+    put(owner, 0, 5)
+    owner.commit_transaction()
+    owner.begin_transaction()
+    put(owner, 5, 3)  # the previous owner's last batch: its input offsets (8) already count as committed
+    assert owner.flush(10) == 0
+    logs: list[str] = []
+    restorer = Restorer(eos_kafka, f"rwait{unique}", changelog, 100, logs.append)
+    db = PartitionStore(tmp_path / "p0", 0)
+    try:
+        restorer.start(db, {source: 8}, {source: 8})
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            assert not restorer.step(0.1), "the restore ended at the open transaction"
+        assert any("waiting for the transaction open at offset 6" in line for line in logs), logs
+        owner.commit_transaction()
+        done: list[object] = []
+        deadline = time.monotonic() + 30
+        while not done and time.monotonic() < deadline:
+            done = list(restorer.step(0.1))
+        assert done, "the restore never ended after the transaction committed"
+        assert [db.get(b"k%d" % i) is not None for i in range(8)] == [True] * 8
+    finally:
+        restorer.close()
+        db.close()
 
 
 # -- configuration and error mapping (no broker) ------------------------------------------------------------

@@ -221,9 +221,24 @@ def result(future: Any, what: str, timeout_s: float = 30.0) -> Any:
         raise KafkaUnavailableError(f"{what}: no answer from Kafka within {timeout_s:g}s") from exc
 
 
+def at_end(consumer: Consumer, eof: Message, tansu: bool) -> bool:
+    """Whether a partition-EOF event is the partition's end for a reader that must see everything committed.
+
+    A read_committed consumer reports EOF at the last stable offset: with a transaction still open there (a
+    previous owner's commit whose markers are not yet written, or a zombie's) the records behind it may yet
+    commit, so the end is reached only when the EOF offset is the high watermark. librdkafka reports EOF again
+    once the transaction ends, whichever way. The embedded broker does no transactions and its watermarks are
+    not trusted: any EOF is its end."""
+    if tansu:
+        return True
+    _, hi = consumer.get_watermark_offsets(TopicPartition(eof.topic(), eof.partition()), cached=True)
+    return bool(eof.offset() >= hi)
+
+
 def read_to_end(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) -> Iterator[Message]:
-    """Every record of every partition of ``topic``, up to the end seen in fetch responses (partition EOF):
-    the embedded broker's ListOffsets is wrong for batched produces. Group-less: nothing is committed."""
+    """Every record of every partition of ``topic``, up to the end seen in fetch responses (partition EOF, see
+    :func:`at_end`): the embedded broker's ListOffsets is wrong for batched produces. Group-less: nothing is
+    committed."""
     consumer = make_consumer(settings, f"streams-reader-{uuid.uuid4().hex}", {"enable.partition.eof": True})
     try:
         try:
@@ -241,7 +256,7 @@ def read_to_end(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) ->
                 err = m.error()
                 if err is None:
                     yield m
-                elif err.code() == KafkaError._PARTITION_EOF:
+                elif err.code() == KafkaError._PARTITION_EOF and at_end(consumer, m, settings.tansu):
                     done.add(m.partition())
     finally:
         consumer.close()

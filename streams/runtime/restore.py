@@ -7,7 +7,9 @@ Rules that keep restore equal to live (invariant 4):
   write: it is skipped, so an entity never moves backwards;
 - progress is checkpointed with the data in one WriteBatch, so an interrupted restore resumes where it was.
 The end of a changelog partition is taken from fetch responses (partition EOF), never from ListOffsets, which
-the embedded broker answers wrongly for multi-record batches.
+the embedded broker answers wrongly for multi-record batches. On Kafka it is the end only when no transaction
+is open on the partition (:func:`at_end`): a restore that stopped at an open transaction's first record would
+miss the previous owner's last batch if that transaction then commits, with its input offsets already counted.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 
 from streams.config import KafkaSettings
 from streams.kafka import io
-from streams.kafka.client import make_consumer
+from streams.kafka.client import at_end, make_consumer
 from streams.kafka.io import Consumer, TopicPartition
 from streams.runtime.commit import H_SOURCE
 from streams.state import entity, timers
@@ -40,6 +42,7 @@ class RestoreJob:
     fresh: bool
     restored: int = 0
     skipped: int = 0
+    waiting: bool = False  # reached an open transaction: logged once
     seen: dict[bytes, tuple[int, int]] = field(default_factory=dict)
     # Timer index entries written by batches that never committed. The redo may set its timers at other due
     # times (the clock rule reads the wall clock, and the due time is part of the key), so the worker
@@ -58,6 +61,7 @@ class Restorer:
         self.chunk = chunk
         self.log = log
         self.jobs: dict[int, RestoreJob] = {}
+        self._tansu = kafka.tansu
         self._consumer: Consumer = make_consumer(
             kafka, f"{group}.restore", {"enable.partition.eof": True, "session.timeout.ms": 45000}
         )
@@ -96,8 +100,14 @@ class Restorer:
             err = m.error()
             if err is not None:
                 if io.is_partition_eof(err):
-                    if m.offset() >= job.position:
+                    if m.offset() < job.position:
+                        continue
+                    if at_end(self._consumer, m, self._tansu):
                         done.append(job)
+                    elif not job.waiting:
+                        job.waiting = True
+                        self.log(f"restore {self.changelog}[{job.partition}]: waiting for the transaction open "
+                                 f"at offset {m.offset()} to commit or abort")
                 else:
                     self.log(f"restore {self.changelog}[{m.partition()}]: {io.error_text(err)}")
                 continue
