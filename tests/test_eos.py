@@ -21,15 +21,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from streams.config import KafkaSettings, WorkerSettings
 from streams.errors import ConfigError, KafkaUnavailableError, ProducerFencedError, TransactionAbortedError
 from streams.kafka.admin import Admin
-from streams.topology import TopicSpec
 from streams.kafka.transactions import Transactions, check_guarantee
 from streams.records import H_EVENT_ID, InputRecord, OutputRecord
 from streams.runtime.processor import UNCHANGED, Step, TimerChange
 from streams.runtime.restore import Restorer
+from streams.runtime.worker import Worker, WorkerSpec
 from streams.state import entity, timers
 from streams.state.store import PartitionStore
-from streams.runtime.worker import Worker, WorkerSpec
-from streams.topology import load, parse
+from streams.topology import TopicSpec, load, parse
 from support import WorkerProc, counter_topology, produce_counts, wait_drained, wait_until
 
 PARTS = 4
