@@ -241,13 +241,7 @@ def read_to_end(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) ->
     committed."""
     consumer = make_consumer(settings, f"streams-reader-{uuid.uuid4().hex}", {"enable.partition.eof": True})
     try:
-        try:
-            meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        except KafkaException as exc:
-            raise translate(exc, f"reading topic {topic}") from exc
-        if meta is None or meta.error is not None:
-            raise ConfigError(f"topic {topic} does not exist")
-        parts = list(meta.partitions)
+        parts = _partitions(consumer, topic)
         consumer.assign([TopicPartition(topic, p, 0) for p in parts])
         done: set[int] = set()
         deadline = time.monotonic() + timeout_s
@@ -266,6 +260,14 @@ def _topic_metadata(consumer: Consumer, topic: str) -> Any:
     return consumer.list_topics(topic, timeout=10).topics.get(topic)
 
 
+def _partitions(consumer: Consumer, topic: str) -> list[int]:
+    """The partition ids of ``topic``, waiting while a fresh cluster settles."""
+    meta = until_settled(partial(_topic_metadata, consumer, topic), time.monotonic() + 30)
+    if meta is None or meta.error is not None:
+        raise ConfigError(f"topic {topic} does not exist")
+    return list(meta.partitions)
+
+
 def follow(settings: KafkaSettings, topics: Iterable[str], stop: threading.Event,
            poll_s: float = 0.2) -> Iterator[list[Message]]:
     """Every record of ``topics`` from the beginning, then each new one as it comes, until ``stop`` is set:
@@ -274,13 +276,7 @@ def follow(settings: KafkaSettings, topics: Iterable[str], stop: threading.Event
     so a record is handed over as soon as it arrives (the demo measures latency through this)."""
     consumer = make_consumer(settings, f"streams-follower-{uuid.uuid4().hex}")
     try:
-        tps: list[TopicPartition] = []
-        for topic in topics:
-            meta = until_settled(partial(_topic_metadata, consumer, topic), time.monotonic() + 30)
-            if meta is None or meta.error is not None:
-                raise ConfigError(f"topic {topic} does not exist")
-            tps += [TopicPartition(topic, p, 0) for p in meta.partitions]
-        consumer.assign(tps)
+        consumer.assign([TopicPartition(topic, p, 0) for topic in topics for p in _partitions(consumer, topic)])
         while not stop.is_set():
             msgs = consumer.consume(1000, 0) or consumer.consume(1, poll_s)
             yield [m for m in msgs if m.error() is None]

@@ -50,7 +50,7 @@ def transactional_id(group: str, instance_id: str) -> str:
 
 
 # How long past its own timeout a transactional call may take before the producer counts as stuck.
-STUCK_GRACE_S = 15.0
+STUCK_GRACE_S = 5.0
 
 
 class _Caller:

@@ -47,14 +47,14 @@ def attach(ctx: CommitContext, settings: WorkerSettings, env: Mapping[str, str] 
            timeout_s: float = TRANSACTION_TIMEOUT_MS / 1000) -> None:
     """Make ``ctx`` transactional (exactly_once only): register the producer and open the first transaction.
     A transactional call waits up to ``timeout_s`` (the transaction timeout: the coordinator aborts a
-    transaction open longer anyway), and the producer counts as stuck 5 s after that."""
+    transaction open longer anyway), and the producer counts as stuck a grace period after that."""
     if settings.processing_guarantee != EXACTLY_ONCE:
         return
     env = os.environ if env is None else env
     mode = env.get(TEST_FENCING) or None
     if mode not in (None, "transaction", "off"):
         raise ValueError(f"{TEST_FENCING}={mode!r} is not transaction or off")
-    ctx.txn = Transactions(ctx.producer, ctx.log, timeout_s, stuck_grace_s=5.0)
+    ctx.txn = Transactions(ctx.producer, ctx.log, timeout_s)
     ctx.txn.init(ctx.should_give_up)
     begin(ctx)
     if mode is not None:
