@@ -97,9 +97,14 @@ class Profile:
     def on_kafka3(self, exactly_once: bool = False) -> Profile:
         """This profile on a three-node cluster: broker kills (3 by default, 1 quick) and broker pauses past
         the broker session instead of whole-broker pauses; ``exactly_once`` arms that protocol's steps."""
-        # Commits are fewer on Kafka (larger batches), so the fault points are armed nearer to be reached.
+        # Commits are fewer on Kafka (larger batches), so the fault points are armed nearer to be reached. The
+        # saga's timeouts must outlast any outage the schedule makes, and a service's outages stack longer here:
+        # three SIGKILLs of one service, a dead member keeping its partitions for a session, then a transaction
+        # coordinator on a paused node kept a quick run's payments unanswered for over 40 s (seed 3).
+        timeout_ms = max(self.payment_timeout_ms, 60_000)
         return replace(self, broker_kills=3 if self.min_kills >= 12 else 1, broker_pause_s=14.0,
-                       exactly_once=exactly_once, commit_after=(self.commit_after[0], self.commit_after[1] // 3))
+                       exactly_once=exactly_once, commit_after=(self.commit_after[0], self.commit_after[1] // 3),
+                       payment_timeout_ms=timeout_ms, reply_timeout_ms=max(self.reply_timeout_ms, timeout_ms))
 
     @property
     def commit_points(self) -> tuple[str, ...]:
