@@ -11,22 +11,15 @@ import sys
 from collections.abc import Callable, Mapping
 from types import TracebackType
 
-import orjson
-from starlette.responses import Response
-
 from streams.config import KafkaSettings
+from streams.errors import ConfigError
 from streams.registry.log import KafkaSchemaLog, MemorySchemaLog, SchemaLog
 from streams.registry.rest import CONTENT_TYPE, operations, translate
 from streams.registry.service import RegistryService
-from streams.runtime.heartbeat import Heartbeats, health
-from streams.web import Access, App, Op, Server
+from streams.runtime.heartbeat import health
+from streams.web import Access, App, Op, Server, json_answer
 
 DEFAULT_TOPIC = "_schemas"
-
-
-def _health(beats: Heartbeats | None) -> Response:
-    status, body = health(beats)
-    return Response(orjson.dumps(body), status, media_type="application/json")
 
 
 def _stderr(line: str) -> None:
@@ -57,7 +50,7 @@ class RegistryServer:
         self.access_log = access_log
         self.service = RegistryService(self.log)
         beats = store.heartbeats if isinstance(store, KafkaSchemaLog) else None
-        health_op = Op("GET", "/healthz", lambda c: _health(beats), "public",
+        health_op = Op("GET", "/healthz", lambda c: json_answer(*health(beats)), "public",
                        "200 ok, or 503 naming the log reader when it died or is overdue", inline=True)
         app = App("streams schema registry", [*operations(self.service), health_op], self.access, bind_host=host,
                   translate=translate, media=CONTENT_TYPE,
@@ -80,7 +73,7 @@ class RegistryServer:
         self.service.open()
         try:
             self._http.start()
-        except OSError:
+        except (OSError, ConfigError):  # the port is taken, or the server did not start
             self.service.close()
             raise
         return self
