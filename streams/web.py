@@ -167,9 +167,6 @@ class Call:
             return False
         raise HttpError(400, f"query parameter {name} must be true or false, got {value!r}", name=name)
 
-    def text(self, name: str, default: str = "") -> str:
-        return self.query.get(name, default)
-
 
 @dataclass(frozen=True)
 class Op:
@@ -186,9 +183,6 @@ class Op:
     produces: str = "application/json"
     inline: bool = False  # cheap and non-blocking: answered on the event loop, not in a handler thread
 
-    def segments(self) -> list[str]:
-        return [s for s in self.path.split("/") if s]
-
 
 FLAG: Mapping[str, Any] = {"type": "boolean"}
 TEXT: Mapping[str, Any] = {"type": "string"}
@@ -197,7 +191,7 @@ TEXT: Mapping[str, Any] = {"type": "string"}
 def _match(ops: list[Op], method: str, segs: list[str]) -> tuple[Op, dict[str, str]]:
     allowed: list[str] = []
     for op in ops:
-        pat = op.segments()
+        pat = [s for s in op.path.split("/") if s]
         if len(pat) != len(segs) or not all(p.startswith("{") or p == s for p, s in zip(pat, segs, strict=True)):
             continue
         if op.method != method:

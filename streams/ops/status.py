@@ -88,7 +88,6 @@ class StatusServer:
         self.worker = worker
         self.describe = describe
         self.partitions = partitions
-        self.token = token
         self.endpoints = endpoints
         self.advertised: str | None = None  # what other workers reach us at; set by whoever wires us
         app = App("streams worker", _ops(self), access, bind_host=host, limits=Limits(body_bytes=1 << 20))
@@ -165,7 +164,7 @@ class StatusServer:
     def listing(self, call: Call) -> dict[str, Any]:
         state = call.query.get("state")
         stuck = call.flag("stuck")
-        raw_limit = call.text("limit", "50")
+        raw_limit = call.query.get("limit", "50")
         if not raw_limit.isdigit():
             raise HttpError(400, f"limit must be an integer, got {raw_limit!r}", field="limit")
         limit = min(max(int(raw_limit), 1), 1000)
