@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
+from functools import partial
 from types import TracebackType
 
 from streams.config import KafkaSettings
@@ -20,10 +21,6 @@ from streams.runtime.heartbeat import health
 from streams.web import Access, App, Op, Server, json_answer
 
 DEFAULT_TOPIC = "_schemas"
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr)
 
 
 class RegistryServer:
@@ -54,7 +51,7 @@ class RegistryServer:
                        "200 ok, or 503 naming the log reader when it died or is overdue", inline=True)
         app = App("streams schema registry", [*operations(self.service), health_op], self.access, bind_host=host,
                   translate=translate, media=CONTENT_TYPE,
-                  log=(logger or _stderr) if access_log else None, log_all=True)
+                  log=(logger or partial(print, file=sys.stderr)) if access_log else None, log_all=True)
         self._http = Server(app, host, port, "schema-registry-http")
 
     @property
