@@ -28,9 +28,12 @@ import logging
 import re
 import socket
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import anyio
 import orjson
@@ -56,6 +59,26 @@ class HttpError(Exception):
         self.status = status
         self.code = code if code is not None else status
         self.extra = extra
+
+
+def json_answer(status: int, body: Any) -> Response:
+    """A JSON answer with a status of the handler's choosing (202, a health check's 503, a forwarded status)."""
+    return Response(orjson.dumps(body), status, media_type="application/json")
+
+
+def bearer(token: str | None) -> dict[str, str]:
+    """The header presenting ``token``, or none without one."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def get(url: str, timeout_s: float, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+    """``GET url``: (status, body) for every HTTP answer, errors included; OSError when nothing answers and
+    ValueError for a URL urllib cannot use, which callers name in their own terms."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=dict(headers or {})), timeout=timeout_s) as r:
+            return int(r.status), r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
 
 
 # ---------------------------------------------------------------------------------------------- access
@@ -144,9 +167,6 @@ class Call:
             return False
         raise HttpError(400, f"query parameter {name} must be true or false, got {value!r}", name=name)
 
-    def text(self, name: str, default: str = "") -> str:
-        return self.query.get(name, default)
-
 
 @dataclass(frozen=True)
 class Op:
@@ -163,9 +183,6 @@ class Op:
     produces: str = "application/json"
     inline: bool = False  # cheap and non-blocking: answered on the event loop, not in a handler thread
 
-    def segments(self) -> list[str]:
-        return [s for s in self.path.split("/") if s]
-
 
 FLAG: Mapping[str, Any] = {"type": "boolean"}
 TEXT: Mapping[str, Any] = {"type": "string"}
@@ -174,7 +191,7 @@ TEXT: Mapping[str, Any] = {"type": "string"}
 def _match(ops: list[Op], method: str, segs: list[str]) -> tuple[Op, dict[str, str]]:
     allowed: list[str] = []
     for op in ops:
-        pat = op.segments()
+        pat = [s for s in op.path.split("/") if s]
         if len(pat) != len(segs) or not all(p.startswith("{") or p == s for p, s in zip(pat, segs, strict=True)):
             continue
         if op.method != method:
@@ -261,7 +278,8 @@ class App:
 
     async def _answer(self, request: Request) -> Response:
         try:
-            segs = [_unquote(s) for s in request.scope.get("raw_path", b"").split(b"?")[0].split(b"/") if s]
+            segs = [unquote_to_bytes(s).decode("utf-8", "replace")
+                    for s in request.scope.get("raw_path", b"").split(b"?")[0].split(b"/") if s]
             self._check_host(request)
             op, params = _match(self.ops, request.method, segs)
             self._authorize(op, request)
@@ -270,7 +288,7 @@ class App:
             if op.inline:
                 result = op.handler(call)
             else:
-                result = await anyio.to_thread.run_sync(self._run, op.handler, call, limiter=self._pool,
+                result = await anyio.to_thread.run_sync(op.handler, call, limiter=self._pool,
                                                         abandon_on_cancel=True)
         except HttpError as exc:
             return self._error(exc)
@@ -284,10 +302,6 @@ class App:
             result.headers.update(self.headers)
             return result
         return Response(orjson.dumps(result), 200, self.headers, self.media)
-
-    @staticmethod
-    def _run(handler: Callable[[Call], Any], call: Call) -> Any:
-        return handler(call)
 
     def _check_host(self, request: Request) -> None:
         host = request.headers.get("host")
@@ -334,12 +348,6 @@ class App:
         return Response(orjson.dumps(body), exc.status, {**self.headers, **extra}, self.media)
 
 
-def _unquote(segment: bytes) -> str:
-    from urllib.parse import unquote_to_bytes
-
-    return unquote_to_bytes(segment).decode("utf-8", "replace")
-
-
 # ---------------------------------------------------------------------------------------------- the server thread
 
 
@@ -354,7 +362,7 @@ class _H11(H11Protocol):
 
 class Server:
     """uvicorn serving an :class:`App` in a thread of its own, on a socket bound in ``start()`` (so a taken port
-    fails there, as an OSError, and port 0 is known at once)."""
+    fails there, as a ConfigError, and port 0 is known at once)."""
 
     def __init__(self, app: App | Callable[[Scope, Receive, Send], Awaitable[None]], host: str, port: int,
                  name: str, limits: Limits | None = None) -> None:
@@ -374,7 +382,7 @@ class Server:
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     def bind(self) -> None:
-        """Take the port now (``start()`` does if nothing did): a taken port fails here, as an OSError."""
+        """Take the port now (``start()`` does if nothing did): a taken port fails here, as a ConfigError."""
         if self._sock is not None:
             return
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -382,9 +390,9 @@ class Server:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.host, self.port_wanted))
-        except OSError:
+        except OSError as exc:  # a taken port, an address not on this machine, a name that does not resolve
             sock.close()
-            raise
+            raise ConfigError(f"cannot listen on {self.host}:{self.port_wanted}: {exc.strerror or exc}") from exc
         sock.listen(128)
         self.port = sock.getsockname()[1]
         self._sock = sock

@@ -30,7 +30,8 @@ from streams.config import KafkaSettings
 from streams.errors import ConfigError
 from streams.kafka.admin import Admin
 from streams.kafka.client import make_consumer, make_producer
-from streams.ops.dashboard import Dashboard, DashboardSettings, Sampler, histogram_quantile
+from streams.ops.dashboard import Dashboard, DashboardSettings
+from streams.ops.sampler import Sampler, histogram_quantile
 from streams.topology import TopicSpec
 from streams.web import is_loopback
 from support import Dom, browser_page, hang_up

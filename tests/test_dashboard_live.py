@@ -279,7 +279,7 @@ def test_discovery_believes_what_status_forwarding_believes(kafka: KafkaSettings
     """The dashboard scrapes only announcements :class:`Endpoints` believes: signed with the group's key and
     leased; a forged one (unsigned, or signed with another key) is never fetched, nor an expired one."""
     from streams.kafka.admin import Admin
-    from streams.ops.dashboard import Discovery
+    from streams.ops.sampler import Discovery
     from streams.ops.status import Endpoints
     from streams.topology import TopicSpec
 

@@ -21,7 +21,7 @@ from typing import TextIO
 from streams.contracts import Catalogue, RegistryClient
 from streams.errors import StreamsError
 from streams.kafka.embedded import orphan_guarded
-from streams.ops.dashboard import Scrape, fetch_metrics
+from streams.ops.sampler import Scrape, fetch_metrics
 from streams.progress import SILENT, Progress
 
 READY = "restored; processing"  # what a worker logs once its partitions are restored and it consumes

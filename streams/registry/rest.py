@@ -49,7 +49,7 @@ def operations(s: RegistryService) -> list[Op]:
     return [
         Op("GET", "/", lambda c: {}, summary="liveness"),
         Op("GET", "/subjects", lambda c: s.subjects(c.flag("deleted"), c.flag("deleted_only"),
-                                                    c.text("subjectPrefix")),
+                                                    c.query.get("subjectPrefix", "")),
            query={**LISTED, "subjectPrefix": TEXT}),
         Op("POST", "/subjects/{subject}", lambda c: s.lookup(c.params["subject"], c.body, c.flag("deleted")),
            "read", "look a schema up", DELETED, SCHEMA_BODY),

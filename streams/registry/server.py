@@ -9,28 +9,18 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
+from functools import partial
 from types import TracebackType
 
-import orjson
-from starlette.responses import Response
-
 from streams.config import KafkaSettings
+from streams.errors import ConfigError
 from streams.registry.log import KafkaSchemaLog, MemorySchemaLog, SchemaLog
 from streams.registry.rest import CONTENT_TYPE, operations, translate
 from streams.registry.service import RegistryService
-from streams.runtime.heartbeat import Heartbeats, health
-from streams.web import Access, App, Op, Server
+from streams.runtime.heartbeat import health
+from streams.web import Access, App, Op, Server, json_answer
 
 DEFAULT_TOPIC = "_schemas"
-
-
-def _health(beats: Heartbeats | None) -> Response:
-    status, body = health(beats)
-    return Response(orjson.dumps(body), status, media_type="application/json")
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr)
 
 
 class RegistryServer:
@@ -57,11 +47,11 @@ class RegistryServer:
         self.access_log = access_log
         self.service = RegistryService(self.log)
         beats = store.heartbeats if isinstance(store, KafkaSchemaLog) else None
-        health_op = Op("GET", "/healthz", lambda c: _health(beats), "public",
+        health_op = Op("GET", "/healthz", lambda c: json_answer(*health(beats)), "public",
                        "200 ok, or 503 naming the log reader when it died or is overdue", inline=True)
         app = App("streams schema registry", [*operations(self.service), health_op], self.access, bind_host=host,
                   translate=translate, media=CONTENT_TYPE,
-                  log=(logger or _stderr) if access_log else None, log_all=True)
+                  log=(logger or partial(print, file=sys.stderr)) if access_log else None, log_all=True)
         self._http = Server(app, host, port, "schema-registry-http")
 
     @property
@@ -80,7 +70,7 @@ class RegistryServer:
         self.service.open()
         try:
             self._http.start()
-        except OSError:
+        except (OSError, ConfigError):  # the port is taken, or the server did not start
             self.service.close()
             raise
         return self
