@@ -35,7 +35,9 @@ from streams.contracts import Catalogue, RegistryClient, Serde
 from streams.contracts.client import RegistrySettings
 from streams.errors import ConfigError, SchemaRegistryError, SchemaRegistryUnavailableError
 from streams.kafka.admin import Admin
+from streams.ops import endpoints as endpoints_module
 from streams.ops.dashboard import Dashboard, DashboardSettings
+from streams.ops.endpoints import endpoints_topic
 from streams.ops.signal import Signaller
 from streams.ops.status import Endpoints, StatusServer
 from streams.processors import resolve
@@ -402,6 +404,23 @@ class _Listener:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_port}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+def test_invalid_announcements_are_remembered_within_a_bound_and_the_topic_compacts_soon(
+        kafka: KafkaSettings, unique: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = endpoints_topic(f"bound{unique}")
+    assert spec.kafka_config()["cleanup.policy"] == "compact" and int(spec.kafka_config()["segment.ms"]) <= 3600_000
+    Admin(kafka).ensure([spec])
+    monkeypatch.setattr(endpoints_module, "_REPORTED_MAX", 3)
+    producer = Producer(kafka.common())
+    for i in range(10):
+        producer.produce(spec.name, b"not json %d" % i, b"spam-%d" % i)
+    assert producer.flush(10) == 0
+    logs: list[str] = []
+    reader = Endpoints(kafka, spec.name, TOKEN, log=logs.append)
+    assert reader.announced() == {}
+    assert sum("ignoring an endpoint announcement" in line for line in logs) == 10
+    assert len(reader._reported) <= 3
 
 
 def test_a_forged_announcement_gets_no_token_and_changes_no_answer(kafka: KafkaSettings, unique: str,

@@ -19,7 +19,20 @@ from streams.errors import KafkaUnavailableError
 from streams.kafka.client import read_to_end
 from streams.kafka.io import Producer
 from streams.runtime.heartbeat import Heartbeats, run_rounds
+from streams.topology import TopicSpec
 from streams.web import is_loopback
+
+# Invalid announcements already logged, remembered up to this many: a writer spamming bad ones cannot grow a
+# reader's memory without bound (past it, the memory starts over and each is logged once more).
+_REPORTED_MAX = 1000
+
+
+def endpoints_topic(group: str) -> TopicSpec:
+    """The group's announcement topic. Compacted in ten-minute segments: every worker renews its announcement
+    a few times a lease, and each reader reads the whole log, so only the active segment's renewals may pile up
+    (Kafka's default segment of a week never becomes compactable in that time)."""
+    return TopicSpec(f"{group}.endpoints", 1, 1, "compact",
+                     config={"segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"})
 
 
 class Endpoints:
@@ -111,6 +124,8 @@ class Endpoints:
             ann, problem = self._check(key, value)
             if problem is not None:
                 if (key + value) not in self._reported:
+                    if len(self._reported) >= _REPORTED_MAX:
+                        self._reported.clear()
                     self._reported.add(key + value)
                     self._log(f"status: ignoring an endpoint announcement in {self.topic} "
                               f"(key {key[:64].decode('utf-8', 'replace')!r}): {problem}")
