@@ -8,7 +8,7 @@ DLQ ``reason`` strings are stable identifiers that operators filter on.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -200,16 +200,25 @@ class StoppedError(Exception):
 
 def patiently(call: Callable[[], T], stop: threading.Event, log: Callable[[str], None], who: str) -> T:
     """``call()`` until it returns, waiting out retryable errors (a broker, registry or dependency briefly down)
-    with a pause of 0.1 s doubling to 5 s, each logged as ``who: error; retrying``. Any other exception is
-    raised as it is; :class:`StoppedError` when ``stop`` is set during a pause."""
-    delay = 0.1
+    with the pauses of :func:`backoff`, each logged as ``who: error; retrying``. Any other exception is raised as
+    it is; :class:`StoppedError` when ``stop`` is set during a pause."""
+    pauses = backoff()
     while True:
         try:
             return call()
         except StreamsError as exc:
             if not exc.retryable:
                 raise
+            delay = next(pauses)
             log(f"{who}: {exc}; retrying in {delay:.1f}s")
             if stop.wait(delay):
                 raise StoppedError from exc
-            delay = min(delay * 2, 5.0)
+
+
+def backoff(first_s: float = 0.1, cap_s: float = 5.0) -> Iterator[float]:
+    """The pauses between attempts at something that may succeed later: ``first_s``, doubling up to ``cap_s``.
+    Every retry loop takes its pauses from here."""
+    delay = first_s
+    while True:
+        yield delay
+        delay = min(delay * 2, cap_s)

@@ -307,3 +307,12 @@ def test_patiently_waits_out_retryable_errors_only_and_stops_on_request() -> Non
     with pytest.raises(StoppedError) as info:
         patiently(down, stop, lines.append, "writer")
     assert isinstance(info.value.__cause__, SchemaRegistryUnavailableError)
+
+
+def test_backoff_doubles_from_its_first_pause_up_to_its_cap() -> None:
+    from itertools import islice
+
+    from streams.errors import backoff
+
+    assert list(islice(backoff(), 8)) == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    assert list(islice(backoff(0.2, 2.0), 5)) == [0.2, 0.4, 0.8, 1.6, 2.0]

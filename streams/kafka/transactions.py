@@ -25,7 +25,7 @@ from collections.abc import Callable
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from streams.config import EXACTLY_ONCE, GUARANTEES
-from streams.errors import ConfigError, KafkaUnavailableError, ProducerFencedError, TransactionAbortedError
+from streams.errors import ConfigError, KafkaUnavailableError, ProducerFencedError, TransactionAbortedError, backoff
 from streams.kafka.client import translate
 from streams.kafka.io import flush_waiting
 
@@ -132,7 +132,7 @@ class Transactions:
 
     def _retrying(self, fn: Callable[[], object], what: str,
                   should_give_up: Callable[[], bool] = lambda: False) -> None:
-        delay = 0.2
+        pauses = backoff(0.2)
         while True:
             try:
                 self._call(fn, what)
@@ -140,9 +140,9 @@ class Transactions:
             except KafkaUnavailableError as exc:
                 if should_give_up():
                     raise
+                delay = next(pauses)
                 self.log(f"transaction: {exc}; retrying in {delay:.1f}s")
                 time.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     def _call(self, fn: Callable[[], object], what: str, blocking: bool = True) -> None:
         if self.fenced:

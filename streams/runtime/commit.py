@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from streams.errors import DeliveryError, TransactionAbortedError
+from streams.errors import DeliveryError, TransactionAbortedError, backoff
 from streams.kafka import io
 from streams.kafka.io import Consumer, KafkaError, Message, Producer, TopicPartition, flush_waiting, produce
 from streams.kafka.transactions import Transactions
@@ -168,7 +168,7 @@ def produce_changelog(ctx: CommitContext, batch: Batch) -> int:
 
 def flush_all(ctx: CommitContext) -> None:
     """Step 2: block until every produced record is acknowledged, re-producing failures."""
-    delay = 0.1
+    pauses = backoff(0.1, 2.0)
     waited = 0.0
     while True:
         remaining = flush_waiting(ctx.producer, 1.0)
@@ -188,8 +188,7 @@ def flush_all(ctx: CommitContext) -> None:
         if ctx.should_give_up():
             raise DeliveryError(f"gave up waiting for {remaining + len(failed)} unacknowledged record(s); "
                                 "nothing was committed past them")
-        time.sleep(delay)
-        delay = min(delay * 2, 2.0)
+        time.sleep(next(pauses))
 
 
 def write_local(ctx: CommitContext, batch: Batch) -> None:
