@@ -6,11 +6,7 @@ the result against an independent count: every record applied exactly once, pois
 
 from __future__ import annotations
 
-import argparse
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -18,7 +14,8 @@ from pathlib import Path
 
 import orjson
 
-from streams.cli.common import kafka_or_embedded, log
+from streams.cli import demo_loan
+from streams.cli.common import bootstrap_given, kafka_or_embedded, log
 from streams.cli.progress import progress
 from streams.config import KafkaSettings
 from streams.kafka.admin import Admin
@@ -59,46 +56,35 @@ def _log_end(kafka: KafkaSettings, topic: str, partitions: int) -> dict[int, int
     return {p: marks[(topic, p)].log_end for p in range(partitions)}
 
 
-def run(args: argparse.Namespace) -> int:
-    ns = "" if not (args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) else f"demo{uuid.uuid4().hex[:6]}-"
+def run(records: int, keys: int, poison: int, workers: int, bootstrap: str | None) -> int:
+    ns = f"demo{uuid.uuid4().hex[:6]}-" if bootstrap_given(bootstrap) else ""
     topo = load(TOPOLOGY, {**os.environ, "STREAMS_NS": ns})
     proc = topo.processor(None)
     group = topo.default_group(proc)
-    with kafka_or_embedded(args) as kafka, tempfile.TemporaryDirectory(prefix="streams-demo-") as tmp, \
+    with kafka_or_embedded(bootstrap) as kafka, tempfile.TemporaryDirectory(prefix="streams-demo-") as tmp, \
             beside(kafka, [group], log, "demo", linger=True):
         Admin(kafka).ensure(topo.all_topics())
         parts = topo.topics[proc.inputs[0]].partitions
         env = {**os.environ, **kafka.child_env(), "STREAMS_NS": ns}
-        workers = []
-        for i in range(args.workers):
-            logf = open(Path(tmp) / f"worker{i}.log", "wb")  # noqa: SIM115
-            workers.append((subprocess.Popen(
-                [sys.executable, "-m", "streams", "worker", "--topology", str(TOPOLOGY),
-                 "--state-dir", str(Path(tmp) / f"worker{i}"), "--http-port", "0"],
-                env=env, stdout=logf, stderr=subprocess.STDOUT,
-            ), logf))
-        log(f"demo: {args.workers} workers started; generating {args.records} records over {args.keys} keys")
-        t0 = time.monotonic()
-        expected = _generate(kafka, proc.inputs[0], args.records, args.keys, args.poison)
-        ends = _log_end(kafka, proc.inputs[0], parts)
-        total = sum(ends.values())
-        with progress() as bar:
-            bar.phase(f"demo: {total} records processed", total)
-            while True:
-                done = committed_offsets(kafka, group, proc.inputs, range(parts))
-                processed = sum(max(done.get((proc.inputs[0], p), 0), 0) for p in range(parts))
-                bar.advance(min(processed, total))
-                if processed >= total:
-                    break
-                if any(w.poll() is not None for w, _ in workers):
-                    raise SystemExit("demo: a worker exited early; see its log above")
-                time.sleep(0.5)
-        elapsed = time.monotonic() - t0
-        for w, logf in workers:
-            w.send_signal(signal.SIGTERM)
-            w.wait(30)
-            logf.close()
-        return _summary(kafka, topo, tmp, expected, total, elapsed, args.poison)
+        specs = [(f"worker{i}", ["worker", "--topology", TOPOLOGY]) for i in range(workers)]
+        with demo_loan.workers(specs, env, Path(tmp)) as procs:
+            log(f"demo: {workers} workers started; generating {records} records over {keys} keys")
+            t0 = time.monotonic()
+            expected = _generate(kafka, proc.inputs[0], records, keys, poison)
+            total = sum(_log_end(kafka, proc.inputs[0], parts).values())
+            with progress() as bar:
+                bar.phase(f"demo: {total} records processed", total)
+                while True:
+                    done = committed_offsets(kafka, group, proc.inputs, range(parts))
+                    processed = sum(max(done.get((proc.inputs[0], p), 0), 0) for p in range(parts))
+                    bar.advance(min(processed, total))
+                    if processed >= total:
+                        break
+                    if procs.exited():
+                        raise SystemExit("demo: a worker exited early; see its log above")
+                    time.sleep(0.5)
+            elapsed = time.monotonic() - t0
+        return _summary(kafka, topo, tmp, expected, total, elapsed, poison)
 
 
 def _summary(kafka: KafkaSettings, topo: Topology, tmp: str, expected: dict[str, tuple[int, int]],

@@ -3,142 +3,67 @@
 The orchestrator, the credit bureau and document verification (each its own worker process), applications
 submitted as signals, and simulated reviewers: a loop that reads the reviewers' inbox (``loan.reviews``) and
 answers by signal, some at once, some only after the review was escalated, some never. Every outcome is seeded
-(the services' :func:`~streams.examples.loan.services.credit_outcome` and ``documents_outcome``, the reviewers'
-:func:`review_outcome`), so an oracle predicts each application's end; the demo exits 0 only if every one
+(see :mod:`streams.lab.loan_oracle`), so an oracle predicts each application's end; the demo exits 0 only if every one
 ended as predicted. Delays are seconds here where the example's defaults are days.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import heapq
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from streams.cli.common import log
 from streams.cli.progress import progress
 from streams.config import KafkaSettings
 from streams.contracts import Serde
-from streams.examples.loan.services import credit_outcome, documents_outcome
-from streams.examples.loan.workflow import CREDIT_RETRY
 from streams.kafka.admin import Admin
 from streams.kafka.client import follow
+from streams.lab.loan_oracle import ESCALATION_MS, SEED, SETTINGS, SLA_MS, THINK_MS, End, predict, review_outcome
 from streams.ops.dashboard import beside, groups_of
+from streams.ops.dev import Supervisor
 from streams.ops.signal import Signaller, SignalTarget, signal_target
 from streams.processors import resolve
 from streams.processors.avro import make_serde
-from streams.processors.services import fate
 from streams.topology import Topology, load
 
 LOAN = "loan"  # the built-in example topology (streams.topology.EXAMPLES)
-SEED = 1
-SLA_MS, ESCALATION_MS = 4_000, 4_000
-# The topology's knobs (``${VAR}`` in streams/examples/loan/topology.yaml) for a demo that ends in seconds.
-SETTINGS = {
-    "LOAN_SEED": str(SEED), "LOAN_REPLY_TIMEOUT_MS": "5000",
-    "LOAN_REMINDER_EVERY_MS": "1500", "LOAN_MAX_REMINDERS": "2",  # documents expire after 4.5 s
-    "LOAN_REVIEW_SLA_MS": str(SLA_MS), "LOAN_ESCALATION_MS": str(ESCALATION_MS),
-    "LOAN_CREDIT_REJECT_RATE": "0.15", "LOAN_CREDIT_UNAVAILABLE_RATE": "0.1",
-    "LOAN_DOCUMENTS_REJECT_RATE": "0.05", "LOAN_DOCUMENTS_LATE_RATE": "0.2", "LOAN_DOCUMENTS_NEVER_RATE": "0.05",
-    "LOAN_DOCUMENTS_LATE_MS": "2500",  # after the first reminder, well before the expiry
-}
-# What the simulated reviewers do with a task: answer at once, answer after it was escalated (half way between
-# the SLA and the final decline), or never.
-REVIEWS = (("approve", 0.55), ("decline", 0.20), ("late_approve", 0.15), ("never", 0.10))
-THINK_MS = 300
 SERVICES = ("orchestrator", "credit", "documents")
 
 
-def review_outcome(seed: int, loan_id: str) -> str:
-    """What the reviewers do with this application (one of :data:`REVIEWS`)."""
-    u = fate(seed, loan_id, "review")
-    for outcome, share in REVIEWS:
-        if u < share:
-            return outcome
-        u -= share
-    return REVIEWS[-1][0]
-
-
-@dataclass(frozen=True)
-class End:
-    outcome: str  # LoanApproved | LoanDeclined
-    reason: str | None = None
-    escalated: bool = False
-    released: bool = False  # a decline released the credit hold placed for it
-
-
-def predict(loan_id: str, settings: Mapping[str, str] = SETTINGS) -> End:
-    """The end the seeded services and reviewers lead this application to."""
-    seed = int(settings["LOAN_SEED"])
-    rates = [float(settings[f"LOAN_CREDIT_{n}_RATE"]) for n in ("REJECT", "UNAVAILABLE")]
-    credit = [credit_outcome(seed, loan_id, a, *rates) for a in range(1, CREDIT_RETRY.max_attempts + 1)]
-    if credit[0] == "rejected":
-        return End("LoanDeclined", "credit_rejected")
-    if "approved" not in credit:
-        return End("LoanDeclined", "credit_unavailable")
-    docs = documents_outcome(seed, loan_id, *(float(settings[f"LOAN_DOCUMENTS_{n}_RATE"])
-                                              for n in ("REJECT", "LATE", "NEVER")))
-    if docs in ("rejected", "never"):
-        return End("LoanDeclined", "documents_rejected" if docs == "rejected" else "documents_expired",
-                   released=True)
-    review = review_outcome(seed, loan_id)
-    if review == "decline":
-        return End("LoanDeclined", "review_declined", released=True)
-    if review == "never":
-        return End("LoanDeclined", "review_expired", escalated=True, released=True)
-    return End("LoanApproved", escalated=review == "late_approve")
-
-
-Procs = list[tuple[subprocess.Popen[bytes], IO[bytes]]]
-
-
-def start_workers(specs: list[tuple[str, list[str]]], env: Mapping[str, str], tmp: Path) -> Procs:
-    """One ``streams`` process per spec, logging to ``tmp/<name>.log``; returns once each is processing (a
-    progress bar on a terminal shows how many are)."""
-    procs: Procs = []
-    for name, cmd in specs:
-        logf = open(tmp / f"{name}.log", "wb")  # noqa: SIM115
-        procs.append((subprocess.Popen(
-            [sys.executable, "-m", "streams", *cmd, "--state-dir", str(tmp / name), "--commit-interval-ms", "20",
-             "--http-port", "0"],  # /metrics, announced for the dashboard
-            env=dict(env), stdout=logf, stderr=subprocess.STDOUT), logf))
-    logs = [tmp / f"{name}.log" for name, _ in specs]
-    deadline = time.monotonic() + 60
-    with progress() as bar:
-        bar.phase(f"demo: starting {len(specs)} workers (processing)", len(specs))
-        while time.monotonic() < deadline:
-            ready = sum("restored; processing" in f.read_text(errors="replace") for f in logs)
-            bar.advance(ready)
-            if ready == len(logs):
-                break
-            time.sleep(0.2)
-    return procs
-
-
-def stop_workers(procs: Procs) -> None:
-    for p, _logf in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p, logf in procs:
+@contextlib.contextmanager
+def workers(specs: list[tuple[str, list[str]]], env: Mapping[str, str], tmp: Path) -> Iterator[Supervisor]:
+    """One ``streams`` process per spec, their logs in ``tmp/workers.log``; the block starts once each is
+    processing (a progress bar on a terminal shows how many are), and they are all stopped when it ends."""
+    with open(tmp / "workers.log", "w") as out:
+        procs = Supervisor(out, env)
         try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-        logf.close()
+            for name, cmd in specs:
+                procs.start(name, [sys.executable, "-m", "streams", *cmd, "--state-dir", str(tmp / name),
+                                   "--commit-interval-ms", "20", "--http-port", "0"])  # /metrics, for the dashboard
+            deadline = time.monotonic() + 60
+            with progress() as bar:
+                bar.phase(f"demo: starting {len(specs)} workers (processing)", len(specs))
+                while (ready := sum(c.ready.is_set() for c in procs.children)) < len(specs) and \
+                        time.monotonic() < deadline and not procs.exited():
+                    bar.advance(ready)
+                    time.sleep(0.2)
+                bar.advance(ready)
+            yield procs
+        finally:
+            procs.stop()
 
 
-def run(args: argparse.Namespace, kafka: KafkaSettings, registry_url: str) -> int:
+def run(loans: int, kafka: KafkaSettings, registry_url: str) -> int:
     ns = f"demo-{uuid.uuid4().hex[:6]}."  # a fresh set of topics, so a demo never reads an earlier one's records
     settings = {"LOAN_NS": ns, "SCHEMA_REGISTRY_URL": registry_url, **SETTINGS}
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, **settings}
@@ -151,15 +76,11 @@ def run(args: argparse.Namespace, kafka: KafkaSettings, registry_url: str) -> in
     orchestrator = topo.processor("orchestrator")
     target = signal_target(resolve(orchestrator.processor, orchestrator.options, orchestrator.outputs))
     assert target is not None
-    with tempfile.TemporaryDirectory(prefix="streams-demo-") as tmp:
-        procs = start_workers([(n, ["worker", "--topology", LOAN, "--processor", n]) for n in SERVICES], env,
-                              Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="streams-demo-") as tmp, \
+            workers([(n, ["worker", "--topology", LOAN, "--processor", n]) for n in SERVICES], env, Path(tmp)) as procs:
         log("demo: started the loan orchestrator, the credit bureau and document verification")
-        try:
-            with beside(kafka, groups_of(topo), log, "demo", linger=True):
-                return _drive(args, kafka, topo, target, procs, ns)
-        finally:
-            stop_workers(procs)
+        with beside(kafka, groups_of(topo), log, "demo", linger=True):
+            return _drive(loans, kafka, topo, target, procs, ns)
 
 
 class _Watch:
@@ -213,15 +134,15 @@ class _Watch:
                 self.signals += 1
 
 
-def _drive(args: argparse.Namespace, kafka: KafkaSettings, topo: Topology, target: SignalTarget,
-           procs: Procs, ns: str) -> int:
+def _drive(loans: int, kafka: KafkaSettings, topo: Topology, target: SignalTarget, procs: Supervisor,
+           ns: str) -> int:
     watch = _Watch(kafka, topo, target, ns)
     threads = [threading.Thread(target=watch.results, daemon=True),
                threading.Thread(target=watch.reviewers, daemon=True)]
     for t in threads:
         t.start()
     run_id = uuid.uuid4().hex[:6]
-    ids = [f"loan-{run_id}-{i:04d}" for i in range(args.loans)]
+    ids = [f"loan-{run_id}-{i:04d}" for i in range(loans)]
     t0 = time.monotonic()
     applications = Signaller(kafka, target)
     for i, loan in enumerate(ids):
@@ -232,7 +153,7 @@ def _drive(args: argparse.Namespace, kafka: KafkaSettings, topo: Topology, targe
     with progress() as bar:
         bar.phase(f"demo: {len(ids)} loan applications decided", len(ids))
         while time.monotonic() < deadline and len(watch.ends) < len(ids):
-            if any(p.poll() is not None for p, _ in procs):
+            if procs.exited():
                 log("demo: a worker exited early; its log is in the demo directory")
                 watch.stop.set()
                 return 1
