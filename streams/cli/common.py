@@ -33,6 +33,7 @@ app = typer.Typer(name="streams", no_args_is_help=True, rich_markup_mode="rich",
                   pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
 RUN, OPERATE, DEVELOP, MEASURE = "Run", "Operate", "Develop", "Measure"  # sections of `streams --help`
 
+
 def emit_json(value: Any, indent: bool = False) -> int:
     """A command's result as one JSON document on stdout (everything else goes to stderr); 0, its exit status."""
     option = orjson.OPT_NON_STR_KEYS | (orjson.OPT_INDENT_2 if indent else 0)

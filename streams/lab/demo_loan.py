@@ -1,69 +1,43 @@
-"""``streams demo --example loan``: the loan application end to end on the embedded default.
+"""``streams demo --example loan``'s driver: the loan application end to end.
 
 The orchestrator, the credit bureau and document verification (each its own worker process), applications
 submitted as signals, and simulated reviewers: a loop that reads the reviewers' inbox (``loan.reviews``) and
 answers by signal, some at once, some only after the review was escalated, some never. Every outcome is seeded
-(see :mod:`streams.lab.loan_oracle`), so an oracle predicts each application's end; the demo exits 0 only if every one
-ended as predicted. Delays are seconds here where the example's defaults are days.
+(see :mod:`streams.lab.loan_oracle`), so an oracle predicts each application's end; the demo exits 0 only if
+every one ended as predicted. Delays are seconds here where the example's defaults are days.
 """
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import os
-import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from streams.cli.common import log
-from streams.cli.progress import progress
 from streams.config import KafkaSettings
 from streams.contracts import Serde
 from streams.kafka.admin import Admin
 from streams.kafka.client import follow
+from streams.lab.demo import Log, Report, workers
 from streams.lab.loan_oracle import ESCALATION_MS, SEED, SETTINGS, SLA_MS, THINK_MS, End, predict, review_outcome
 from streams.ops.dashboard import beside, groups_of
 from streams.ops.dev import Supervisor
 from streams.ops.signal import Signaller, SignalTarget, signal_target
 from streams.processors import resolve
 from streams.processors.avro import make_serde
+from streams.progress import Progress
 from streams.topology import Topology, load
 
 LOAN = "loan"  # the built-in example topology (streams.topology.EXAMPLES)
 SERVICES = ("orchestrator", "credit", "documents")
 
 
-@contextlib.contextmanager
-def workers(specs: list[tuple[str, list[str]]], env: Mapping[str, str], tmp: Path) -> Iterator[Supervisor]:
-    """One ``streams`` process per spec, their logs in ``tmp/workers.log``; the block starts once each is
-    processing (a progress bar on a terminal shows how many are), and they are all stopped when it ends."""
-    with open(tmp / "workers.log", "w") as out:
-        procs = Supervisor(out, env)
-        try:
-            for name, cmd in specs:
-                procs.start(name, [sys.executable, "-m", "streams", *cmd, "--state-dir", str(tmp / name),
-                                   "--commit-interval-ms", "20", "--http-port", "0"])  # /metrics, for the dashboard
-            deadline = time.monotonic() + 60
-            with progress() as bar:
-                bar.phase(f"demo: starting {len(specs)} workers (processing)", len(specs))
-                while (ready := sum(c.ready.is_set() for c in procs.children)) < len(specs) and \
-                        time.monotonic() < deadline and not procs.exited():
-                    bar.advance(ready)
-                    time.sleep(0.2)
-                bar.advance(ready)
-            yield procs
-        finally:
-            procs.stop()
-
-
-def run(loans: int, kafka: KafkaSettings, registry_url: str) -> int:
+def run(kafka: KafkaSettings, registry_url: str, bar: Progress, log: Log, loans: int) -> Report:
     ns = f"demo-{uuid.uuid4().hex[:6]}."  # a fresh set of topics, so a demo never reads an earlier one's records
     settings = {"LOAN_NS": ns, "SCHEMA_REGISTRY_URL": registry_url, **SETTINGS}
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, **settings}
@@ -77,10 +51,11 @@ def run(loans: int, kafka: KafkaSettings, registry_url: str) -> int:
     target = signal_target(resolve(orchestrator.processor, orchestrator.options, orchestrator.outputs))
     assert target is not None
     with tempfile.TemporaryDirectory(prefix="streams-demo-") as tmp, \
-            workers([(n, ["worker", "--topology", LOAN, "--processor", n]) for n in SERVICES], env, Path(tmp)) as procs:
+            workers([(n, ["worker", "--topology", LOAN, "--processor", n]) for n in SERVICES], env, Path(tmp),
+                    bar) as procs:
         log("demo: started the loan orchestrator, the credit bureau and document verification")
         with beside(kafka, groups_of(topo), log, "demo", linger=True):
-            return _drive(loans, kafka, topo, target, procs, ns)
+            return _drive(loans, kafka, topo, target, procs, bar, log, ns)
 
 
 class _Watch:
@@ -135,7 +110,7 @@ class _Watch:
 
 
 def _drive(loans: int, kafka: KafkaSettings, topo: Topology, target: SignalTarget, procs: Supervisor,
-           ns: str) -> int:
+           bar: Progress, log: Log, ns: str) -> Report:
     watch = _Watch(kafka, topo, target, ns)
     threads = [threading.Thread(target=watch.results, daemon=True),
                threading.Thread(target=watch.reviewers, daemon=True)]
@@ -150,16 +125,16 @@ def _drive(loans: int, kafka: KafkaSettings, topo: Topology, target: SignalTarge
                                                 "amount_cents": 500_000 + 10_000 * (i % 50), "term_months": 36},
                           event_id=f"applied-{loan}")
     deadline = time.monotonic() + 90
-    with progress() as bar:
-        bar.phase(f"demo: {len(ids)} loan applications decided", len(ids))
-        while time.monotonic() < deadline and len(watch.ends) < len(ids):
-            if procs.exited():
-                log("demo: a worker exited early; its log is in the demo directory")
-                watch.stop.set()
-                return 1
-            bar.advance(len(watch.ends))
-            time.sleep(1.0)
+    bar.phase(f"demo: {len(ids)} loan applications decided", len(ids))
+    while time.monotonic() < deadline and len(watch.ends) < len(ids):
+        if procs.exited():
+            log("demo: a worker exited early; its log is in the demo directory")
+            watch.stop.set()
+            return Report([], False)
         bar.advance(len(watch.ends))
+        time.sleep(1.0)
+    bar.advance(len(watch.ends))
+    bar.end()
     elapsed = time.monotonic() - t0
     watch.stop.set()
     for t in threads:
@@ -170,25 +145,27 @@ def _drive(loans: int, kafka: KafkaSettings, topo: Topology, target: SignalTarge
     return _summary(ids, ends, watch.notes, elapsed)
 
 
-def _summary(ids: list[str], ends: dict[str, End], notes: Counter[str], elapsed: float) -> int:
+def _summary(ids: list[str], ends: dict[str, End], notes: Counter[str], elapsed: float) -> Report:
     outcomes = Counter(ends[i].outcome for i in ids if i in ends)
     reasons = Counter(ends[i].reason for i in ids if i in ends and ends[i].outcome == "LoanDeclined")
     after_escalation = sum(1 for i in ids if i in ends and ends[i].outcome == "LoanApproved" and ends[i].escalated)
     wrong = [(i, ends[i], predict(i)) for i in ids if i in ends and ends[i] != predict(i)]
     unfinished = [i for i in ids if i not in ends]
-    print("streams demo: loan applications")
-    print(f"  applications    {len(ids)} ended in {elapsed:.1f}s")
-    print(f"  approved        {outcomes['LoanApproved']} ({after_escalation} after escalation to a supervisor)")
-    print(f"  declined        {outcomes['LoanDeclined']}")
+    out: list[str] = []
+    say = out.append
+    say("streams demo: loan applications")
+    say(f"  applications    {len(ids)} ended in {elapsed:.1f}s")
+    say(f"  approved        {outcomes['LoanApproved']} ({after_escalation} after escalation to a supervisor)")
+    say(f"  declined        {outcomes['LoanDeclined']}")
     for reason, n in reasons.most_common():
-        print(f"    {n:>6}  {reason}")
+        say(f"    {n:>6}  {reason}")
     released = sum(1 for i in ids if i in ends and ends[i].released)
-    print(f"  holds released  {released} credit holds released before declining")
-    print(f"  escalated       {notes['ReviewEscalated']} reviews passed their SLA")
-    print(f"  reminders       {notes['DocumentsReminder']} document reminders sent")
-    print(f"  oracle          {len(ids) - len(wrong) - len(unfinished)}/{len(ids)} ended as the seeded fates predict")
+    say(f"  holds released  {released} credit holds released before declining")
+    say(f"  escalated       {notes['ReviewEscalated']} reviews passed their SLA")
+    say(f"  reminders       {notes['DocumentsReminder']} document reminders sent")
+    say(f"  oracle          {len(ids) - len(wrong) - len(unfinished)}/{len(ids)} ended as the seeded fates predict")
     for loan, got, want in wrong[:5]:
-        print(f"  MISMATCH        {loan}: ended {got}, predicted {want}")
+        say(f"  MISMATCH        {loan}: ended {got}, predicted {want}")
     if unfinished:
-        print(f"  UNFINISHED      {len(unfinished)} applications did not end in time")
-    return 0 if not wrong and not unfinished else 1
+        say(f"  UNFINISHED      {len(unfinished)} applications did not end in time")
+    return Report(out, not wrong and not unfinished)

@@ -1,4 +1,4 @@
-"""``streams demo --counter``: the runtime alone end to end, with the built-in counter processor.
+"""``streams demo --counter``'s driver: the runtime alone end to end, with the built-in counter processor.
 
 Broker, topics, two worker processes, generated records (a few of them poison), then a summary that checks
 the result against an independent count: every record applied exactly once, poison in the dead-letter topic.
@@ -14,14 +14,13 @@ from pathlib import Path
 
 import orjson
 
-from streams.cli import demo_loan
-from streams.cli.common import bootstrap_given, kafka_or_embedded, log
-from streams.cli.progress import progress
 from streams.config import KafkaSettings
 from streams.kafka.admin import Admin
 from streams.kafka.client import plain_producer
 from streams.kafka.lag import LagReader
+from streams.lab.demo import Log, Report, workers
 from streams.ops.dashboard import beside
+from streams.progress import Progress
 from streams.records import H_EVENT_ID
 from streams.runtime.rebuild import committed_offsets, rebuild
 from streams.state import entity
@@ -56,39 +55,42 @@ def _log_end(kafka: KafkaSettings, topic: str, partitions: int) -> dict[int, int
     return {p: marks[(topic, p)].log_end for p in range(partitions)}
 
 
-def run(records: int, keys: int, poison: int, workers: int, bootstrap: str | None) -> int:
-    ns = f"demo{uuid.uuid4().hex[:6]}-" if bootstrap_given(bootstrap) else ""
+def run(kafka: KafkaSettings, bar: Progress, log: Log, records: int, keys: int, poison: int, processes: int,
+        fresh_topics: bool) -> Report:
+    """``fresh_topics``: on a Kafka of the user's, topics of this run's own (on the embedded broker, nothing
+    else is there)."""
+    ns = f"demo{uuid.uuid4().hex[:6]}-" if fresh_topics else ""
     topo = load(TOPOLOGY, {**os.environ, "STREAMS_NS": ns})
     proc = topo.processor(None)
     group = topo.default_group(proc)
-    with kafka_or_embedded(bootstrap) as kafka, tempfile.TemporaryDirectory(prefix="streams-demo-") as tmp, \
-            beside(kafka, [group], log, "demo", linger=True):
+    with tempfile.TemporaryDirectory(prefix="streams-demo-") as tmp, beside(kafka, [group], log, "demo", linger=True):
         Admin(kafka).ensure(topo.all_topics())
         parts = topo.topics[proc.inputs[0]].partitions
         env = {**os.environ, **kafka.child_env(), "STREAMS_NS": ns}
-        specs = [(f"worker{i}", ["worker", "--topology", TOPOLOGY]) for i in range(workers)]
-        with demo_loan.workers(specs, env, Path(tmp)) as procs:
-            log(f"demo: {workers} workers started; generating {records} records over {keys} keys")
+        specs = [(f"worker{i}", ["worker", "--topology", TOPOLOGY]) for i in range(processes)]
+        with workers(specs, env, Path(tmp), bar) as procs:
+            log(f"demo: {processes} workers started; generating {records} records over {keys} keys")
             t0 = time.monotonic()
             expected = _generate(kafka, proc.inputs[0], records, keys, poison)
             total = sum(_log_end(kafka, proc.inputs[0], parts).values())
-            with progress() as bar:
-                bar.phase(f"demo: {total} records processed", total)
-                while True:
-                    done = committed_offsets(kafka, group, proc.inputs, range(parts))
-                    processed = sum(max(done.get((proc.inputs[0], p), 0), 0) for p in range(parts))
-                    bar.advance(min(processed, total))
-                    if processed >= total:
-                        break
-                    if procs.exited():
-                        raise SystemExit("demo: a worker exited early; see its log above")
-                    time.sleep(0.5)
+            bar.phase(f"demo: {total} records processed", total)
+            while True:
+                done = committed_offsets(kafka, group, proc.inputs, range(parts))
+                processed = sum(max(done.get((proc.inputs[0], p), 0), 0) for p in range(parts))
+                bar.advance(min(processed, total))
+                if processed >= total:
+                    break
+                if procs.exited():
+                    log("demo: a worker exited early; its log is in the demo directory")
+                    return Report([], False)
+                time.sleep(0.5)
+            bar.end()
             elapsed = time.monotonic() - t0
         return _summary(kafka, topo, tmp, expected, total, elapsed, poison)
 
 
 def _summary(kafka: KafkaSettings, topo: Topology, tmp: str, expected: dict[str, tuple[int, int]],
-             total: int, elapsed: float, poison: int) -> int:
+             total: int, elapsed: float, poison: int) -> Report:
     proc = topo.processor(None)
     parts = topo.topics[proc.inputs[0]].partitions
     into = Path(tmp) / "rebuilt"
@@ -103,10 +105,12 @@ def _summary(kafka: KafkaSettings, topo: Topology, tmp: str, expected: dict[str,
     dlq_parts = next(t.partitions for t in topo.all_topics() if t.name == topo.dlq_topic)
     dead = sum(_log_end(kafka, topo.dlq_topic, dlq_parts).values())
     ok = state == expected and dead == poison
-    print("streams demo summary")
-    print(f"  records        {total} in {elapsed:.1f}s ({total / elapsed:,.0f}/s end to end, two workers)")
-    print(f"  entities       {len(state)} (expected {len(expected)})")
-    print(f"  exactly once   {'yes' if state == expected else 'NO'}: final count and total of every key match")
-    print(f"  dead letters   {dead} (expected {poison} poison records)")
-    print("  result         " + ("OK" if ok else "MISMATCH"))
-    return 0 if ok else 1
+    out: list[str] = []
+    say = out.append
+    say("streams demo summary")
+    say(f"  records        {total} in {elapsed:.1f}s ({total / elapsed:,.0f}/s end to end, two workers)")
+    say(f"  entities       {len(state)} (expected {len(expected)})")
+    say(f"  exactly once   {'yes' if state == expected else 'NO'}: final count and total of every key match")
+    say(f"  dead letters   {dead} (expected {poison} poison records)")
+    say("  result         " + ("OK" if ok else "MISMATCH"))
+    return Report(out, ok)
