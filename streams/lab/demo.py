@@ -71,6 +71,22 @@ def workers(specs: list[tuple[str, list[str]]], env: Mapping[str, str], tmp: Pat
             procs.stop()
 
 
+def finish(name: str, total: int, done: Callable[[], int], deadline: float, bar: Progress, procs: Supervisor,
+           log: Log, every_s: float = 0.5) -> bool:
+    """Phase ``name`` of ``bar`` until ``done()`` reaches ``total`` or ``deadline`` (monotonic) passes; False,
+    and a line in the log, when a worker exited first (its log says why)."""
+    bar.phase(name, total)
+    while (n := done()) < total and time.monotonic() < deadline:
+        if procs.exited():
+            log("demo: a worker exited early; its log is in the demo directory")
+            return False
+        bar.advance(n)
+        time.sleep(every_s)
+    bar.advance(n)
+    bar.end()
+    return True
+
+
 def saga(kafka: KafkaSettings, registry_url: str, bar: Progress, log: Log, specs: list[tuple[str, list[str]]],
          orders: int, rate: float, payment_timeout_ms: int) -> Report:
     """The order saga with the processes ``specs`` names (orchestrators first, then the three services)."""
@@ -103,17 +119,9 @@ def _drive(kafka: KafkaSettings, serde: Serde, tmp: Path, procs: Supervisor, bar
     gen.start()
     # Orders whose payment is never answered end only after the payment timeout.
     deadline = t0 + orders / rate + payment_timeout_ms / 1000 + 60
-    bar.phase(f"demo: {orders} orders placed at {rate:g}/s, finished", orders)
-    while time.monotonic() < deadline:
-        finished = sum(1 for oid in ids if oid in done)
-        bar.advance(finished)
-        if finished == len(ids):
-            break
-        if procs.exited():
-            log("demo: a worker exited early; its log is in the demo directory")
-            return Report([], False)
-        time.sleep(0.5)
-    bar.end()
+    if not finish(f"demo: {orders} orders placed at {rate:g}/s, finished", orders,
+                  lambda: sum(1 for oid in ids if oid in done), deadline, bar, procs, log):
+        return Report([], False)
     elapsed = time.monotonic() - t0
     stop.set()
     watcher.join(5)

@@ -6,6 +6,7 @@ the result against an independent count: every record applied exactly once, pois
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -18,7 +19,7 @@ from streams.config import KafkaSettings
 from streams.kafka.admin import Admin
 from streams.kafka.client import plain_producer
 from streams.kafka.lag import LagReader
-from streams.lab.demo import Log, Report, workers
+from streams.lab.demo import Log, Report, finish, workers
 from streams.ops.dashboard import beside
 from streams.progress import Progress
 from streams.records import H_EVENT_ID
@@ -73,18 +74,12 @@ def run(kafka: KafkaSettings, bar: Progress, log: Log, records: int, keys: int, 
             t0 = time.monotonic()
             expected = _generate(kafka, proc.inputs[0], records, keys, poison)
             total = sum(_log_end(kafka, proc.inputs[0], parts).values())
-            bar.phase(f"demo: {total} records processed", total)
-            while True:
+            def processed() -> int:
                 done = committed_offsets(kafka, group, proc.inputs, range(parts))
-                processed = sum(max(done.get((proc.inputs[0], p), 0), 0) for p in range(parts))
-                bar.advance(min(processed, total))
-                if processed >= total:
-                    break
-                if procs.exited():
-                    log("demo: a worker exited early; its log is in the demo directory")
-                    return Report([], False)
-                time.sleep(0.5)
-            bar.end()
+                return min(sum(max(done.get((proc.inputs[0], p), 0), 0) for p in range(parts)), total)
+
+            if not finish(f"demo: {total} records processed", total, processed, math.inf, bar, procs, log):
+                return Report([], False)
             elapsed = time.monotonic() - t0
         return _summary(kafka, topo, tmp, expected, total, elapsed, poison)
 

@@ -23,7 +23,7 @@ from streams.config import KafkaSettings
 from streams.contracts import Serde
 from streams.kafka.admin import Admin
 from streams.kafka.client import follow
-from streams.lab.demo import Log, Report, workers
+from streams.lab.demo import Log, Report, finish, workers
 from streams.lab.loan_oracle import ESCALATION_MS, SEED, SETTINGS, SLA_MS, THINK_MS, End, predict, review_outcome
 from streams.ops.dashboard import beside, groups_of
 from streams.ops.dev import Supervisor
@@ -124,17 +124,10 @@ def _drive(loans: int, kafka: KafkaSettings, topo: Topology, target: SignalTarge
         applications.send(loan, "LoanApplied", {"loan_id": loan, "applicant": f"cust-{i % 97}",
                                                 "amount_cents": 500_000 + 10_000 * (i % 50), "term_months": 36},
                           event_id=f"applied-{loan}")
-    deadline = time.monotonic() + 90
-    bar.phase(f"demo: {len(ids)} loan applications decided", len(ids))
-    while time.monotonic() < deadline and len(watch.ends) < len(ids):
-        if procs.exited():
-            log("demo: a worker exited early; its log is in the demo directory")
-            watch.stop.set()
-            return Report([], False)
-        bar.advance(len(watch.ends))
-        time.sleep(1.0)
-    bar.advance(len(watch.ends))
-    bar.end()
+    if not finish(f"demo: {len(ids)} loan applications decided", len(ids), lambda: len(watch.ends),
+                  time.monotonic() + 90, bar, procs, log, every_s=1.0):
+        watch.stop.set()
+        return Report([], False)
     elapsed = time.monotonic() - t0
     watch.stop.set()
     for t in threads:
