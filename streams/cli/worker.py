@@ -107,7 +107,7 @@ def run(
     bootstrap: Bootstrap = None,
 ) -> int:
     """Run ``processor`` of ``topology`` (with ``options`` over its own): the body of ``worker`` and ``service``,
-    whose keyword parameters are the options both commands take (see :func:`streams.cli.common.with_options`)."""
+    whose keyword parameters are the options both commands take (see :func:`streams.cli.options.with_options`)."""
     http_token = secret("--http-token", http_token, http_token_file, "STREAMS_HTTP_TOKEN", log)
     instance_id = instance_id or os.environ.get("STREAMS_INSTANCE_ID") or socket.gethostname()  # read when run
     topo = load(topology)
@@ -125,7 +125,7 @@ def run(
         processing_guarantee=guarantee,
     )
     handler = _waiting(lambda: resolve(proc.processor, {**proc.options, **options}, proc.outputs),
-                         "the schema registry")
+                       "the schema registry")
     endpoints_topic = f"{group}.endpoints"
     with kafka_or_embedded(bootstrap, service=True) as kafka:
         extra = [TopicSpec(endpoints_topic, 1, 1, "compact")] if http_port is not None else []
