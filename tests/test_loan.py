@@ -368,7 +368,7 @@ def test_the_loan_demo_ends_every_application_as_its_oracle_predicts(subprocess_
 
 
 def test_the_oracle_follows_the_seeded_fates() -> None:
-    from streams.cli.demo_loan import SETTINGS, End, predict, review_outcome
+    from streams.lab.loan_oracle import SETTINGS, End, predict, review_outcome
 
     ends = [predict(f"loan-{i}") for i in range(400)]
     reasons = {e.reason for e in ends}

@@ -179,7 +179,7 @@ def test_due_timers_read_the_index_only_when_one_may_be_due(tmp_path: Path) -> N
 
 
 def test_cli_numbers_are_checked_with_one_readable_line() -> None:
-    from streams.cli.common import SECONDS, BadValue, number
+    from streams.cli.options import SECONDS, BadValue, number
 
     orders = number(int, 200, 1_000_000)
     assert orders("5000") == 5000 and SECONDS("0.5") == 0.5

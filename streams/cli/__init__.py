@@ -1,10 +1,10 @@
 """The ``streams`` command (typer + rich): the only place where concrete adapters are wired together.
 
-Each command lives in its own module with ``add(app)``, which declares its options and hands them to the
-command's body as ``args``. Every error ends the same way, decided here: one line on stderr, exit 2 for bad
-input (a usage error or a non-retryable error of ours), 1 for a failure of the system, no traceback unless
-``--debug``. Foreign exceptions are translated where they arise (the Kafka and HTTP adapters), so nothing but
-ours reaches here.
+Each command lives in its own module, which declares it on the root app (:data:`streams.cli.common.app`) with
+its typed options as the parameters of its body. Every error ends the same way, decided here: one line on
+stderr, exit 2 for bad input (a usage error or a non-retryable error of ours), 1 for a failure of the system,
+no traceback unless ``--debug``. Foreign exceptions are translated where they arise (the Kafka and HTTP
+adapters), so nothing but ours reaches here.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from typer.core import TyperGroup as Group
 from typer.core import TyperOption as Option
 from typer.exceptions import Abort, Exit
 
-from streams.cli.common import configure_logging, configure_tracing, escape_controls, flag
+from streams.cli.common import app, configure_logging, configure_tracing, escape_controls
+from streams.cli.options import flag
 from streams.errors import StreamsError
 
-# Command modules, in help order. Each defines add(app), declaring its command(s) on the app.
+# Command modules, in help order: importing one declares its command(s) on the app.
 COMMANDS = [
     "streams.cli.worker",
     "streams.cli.dev",
@@ -82,13 +83,9 @@ def _root(
     configure_tracing()
 
 
-def build_app() -> typer.Typer:
-    app = typer.Typer(name="streams", no_args_is_help=True, rich_markup_mode="rich", add_completion=True,
-                      pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
-    app.callback(invoke_without_command=False)(_root)
-    for name in COMMANDS:
-        importlib.import_module(name).add(app)
-    return app
+for _name in COMMANDS:
+    importlib.import_module(_name)
+app.callback(invoke_without_command=False)(_root)
 
 
 _COMMAND: dict[str, click.Command] = {}
@@ -97,7 +94,7 @@ _COMMAND: dict[str, click.Command] = {}
 def command() -> click.Command:
     """The click command the app compiles to, built once per process (tests call :func:`main` many times)."""
     if "root" not in _COMMAND:
-        _COMMAND["root"] = _metavars(typer.main.get_command(build_app()))
+        _COMMAND["root"] = _metavars(typer.main.get_command(app))
     return _COMMAND["root"]
 
 

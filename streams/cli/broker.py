@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import signal
 import threading
@@ -10,22 +9,17 @@ from typing import Annotated
 
 import typer
 
-from streams.cli.common import RUN, examples, namespace
+from streams.cli.common import RUN, app, examples
 from streams.kafka.embedded import EmbeddedBroker
 
 
-def add(app: typer.Typer) -> None:
-    @app.command(rich_help_panel=RUN, epilog=examples("streams broker --port 9092"))
-    def broker(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 9092) -> int:
-        """Run the embedded Kafka-compatible broker (memory-only)."""
-        return run(namespace(port=port))
-
-
-def run(args: argparse.Namespace) -> int:
+@app.command(rich_help_panel=RUN, epilog=examples("streams broker --port 9092"))
+def broker(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 9092) -> int:
+    """Run the embedded Kafka-compatible broker (memory-only)."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with EmbeddedBroker(port=args.port) as broker:
-        print(f"embedded broker listening on {broker.bootstrap} (memory-only: data ends with this process)",
+    with EmbeddedBroker(port=port) as embedded:
+        print(f"embedded broker listening on {embedded.bootstrap} (memory-only: data ends with this process)",
               flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()

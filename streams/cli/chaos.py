@@ -8,8 +8,6 @@ bad argument.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import signal
 import sys
@@ -18,54 +16,49 @@ from typing import Annotated, Any
 
 import typer
 
-from streams.cli.common import MEASURE, choice, examples, flag, log, namespace, number, one_of
+from streams.cli.common import MEASURE, app, emit_json, examples, log
+from streams.cli.options import choice, flag, number, one_of
 from streams.cli.progress import phases, progress
 from streams.config import AT_LEAST_ONCE, EXACTLY_ONCE, GUARANTEES
 from streams.errors import ConfigError
 
 
-def add(app: typer.Typer) -> None:
-    @app.command(rich_help_panel=MEASURE, epilog=examples(
-        "streams chaos --quick --seed 53", "streams chaos --kafka3 --guarantee exactly_once --json > report.json"))
-    def chaos(
-        orders: Annotated[int | None, typer.Option(parser=number(int, 200, 1_000_000), help="orders to place "
-                                                   "(default 5,000; --quick: 1,000)")] = None,
-        seed: Annotated[int, typer.Option(parser=number(int), help="seeds the workload, the failures and the fault "
-                                          "schedule")] = 1,
-        quick: Annotated[bool, flag("--quick", "a short run (~1,000 orders, >= 4 kills, every poison class, every "
-                                    "fault point) for the test suite")] = False,
-        kafka3: Annotated[bool, flag("--kafka3", "run on a private three-node Apache Kafka cluster (replication 3, "
-                                     "min.insync.replicas=2) and add broker faults: SIGKILLs of one node at a time, "
-                                     "the active controller first, and a node paused past its session")] = False,
-        guarantee: Annotated[str, typer.Option(parser=choice(*GUARANTEES), metavar=one_of(*GUARANTEES),
-                                               help="the workers' processing guarantee (exactly_once needs "
-                                                    "--kafka3)")] = AT_LEAST_ONCE,
-        json: Annotated[bool, flag("--json", "print the report as one JSON object")] = False,
-        keep: Annotated[str | None, typer.Option(metavar="DIR", help="keep logs and state directories in DIR "
-                                                 "(default: a temporary directory, removed at the end)")] = None,
-    ) -> int:
-        """A seeded fault-injection run of the order saga that proves nothing is lost."""
-        return run(namespace(**locals()))
-
-
-def run(args: argparse.Namespace) -> int:
+@app.command(rich_help_panel=MEASURE, epilog=examples(
+    "streams chaos --quick --seed 53", "streams chaos --kafka3 --guarantee exactly_once --json > report.json"))
+def chaos(
+    orders: Annotated[int | None, typer.Option(parser=number(int, 200, 1_000_000), help="orders to place "
+                                               "(default 5,000; --quick: 1,000)")] = None,
+    seed: Annotated[int, typer.Option(parser=number(int), help="seeds the workload, the failures and the fault "
+                                      "schedule")] = 1,
+    quick: Annotated[bool, flag("--quick", "a short run (~1,000 orders, >= 4 kills, every poison class, every "
+                                "fault point) for the test suite")] = False,
+    kafka3: Annotated[bool, flag("--kafka3", "run on a private three-node Apache Kafka cluster (replication 3, "
+                                 "min.insync.replicas=2) and add broker faults: SIGKILLs of one node at a time, "
+                                 "the active controller first, and a node paused past its session")] = False,
+    guarantee: Annotated[str, typer.Option(parser=choice(*GUARANTEES), metavar=one_of(*GUARANTEES),
+                                           help="the workers' processing guarantee (exactly_once needs "
+                                                "--kafka3)")] = AT_LEAST_ONCE,
+    json: Annotated[bool, flag("--json", "print the report as one JSON object")] = False,
+    keep: Annotated[str | None, typer.Option(metavar="DIR", help="keep logs and state directories in DIR "
+                                             "(default: a temporary directory, removed at the end)")] = None,
+) -> int:
+    """A seeded fault-injection run of the order saga that proves nothing is lost."""
     from streams.lab.chaos import run as run_chaos  # here: every `streams` process imports this module
     from streams.lab.chaos_plan import Profile
 
-    if args.guarantee == EXACTLY_ONCE and not args.kafka3:
+    if guarantee == EXACTLY_ONCE and not kafka3:
         raise ConfigError("--guarantee exactly_once needs --kafka3: the embedded broker cannot do transactions")
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         log("chaos: ignoring KAFKA_BOOTSTRAP_SERVERS: the run needs private brokers it can pause and kill")
-    profile = Profile.quick(args.orders or 1000) if args.quick else Profile.default(args.orders or 5000)
-    if args.kafka3:
-        profile = profile.on_kafka3(exactly_once=args.guarantee == EXACTLY_ONCE)
+    profile = Profile.quick(orders or 1000) if quick else Profile.default(orders or 5000)
+    if kafka3:
+        profile = profile.on_kafka3(exactly_once=guarantee == EXACTLY_ONCE)
     # SIGTERM unwinds like Ctrl-C, so the run stops the processes it started instead of orphaning them.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with progress() as bar:
-        report = run_chaos(args.seed, profile, phases(bar, _phase), Path(args.keep) if args.keep else None,
-                           quick=args.quick)
-    if args.json:
-        print(json.dumps(report, sort_keys=False, default=str))
+        report = run_chaos(seed, profile, phases(bar, _phase), Path(keep) if keep else None, quick=quick)
+    if json:
+        emit_json(report)
     else:
         _print(report)
     if not report["passed"]:

@@ -1,78 +1,25 @@
-"""Wiring shared by subcommands: where Kafka is, and starting the embedded broker when it is nowhere."""
+"""Wiring shared by subcommands: the root app, ``--json`` output, confirmation, logging, and where Kafka is
+(starting the embedded broker when it is nowhere)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import inspect
 import logging
 import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
-from typing import Annotated, Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import typer
 
 from streams.config import LIBRDKAFKA_LOG, KafkaSettings
+from streams.errors import ConfigError
 from streams.kafka.admin import check_reachable
 from streams.kafka.embedded import EmbeddedBroker
 from streams.registry import RegistryServer
-
-N = TypeVar("N", int, float)
-
-
-class BadValue(typer.BadParameter):
-    """A flag's value is wrong: the CLI reports it as ``argument --flag: <message>`` and exits 2."""
-
-
-def number(cast: Callable[[str], N], low: N | None = None, high: N | None = None,
-           above: N | None = None) -> Callable[[str], N]:
-    """A typer ``parser``: the text as a number within bounds, else one line (the CLI names the option)."""
-    kind = "a whole number" if cast is int else "a number"
-
-    def parse(text: str) -> N:
-        try:
-            value = cast(text)
-        except ValueError:
-            raise BadValue(f"must be {kind}, got {text!r}") from None
-        if above is not None and not value > above:
-            raise BadValue(f"must be > {above}, got {text!r}")
-        if (low is not None and value < low) or (high is not None and value > high):
-            bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"within {low}..{high}"
-            raise BadValue(f"must be {bounds}, got {text!r}")
-        return value
-
-    return parse
-
-
-SECONDS = number(float, above=0.0)
-
-# The option every command that talks to Kafka takes, declared once.
-Bootstrap = Annotated[str | None, typer.Option(help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)",
-                                               rich_help_panel="Connection")]
-
-
-def choice(*values: str, upper: bool = False) -> Callable[[str], str]:
-    """A typer ``parser`` refusing anything but ``values`` (``upper``: compared after upper-casing)."""
-    def parse(text: str) -> str:
-        value = text.upper() if upper else text
-        if value not in values:
-            raise BadValue(f"invalid choice: {text!r} (choose from {', '.join(values)})")
-        return value
-    return parse
-
-
-def flag(name: str, help: str, panel: str | None = None) -> Any:
-    """A boolean option spelled only ``name`` (typer would otherwise add a ``--no-...`` twin)."""
-    return typer.Option(name, help=help, rich_help_panel=panel, metavar="")  # no value: no "<bool>" in the help
-
-
-def one_of(*values: str) -> str:
-    """The metavar of a :func:`choice` option."""
-    return "[" + "|".join(values) + "]"
 
 
 def examples(*lines: str) -> str:
@@ -80,20 +27,54 @@ def examples(*lines: str) -> str:
     return "\n\n".join(["Examples:", *(f"  $ {line}" for line in lines)])
 
 
-def namespace(**values: Any) -> argparse.Namespace:
-    """The parsed options as the attribute bag the command bodies read (``args.topology``...)."""
-    return argparse.Namespace(**values)
+# The root app: each command module declares its commands on it when imported (streams.cli imports them in
+# help order).
+app = typer.Typer(name="streams", no_args_is_help=True, rich_markup_mode="rich", add_completion=True,
+                  pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
+RUN, OPERATE, DEVELOP, MEASURE = "Run", "Operate", "Develop", "Measure"  # sections of `streams --help`
+
+
+def emit_json(value: Any, indent: bool = False) -> int:
+    """A command's result as one JSON document on stdout (everything else goes to stderr); 0, its exit status."""
+    option = orjson.OPT_NON_STR_KEYS | (orjson.OPT_INDENT_2 if indent else 0)
+    sys.stdout.write(orjson.dumps(value, default=str, option=option).decode() + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def confirm(yes: bool, question: str, not_a_terminal: str, refused: str) -> bool:
+    """Whether a destructive step may go ahead: ``--yes``, or a "y" at a terminal (elsewhere ``not_a_terminal``
+    is the error, as nobody can answer); on any other answer ``refused`` is printed."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise ConfigError(not_a_terminal)
+    if input(f"{question} [y/N] ").strip().lower() == "y":
+        return True
+    print(refused)
+    return False
+
+
+def bootstrap_given(bootstrap: str | None) -> str | None:
+    """``--bootstrap``, else ``$KAFKA_BOOTSTRAP_SERVERS``: None means the embedded broker would be started."""
+    return bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
+
+
+def running_kafka(bootstrap: str | None, why: str) -> None:
+    """Refuse to go on without a Kafka of the user's: a broker started for the command would be empty."""
+    if not bootstrap_given(bootstrap):
+        raise ConfigError(why)
 
 
 @contextlib.contextmanager
-def kafka_or_embedded(args: argparse.Namespace, quiet: bool = False, service: bool = False) -> Iterator[KafkaSettings]:
+def kafka_or_embedded(bootstrap: str | None, quiet: bool = False, service: bool = False) -> Iterator[KafkaSettings]:
     """Kafka settings from flags/environment; with neither, an embedded broker for this command's lifetime.
 
     A command that does one thing and exits (not a ``service``, which waits for Kafka and logs while it does)
     fails at once when no bootstrap server answers, and keeps librdkafka's connection chatter to itself: the
     command's own one-line error says what went wrong.
     """
-    bootstrap = getattr(args, "bootstrap", None) or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    bootstrap = bootstrap_given(bootstrap)
     if bootstrap:
         settings = KafkaSettings.from_env(bootstrap)
         if service:
@@ -204,24 +185,3 @@ def configure_tracing() -> None:
                                                                                        "streams")}))
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def with_options(options: Callable[..., Any]) -> Callable[[F], F]:
-    """Give a command the options ``options`` declares (its parameters) besides its own, as keyword arguments:
-    options shared by several commands (``worker`` and ``service``) are written once."""
-    def wrap(fn: F) -> F:
-        # Evaluated here: typer reads a given __signature__ as it is, and this module postpones annotations.
-        sig = inspect.signature(fn, eval_str=True)
-        own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
-        shared = list(inspect.signature(options, eval_str=True).parameters.values())
-        fn.__signature__ = sig.replace(parameters=[*own, *shared])  # type: ignore[attr-defined]
-        fn.__annotations__ = {**options.__annotations__, **fn.__annotations__}
-        return fn
-    return wrap
-
-
-# Sections of `streams --help`.
-RUN, OPERATE, DEVELOP, MEASURE = "Run", "Operate", "Develop", "Measure"

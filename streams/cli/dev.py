@@ -9,7 +9,6 @@ on its own stops everything with exit 1 (see :mod:`streams.ops.dev` for why not 
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -21,7 +20,8 @@ from typing import Annotated
 
 import typer
 
-from streams.cli.common import DEVELOP, SECONDS, Bootstrap, examples, kafka_or_embedded, namespace, registry_or_embedded
+from streams.cli.common import DEVELOP, app, bootstrap_given, examples, kafka_or_embedded, registry_or_embedded
+from streams.cli.options import SECONDS, Bootstrap
 from streams.cli.progress import progress
 from streams.contracts import Catalogue, RegistryClient, RegistrySettings
 from streams.errors import ConfigError
@@ -33,25 +33,19 @@ from streams.processors.avro import default_schemas
 from streams.topology import load
 
 
-def add(app: typer.Typer) -> None:
-    @app.command(rich_help_panel=DEVELOP, epilog=examples(
-        "streams dev   # in a project made by `streams init`",
-        "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 streams dev --topology topology.yaml --summary-every 10"))
-    def dev(
-        topology: Annotated[str, typer.Option(help="topology YAML file")] = "topology.yaml",
-        summary_every: Annotated[float, typer.Option(parser=SECONDS, metavar="SECONDS", help="how often to print the "
-                                                     "entities-per-state summary when it changed")] = 5.0,
-        ready_timeout: Annotated[float, typer.Option(parser=SECONDS, metavar="SECONDS", help="how long the workers "
-                                                     "may take to start processing")] = 120.0,
-        bootstrap: Bootstrap = None,
-    ) -> int:
-        """Run a project's whole topology locally (broker, registry, every worker)."""
-        return run(namespace(topology=topology, summary_every=summary_every, ready_timeout=ready_timeout,
-                             bootstrap=bootstrap))
-
-
-def run(args: argparse.Namespace) -> int:
-    path = Path(args.topology)
+@app.command(rich_help_panel=DEVELOP, epilog=examples(
+    "streams dev   # in a project made by `streams init`",
+    "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 streams dev --topology topology.yaml --summary-every 10"))
+def dev(
+    topology: Annotated[str, typer.Option(help="topology YAML file")] = "topology.yaml",
+    summary_every: Annotated[float, typer.Option(parser=SECONDS, metavar="SECONDS", help="how often to print the "
+                                                 "entities-per-state summary when it changed")] = 5.0,
+    ready_timeout: Annotated[float, typer.Option(parser=SECONDS, metavar="SECONDS", help="how long the workers "
+                                                 "may take to start processing")] = 120.0,
+    bootstrap: Bootstrap = None,
+) -> int:
+    """Run a project's whole topology locally (broker, registry, every worker)."""
+    path = Path(topology)
     if not path.is_file():
         raise ConfigError(f"no topology at {path} (run `streams dev` in a project from `streams init`, "
                           "or give --topology FILE)")
@@ -60,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     out = Supervisor(sys.stdout, {})
-    with kafka_or_embedded(args, quiet=True) as kafka, registry_or_embedded(kafka, "dev") as registry, \
+    with kafka_or_embedded(bootstrap, quiet=True) as kafka, registry_or_embedded(kafka, "dev") as registry, \
             tempfile.TemporaryDirectory(prefix="streams-dev-") as state:
-        embedded = not (args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+        embedded = not bootstrap_given(bootstrap)
         with progress() as bar:
             Admin(kafka).ensure(topo.all_topics(), bar)
             subjects = register_schemas(Catalogue.load(topo.schemas or default_schemas()),
@@ -85,17 +79,17 @@ def run(args: argparse.Namespace) -> int:
                              "--instance-id", f"dev-{name}"], url)
         try:
             with beside(kafka, groups_of(topo), out.say, "dev", token=os.environ.get("STREAMS_HTTP_TOKEN")):
-                return _watch(args, out, stop)
+                return _watch(out, stop, summary_every, ready_timeout)
         finally:
             out.stop()
             out.say("dev: stopped")
 
 
-def _watch(args: argparse.Namespace, out: Supervisor, stop: threading.Event) -> int:
-    late = out.wait_ready(args.ready_timeout, stop)
+def _watch(out: Supervisor, stop: threading.Event, summary_every: float, ready_timeout: float) -> int:
+    late = out.wait_ready(ready_timeout, stop)
     if not stop.is_set() and not out.exited():
         if late:
-            out.say(f"dev: {', '.join(c.name for c in late)} not processing after {args.ready_timeout:.0f}s")
+            out.say(f"dev: {', '.join(c.name for c in late)} not processing after {ready_timeout:.0f}s")
         else:
             out.say("dev: every worker is processing; Ctrl-C stops")
     urls = [c.url for c in out.children if c.url]
@@ -106,7 +100,7 @@ def _watch(args: argparse.Namespace, out: Supervisor, stop: threading.Event) -> 
             for c in dead:
                 out.say(f"dev: {c.name} exited with code {c.proc.returncode}; stopping everything")
             return 1
-        if time.monotonic() - shown_at >= args.summary_every:
+        if time.monotonic() - shown_at >= summary_every:
             line = summary_line(*census(urls))
             shown_at = time.monotonic()
             if line != last:

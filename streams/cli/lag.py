@@ -7,9 +7,6 @@ true and never useful. The error line says how to point it at a running one.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -18,58 +15,48 @@ from typing import Annotated
 
 import typer
 
-from streams.cli.common import OPERATE, SECONDS, Bootstrap, examples, flag, kafka_or_embedded, namespace
-from streams.errors import ConfigError
+from streams.cli.common import OPERATE, app, emit_json, examples, kafka_or_embedded, running_kafka
+from streams.cli.options import SECONDS, Bootstrap, flag
 from streams.kafka.lag import GroupLag, LagReader
 
 _HEADER = ("GROUP", "TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG")
 
 
-def add(app: typer.Typer) -> None:
-    @app.command(rich_help_panel=OPERATE, epilog=examples(
-        "streams lag --bootstrap 127.0.0.1:9092", "streams lag --group orders-orchestrator --watch --interval 5",
-        "streams lag --json | jq '.[] | select(.lag > 1000)'"))
-    def lag(
-        group: Annotated[str | None, typer.Option(help="only this consumer group (default: every group the cluster "
-                                                  "lists)")] = None,
-        topic: Annotated[list[str] | None, typer.Option(metavar="TOPIC", help="a topic the group reads, reported even "
-                                                        "if the group committed nothing on it (repeatable)")] = None,
-        watch: Annotated[bool, flag("--watch", "refresh until Ctrl-C")] = False,
-        interval: Annotated[float, typer.Option(parser=SECONDS, metavar="S", help="seconds between refreshes")] = 2.0,
-        json: Annotated[bool, flag("--json", "print a JSON array of partitions (one per refresh)")] = False,
-        bootstrap: Bootstrap = None,
-    ) -> int:
-        """Show consumer lag per group and partition."""
-        return run(namespace(group=group, topic=topic or [], watch=watch, interval=interval, json=json,
-                             bootstrap=bootstrap))
-
-
-def run(args: argparse.Namespace) -> int:
-    if not (args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")):
-        raise ConfigError(
-            "lag needs a running Kafka: set KAFKA_BOOTSTRAP_SERVERS or pass --bootstrap "
-            "(an embedded broker started just for this command would hold no groups; "
-            "run `streams broker` and point the workers and this command at 127.0.0.1:9092)"
-        )
-    with kafka_or_embedded(args, quiet=True) as settings:
+@app.command(rich_help_panel=OPERATE, epilog=examples(
+    "streams lag --bootstrap 127.0.0.1:9092", "streams lag --group orders-orchestrator --watch --interval 5",
+    "streams lag --json | jq '.[] | select(.lag > 1000)'"))
+def lag(
+    group: Annotated[str | None, typer.Option(help="only this consumer group (default: every group the cluster "
+                                              "lists)")] = None,
+    topic: Annotated[list[str] | None, typer.Option(metavar="TOPIC", help="a topic the group reads, reported even "
+                                                    "if the group committed nothing on it (repeatable)")] = None,
+    watch: Annotated[bool, flag("--watch", "refresh until Ctrl-C")] = False,
+    interval: Annotated[float, typer.Option(parser=SECONDS, metavar="S", help="seconds between refreshes")] = 2.0,
+    json: Annotated[bool, flag("--json", "print a JSON array of partitions (one per refresh)")] = False,
+    bootstrap: Bootstrap = None,
+) -> int:
+    """Show consumer lag per group and partition."""
+    running_kafka(bootstrap, "lag needs a running Kafka: set KAFKA_BOOTSTRAP_SERVERS or pass --bootstrap "
+                  "(an embedded broker started just for this command would hold no groups; "
+                  "run `streams broker` and point the workers and this command at 127.0.0.1:9092)")
+    with kafka_or_embedded(bootstrap, quiet=True) as settings:
         reader = LagReader(settings)
-        clear = args.watch and not args.json and sys.stdout.isatty()
+        clear = watch and not json and sys.stdout.isatty()
         try:
             while True:
-                groups = reader.read(args.group, args.topic)
+                groups = reader.read(group, topic or [])
                 if clear:
                     sys.stdout.write("\x1b[H\x1b[2J")
-                sys.stdout.write(render_json(groups) if args.json else render_table(groups))
-                sys.stdout.flush()
-                if not args.watch:
+                if json:
+                    emit_json([asdict(p) for g in groups for p in g.partitions])
+                else:
+                    sys.stdout.write(render_table(groups))
+                    sys.stdout.flush()
+                if not watch:
                     return 0
-                sleep(args.interval)
+                sleep(interval)
         except KeyboardInterrupt:
             return 0  # Ctrl-C is how --watch ends
-
-
-def render_json(groups: Sequence[GroupLag]) -> str:
-    return json.dumps([asdict(p) for g in groups for p in g.partitions]) + "\n"
 
 
 def render_table(groups: Sequence[GroupLag]) -> str:

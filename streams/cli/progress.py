@@ -91,10 +91,6 @@ class _ToConsole(logging.Handler):
         self.console.print(self.format(record), markup=False, highlight=False)
 
 
-def on_terminal(stream: TextIO | None = None) -> bool:
-    return (stream or sys.stderr).isatty()
-
-
 @contextlib.contextmanager
 def progress(stream: TextIO | None = None) -> Iterator[Progress]:
     """A :class:`Progress` for the block: bars when ``stream`` (stderr) is a terminal, else a line per phase."""

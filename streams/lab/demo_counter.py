@@ -1,4 +1,4 @@
-"""``streams demo --counter``: the runtime alone end to end, with the built-in counter processor.
+"""``streams demo --counter``'s driver: the runtime alone end to end, with the built-in counter processor.
 
 Broker, topics, two worker processes, generated records (a few of them poison), then a summary that checks
 the result against an independent count: every record applied exactly once, poison in the dead-letter topic.
@@ -6,11 +6,8 @@ the result against an independent count: every record applied exactly once, pois
 
 from __future__ import annotations
 
-import argparse
+import math
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -18,13 +15,13 @@ from pathlib import Path
 
 import orjson
 
-from streams.cli.common import kafka_or_embedded, log
-from streams.cli.progress import progress
 from streams.config import KafkaSettings
 from streams.kafka.admin import Admin
 from streams.kafka.client import plain_producer
 from streams.kafka.lag import LagReader
+from streams.lab.demo import Log, Report, finish, workers
 from streams.ops.dashboard import beside
+from streams.progress import Progress
 from streams.records import H_EVENT_ID
 from streams.runtime.rebuild import committed_offsets, rebuild
 from streams.state import entity
@@ -59,50 +56,36 @@ def _log_end(kafka: KafkaSettings, topic: str, partitions: int) -> dict[int, int
     return {p: marks[(topic, p)].log_end for p in range(partitions)}
 
 
-def run(args: argparse.Namespace) -> int:
-    ns = "" if not (args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) else f"demo{uuid.uuid4().hex[:6]}-"
+def run(kafka: KafkaSettings, bar: Progress, log: Log, records: int, keys: int, poison: int, processes: int,
+        fresh_topics: bool) -> Report:
+    """``fresh_topics``: on a Kafka of the user's, topics of this run's own (on the embedded broker, nothing
+    else is there)."""
+    ns = f"demo{uuid.uuid4().hex[:6]}-" if fresh_topics else ""
     topo = load(TOPOLOGY, {**os.environ, "STREAMS_NS": ns})
     proc = topo.processor(None)
     group = topo.default_group(proc)
-    with kafka_or_embedded(args) as kafka, tempfile.TemporaryDirectory(prefix="streams-demo-") as tmp, \
-            beside(kafka, [group], log, "demo", linger=True):
+    with tempfile.TemporaryDirectory(prefix="streams-demo-") as tmp, beside(kafka, [group], log, "demo", linger=True):
         Admin(kafka).ensure(topo.all_topics())
         parts = topo.topics[proc.inputs[0]].partitions
         env = {**os.environ, **kafka.child_env(), "STREAMS_NS": ns}
-        workers = []
-        for i in range(args.workers):
-            logf = open(Path(tmp) / f"worker{i}.log", "wb")  # noqa: SIM115
-            workers.append((subprocess.Popen(
-                [sys.executable, "-m", "streams", "worker", "--topology", str(TOPOLOGY),
-                 "--state-dir", str(Path(tmp) / f"worker{i}"), "--http-port", "0"],
-                env=env, stdout=logf, stderr=subprocess.STDOUT,
-            ), logf))
-        log(f"demo: {args.workers} workers started; generating {args.records} records over {args.keys} keys")
-        t0 = time.monotonic()
-        expected = _generate(kafka, proc.inputs[0], args.records, args.keys, args.poison)
-        ends = _log_end(kafka, proc.inputs[0], parts)
-        total = sum(ends.values())
-        with progress() as bar:
-            bar.phase(f"demo: {total} records processed", total)
-            while True:
+        specs = [(f"worker{i}", ["worker", "--topology", TOPOLOGY]) for i in range(processes)]
+        with workers(specs, env, Path(tmp), bar) as procs:
+            log(f"demo: {processes} workers started; generating {records} records over {keys} keys")
+            t0 = time.monotonic()
+            expected = _generate(kafka, proc.inputs[0], records, keys, poison)
+            total = sum(_log_end(kafka, proc.inputs[0], parts).values())
+            def processed() -> int:
                 done = committed_offsets(kafka, group, proc.inputs, range(parts))
-                processed = sum(max(done.get((proc.inputs[0], p), 0), 0) for p in range(parts))
-                bar.advance(min(processed, total))
-                if processed >= total:
-                    break
-                if any(w.poll() is not None for w, _ in workers):
-                    raise SystemExit("demo: a worker exited early; see its log above")
-                time.sleep(0.5)
-        elapsed = time.monotonic() - t0
-        for w, logf in workers:
-            w.send_signal(signal.SIGTERM)
-            w.wait(30)
-            logf.close()
-        return _summary(kafka, topo, tmp, expected, total, elapsed, args.poison)
+                return min(sum(max(done.get((proc.inputs[0], p), 0), 0) for p in range(parts)), total)
+
+            if not finish(f"demo: {total} records processed", total, processed, math.inf, bar, procs, log):
+                return Report([], False)
+            elapsed = time.monotonic() - t0
+        return _summary(kafka, topo, tmp, expected, total, elapsed, poison)
 
 
 def _summary(kafka: KafkaSettings, topo: Topology, tmp: str, expected: dict[str, tuple[int, int]],
-             total: int, elapsed: float, poison: int) -> int:
+             total: int, elapsed: float, poison: int) -> Report:
     proc = topo.processor(None)
     parts = topo.topics[proc.inputs[0]].partitions
     into = Path(tmp) / "rebuilt"
@@ -117,10 +100,12 @@ def _summary(kafka: KafkaSettings, topo: Topology, tmp: str, expected: dict[str,
     dlq_parts = next(t.partitions for t in topo.all_topics() if t.name == topo.dlq_topic)
     dead = sum(_log_end(kafka, topo.dlq_topic, dlq_parts).values())
     ok = state == expected and dead == poison
-    print("streams demo summary")
-    print(f"  records        {total} in {elapsed:.1f}s ({total / elapsed:,.0f}/s end to end, two workers)")
-    print(f"  entities       {len(state)} (expected {len(expected)})")
-    print(f"  exactly once   {'yes' if state == expected else 'NO'}: final count and total of every key match")
-    print(f"  dead letters   {dead} (expected {poison} poison records)")
-    print("  result         " + ("OK" if ok else "MISMATCH"))
-    return 0 if ok else 1
+    out: list[str] = []
+    say = out.append
+    say("streams demo summary")
+    say(f"  records        {total} in {elapsed:.1f}s ({total / elapsed:,.0f}/s end to end, two workers)")
+    say(f"  entities       {len(state)} (expected {len(expected)})")
+    say(f"  exactly once   {'yes' if state == expected else 'NO'}: final count and total of every key match")
+    say(f"  dead letters   {dead} (expected {poison} poison records)")
+    say("  result         " + ("OK" if ok else "MISMATCH"))
+    return Report(out, ok)
