@@ -15,6 +15,7 @@ from streams.cli.common import OPERATE, app, emit_json, examples, kafka_or_embed
 from streams.cli.options import Bootstrap, TokenFile, exactly_one
 from streams.config import secret
 from streams.errors import ConfigError
+from streams.ops.endpoints import endpoints_topic
 from streams.ops.status import Endpoints, get_entity, partition_for
 from streams.topology import load
 
@@ -48,7 +49,7 @@ def status(
         group = group or topo.default_group(proc)
         parts = topo.topics[proc.inputs[0]].partitions
         with kafka_or_embedded(bootstrap, quiet=True) as kafka:
-            url = Endpoints(kafka, f"{group}.endpoints", token).owner(partition_for(key.encode(), parts))
+            url = Endpoints(kafka, endpoints_topic(group).name, token).owner(partition_for(key.encode(), parts))
         if url is None:
             raise ConfigError(f"no worker of group {group} announces an HTTP endpoint (start them with --http-port)")
     assert url is not None

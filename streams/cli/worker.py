@@ -31,6 +31,7 @@ from streams.config import GUARANTEES, KafkaSettings, WorkerSettings, secret
 from streams.errors import KafkaUnavailableError, SchemaRegistryUnavailableError
 from streams.kafka.admin import Admin, check_reachable
 from streams.kafka.transactions import check_guarantee
+from streams.ops.endpoints import endpoints_topic
 from streams.ops.signal import Signaller, signal_target
 from streams.ops.status import Endpoints, StatusServer
 from streams.processors import resolve
@@ -126,13 +127,13 @@ def run(
     )
     handler = _waiting(lambda: resolve(proc.processor, {**proc.options, **options}, proc.outputs),
                        "the schema registry")
-    endpoints_topic = f"{group}.endpoints"
+    announcements = endpoints_topic(group)
     with kafka_or_embedded(bootstrap, service=True) as kafka:
-        extra = [TopicSpec(endpoints_topic, 1, 1, "compact")] if http_port is not None else []
+        extra = [announcements] if http_port is not None else []
         partitions = prepare(topo, proc, kafka, create=not no_create_topics, extra=extra)
         spec = WorkerSpec(proc.name, proc.inputs, proc.changelog, proc.store, topo.dlq_topic,
                           topo.key_formats(proc), topo.partitioner, topo.misrouted)
-        endpoints = (Endpoints(kafka, endpoints_topic, http_token, log=log)
+        endpoints = (Endpoints(kafka, announcements.name, http_token, log=log)
                      if http_port is not None else None)
         url: list[str] = []
 

@@ -39,7 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.config import KafkaSettings, http_url
 from streams.errors import ConfigError, StreamsError
 from streams.kafka.admin import Admin
-from streams.ops.endpoints import Endpoints
+from streams.ops.endpoints import Endpoints, endpoints_topic
 from streams.ops.lag import GroupLag, LagReader, PartitionLag, UnknownGroupError
 from streams.web import Access, bearer, get
 
@@ -212,12 +212,12 @@ class Discovery:
         errors = []
         try:
             self._admin = self._admin or Admin(self._kafka)
-            topics = self._admin.partitions([f"{g}.endpoints" for g in groups], timeout_s=5.0)
+            topics = self._admin.partitions([endpoints_topic(g).name for g in groups], timeout_s=5.0)
         except StreamsError as exc:
             self.error = f"cannot list the endpoints topics: {exc}"
             return
         for group in groups:
-            topic = f"{group}.endpoints"
+            topic = endpoints_topic(group).name
             if topic not in topics:  # no worker of this group serves HTTP (yet)
                 self._found[group] = []
                 continue
