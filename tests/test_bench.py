@@ -22,7 +22,7 @@ from streams.lab.bench import Bench
 from streams.lab.bench_codec import TOPIC as CODEC_TOPIC
 from streams.lab.bench_codec import codec_bench
 from streams.lab.bench_infra import BenchError
-from streams.lab.bench_latency import percentile
+from streams.lab.bench_latency import SAGA_PATH, hop_times, percentile
 from streams.lab.bench_model import BenchConfig, BenchResult, table
 from streams.registry import RegistryServer
 from streams.topology import TopicSpec
@@ -137,3 +137,19 @@ def test_codec_only_prints_one_json_object_without_kafka(tmp_path: Path) -> None
                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "streams: ConfigError: bench: codec-records must be > 0, got 0"]
+
+
+def test_hop_times_split_each_completed_order_into_the_sagas_hops() -> None:
+    """Each order's records in CreateTime order: a hop is the time from one to the next, named by the worker that
+    read the first; an order off the saga's path (here one retried) is left out, and so are unknown ids."""
+    records = []
+    for n, oid in enumerate(("a", "b", "c")):
+        records += [(oid, 1000 + 10 * i + n * i, topic) for i, topic in enumerate(SAGA_PATH)]
+    records += [("x", 5, SAGA_PATH[0])]  # not one of ours
+    records.append(("c", 1001, SAGA_PATH[1]))  # c's payment was asked twice
+    hops = hop_times(reversed(records), {"a", "b", "c"})
+    assert [h for h, _, _ in hops] == ["orchestrator->payments.commands", "payment->orders.events",
+                                       "orchestrator->inventory.commands", "inventory->orders.events",
+                                       "orchestrator->shipping.commands", "shipping->orders.events",
+                                       "orchestrator->orders.results"]
+    assert all((p50, p99) == (10, 11) for _, p50, p99 in hops), hops

@@ -64,7 +64,7 @@ from streams.lab.bench_infra import (
     wait_for,
     with_package_path,
 )
-from streams.lab.bench_latency import Completions, diagnose, percentile
+from streams.lab.bench_latency import Completions, diagnose, percentile, read_hops
 from streams.lab.bench_model import BenchConfig, BenchResult
 from streams.lab.loadgen import ORDERS_TOPIC, place_orders
 from streams.processors.avro import make_serde
@@ -353,6 +353,8 @@ class Bench:
             completed = len(done) / max(done_at[-1] - done_at[0], 1e-3)  # throughput of completions
             self.log(f"bench: latency over {len(done):,} orders (offered {offered:,.0f}/s, completed "
                      f"{completed:,.0f}/s): p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {lat[-1]:.1f} ms")
+            self.log("bench: per hop, p50/p99 ms of CreateTime to CreateTime: " + ", ".join(
+                f"{hop} {p50_:.0f}/{p99_:.0f}" for hop, p50_, p99_ in read_hops(ph.kafka, set(done))))
             if completed < 0.95 * offered:
                 self.log("bench: the saga did not keep up with the offered load, so these latencies are mostly "
                          "queueing; a lower --latency-orders-per-s shows the per-order path")

@@ -7,12 +7,12 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from streams.config import KafkaSettings
 from streams.contracts import Serde
-from streams.examples.orders.workflow import RESULTS
-from streams.kafka.client import make_consumer
+from streams.examples.orders.workflow import INVENTORY, PAYMENTS, RESULTS, SHIPPING
+from streams.kafka.client import make_consumer, read_to_end
 from streams.kafka.io import TopicPartition
 from streams.lab.bench_infra import Offsets, log_ends
 from streams.lab.loadgen import ORDERS_TOPIC
@@ -102,3 +102,40 @@ def diagnose(kafka: KafkaSettings, serde: Serde, partitions: int, groups: Mappin
         c.close()
     lines += [f"  {oid}: {', '.join(evs) or 'no events'} in {ORDERS_TOPIC}" for oid, evs in sorted(found.items())]
     return "\n".join(lines)
+
+
+# A completed order's records, topic by topic, in the order the saga writes them; consecutive pairs are its hops.
+SAGA_PATH = (ORDERS_TOPIC, PAYMENTS, ORDERS_TOPIC, INVENTORY, ORDERS_TOPIC, SHIPPING, ORDERS_TOPIC, RESULTS)
+_WHO = {ORDERS_TOPIC: "orchestrator", PAYMENTS: "payment", INVENTORY: "inventory", SHIPPING: "shipping"}
+
+
+def hop_times(records: Iterable[tuple[str, int, str]], ids: set[str]) -> list[tuple[str, float, float]]:
+    """Per hop of the saga, p50 and p99 in ms of the time between consecutive CreateTime stamps of an order's
+    records (``(order id, timestamp ms, topic)``): which worker's turn a latency figure is made of. A hop is
+    named ``worker->topic`` by the worker that read its first record and the topic it wrote the second to; it
+    includes the writer's linger and the broker before that worker read the record. Orders whose records are not
+    the saga's path (a retry, a cancellation) are left out."""
+    by_order: dict[str, list[tuple[int, str]]] = {}
+    for oid, ts, topic in records:
+        if oid in ids:
+            by_order.setdefault(oid, []).append((ts, topic))
+    hops: list[list[float]] = [[] for _ in SAGA_PATH[1:]]
+    for recs in by_order.values():
+        recs.sort()
+        if tuple(t for _, t in recs) != SAGA_PATH:
+            continue
+        for i in range(1, len(recs)):
+            hops[i - 1].append(recs[i][0] - recs[i - 1][0])
+    out = []
+    for i, times in enumerate(hops):
+        if times:
+            times.sort()
+            out.append((f"{_WHO[SAGA_PATH[i]]}->{SAGA_PATH[i + 1]}", percentile(times, 0.5), percentile(times, 0.99)))
+    return out
+
+
+def read_hops(kafka: KafkaSettings, ids: set[str]) -> list[tuple[str, float, float]]:
+    """:func:`hop_times` over the saga's topics as they are now."""
+    records = ((m.key().decode(), m.timestamp()[1], topic) for topic in dict.fromkeys(SAGA_PATH)
+               for m in read_to_end(kafka, topic, timeout_s=60) if m.key())
+    return hop_times(records, ids)
