@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -58,6 +59,8 @@ def test_quick_bench_prints_one_well_formed_json_object(tmp_path: Path) -> None:
         (20_000, 20_000, 5_000, "embedded")
     assert out["hot_path"] == "compiled"  # scripts/test builds it; the workers log the same decision
     assert "bench: failover" in res.stderr  # progress goes to stderr
+    hops = re.search(r"bench: per hop, p50/p99 ms of CreateTime to CreateTime: (.*)", res.stderr)
+    assert hops and len(re.findall(r"\w+->[\w.]+ \d+/\d+", hops.group(1))) == 7, res.stderr[-4000:]
     print(f"quick bench took {time.monotonic() - started:.0f}s: {out}")
 
 
