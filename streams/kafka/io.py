@@ -23,16 +23,21 @@ __all__ = [
 
 def produce(
     producer: Producer, topic: str, key: bytes | None, value: bytes | None,
-    headers: object, partition: int | None = None,
-) -> None:
+    headers: object, partition: int | None = None, on_delivery: object = None,
+) -> bool:
     """Produce, waiting for queue space instead of failing: the queue bound is backpressure, not an error.
+    ``on_delivery``, when given, replaces the producer's delivery callback for this record. Whether the record
+    was queued (an exactly-once transaction in an abortable state refuses it, see below).
 
     Keyword arguments, even ``headers=None``, cost confluent-kafka ~0.5 us a record in argument parsing, so a
-    record without headers (an entity's changelog value) passes none.
+    record without headers (an entity's changelog value) passes none, and a callback goes positionally.
     """
     while True:
         try:
-            if headers is not None:
+            if on_delivery is not None:  # topic, value, key, partition, callback, on_delivery, timestamp, headers
+                producer.produce(topic, value, key, -1 if partition is None else partition, on_delivery, None, 0,
+                                 headers)
+            elif headers is not None:
                 if partition is None:
                     producer.produce(topic, value, key, headers=headers)
                 else:
@@ -41,7 +46,7 @@ def produce(
                 producer.produce(topic, value, key)
             else:
                 producer.produce(topic, value, key, partition)  # positionally: topic, value, key, partition
-            return
+            return True
         except BufferError:
             producer.poll(0.05)
         except KafkaException as exc:
@@ -50,7 +55,7 @@ def produce(
             # commit is refused, and then its batch is redone: this record is not lost.
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and err.code() == KafkaError._STATE:
-                return
+                return False
             raise _produce_error(exc, err, topic) from exc
 
 

@@ -1,22 +1,34 @@
 """The commit protocol: the only code that decides when an input offset may be committed.
 
-Invariant 1 of docs/design.md, in four numbered steps. ``commit()`` runs them in order; a crash between any two
-(fault points, see :mod:`streams.runtime.faults`) recovers to the same final state:
+Invariant 1 of docs/design.md, in four numbered steps. A crash between any two (fault points, see
+:mod:`streams.runtime.faults`) recovers to the same final state:
 
 1. **Produce the changelog.** One record per entity the batch changed (the last value wins; its envelope names
    the input record that caused it). Outputs and dead letters were produced while the batch was processed.
-2. **Flush.** Wait until the producer has zero undelivered records and no delivery error; failed records are
-   produced again (same key, value and deterministic id) until acknowledged. Nothing below runs before this.
+   Every record goes out with its batch's delivery slot (``Outbox``), so the batch knows when all it caused is
+   acknowledged while later records are still on their way.
+2. **Wait for the slot.** Until every record of the batch is acknowledged. A record that failed (its
+   ``message.timeout.ms`` ran out) abandons the batch: it is processed again from what is durable, as after a
+   crash here, and produces the same ids. Nothing below runs before this.
 3. **Write local state.** Per partition, one RocksDB WriteBatch holds the entities, the source offsets they
    cover and the changelog position: local state is never ahead of or behind its own bookkeeping.
 4. **Commit offsets.** Only now does Kafka learn that the inputs are done.
+
+At least once, the steps are pipelined (``commit`` with ``wait=False``): step 1 seals batch N and the loop goes
+on with batch N+1 while N's records are acknowledged; ``settle`` runs N's steps 2-4 once they are. N+1 reads
+entities through N's staged changes (``CommitContext.stored``), since N is not in the store yet. Two rules
+keep this the same protocol: at most one batch is in flight (sealing N+1 first settles N, so N's changelog is
+acknowledged before N+1's is produced and a later value of an entity never lands before an earlier one), and
+abandoning N abandons N+1 with it (N+1 was built on N's changes). A revoke and the shutdown commit wait for
+both.
 
 Crash after 1 or 2: nothing local or committed moved; the batch is processed again and produces the same ids;
 restore skips changelog records whose source offset was never committed. Crash after 3: local state is ahead
 of the committed offsets but everything it covers is durable, so the worker resumes from its local offsets.
 
 With ``processing_guarantee: exactly_once`` (real Kafka only) a transaction is always open; outputs, dead
-letters and fired timers go into it as they are produced, and ``commit_exactly_once()`` runs:
+letters and fired timers go into it as they are produced, and ``commit_exactly_once()`` runs (not pipelined:
+the transaction's commit is the batch's one wait):
 
 E1. **Produce the changelog** into the open transaction, as in step 1.
 E2. **Add the input offsets** to it (``send_offsets_to_transaction`` with the group generation seen at the last
@@ -46,12 +58,12 @@ through :mod:`streams.kafka`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from streams.errors import DeliveryError, TransactionAbortedError, backoff
+from streams.errors import DeliveryError, KafkaOperationError, TransactionAbortedError, backoff
 from streams.kafka import io
-from streams.kafka.io import Consumer, KafkaError, Message, Producer, TopicPartition, flush_waiting, produce
+from streams.kafka.io import Consumer, KafkaError, Message, Producer, TopicPartition, produce
 from streams.kafka.transactions import Transactions
 from streams.runtime.due import DueTimers
 from streams.runtime.faults import Faults
@@ -71,6 +83,7 @@ class Batch:
     tombstone_sources: dict[tuple[int, bytes], bytes] = field(default_factory=dict)
     records: int = 0
     started: float = field(default_factory=time.monotonic)
+    slot: Slot | None = None  # its records' deliveries, once sealed
 
     def partition(self, p: int) -> tuple[dict[bytes, bytes | None], dict[str, int]]:
         ents = self.entities.get(p)
@@ -90,33 +103,57 @@ class Batch:
         return bool(self.offsets)
 
 
-class DeliveryTracker:
-    """The producer's delivery callback: remembers failures and the changelog positions acknowledged."""
+class Slot:
+    """The deliveries of one batch's records (or one transaction's): how many are still unacknowledged, and
+    the first failure. Passed to librdkafka as each record's delivery callback."""
 
-    def __init__(self, changelog_topic: str) -> None:
-        self.changelog_topic = changelog_topic
-        self.failed: list[tuple[KafkaError, Message]] = []
-        self.changelog_end: dict[int, int] = {}
-        self.acked = 0
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.produced = 0
+        self.outstanding = 0
+        self.failure: KafkaError | None = None
 
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        self.outstanding -= 1
         if err is not None:
-            self.failed.append((err, msg))
+            if self.failure is None:
+                self.failure = err
             return
-        self.acked += 1
-        if msg.topic() == self.changelog_topic:
+        outbox = self.outbox
+        if msg.topic() == outbox.changelog_topic:
             p, nxt = msg.partition(), msg.offset() + 1
-            if nxt > self.changelog_end.get(p, -1):
-                self.changelog_end[p] = nxt
+            if nxt > outbox.changelog_end.get(p, -1):
+                outbox.changelog_end[p] = nxt
+
+
+class Outbox:
+    """Every record a worker produces goes out here, with the delivery slot of the batch it belongs to."""
+
+    def __init__(self, producer: Producer, changelog_topic: str) -> None:
+        self.producer = producer
+        self.changelog_topic = changelog_topic
+        self.changelog_end: dict[int, int] = {}  # per partition, the changelog position acknowledged
+        self.slot = Slot(self)
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, headers: object,
+             partition: int | None = None) -> None:
+        slot = self.slot
+        slot.produced += 1
+        if produce(self.producer, topic, key, value, headers, partition, slot):
+            slot.outstanding += 1
+
+    def seal(self) -> Slot:
+        """The current slot, closed to new records: what follows goes into a new one."""
+        slot, self.slot = self.slot, Slot(self)
+        return slot
 
 
 @dataclass
 class CommitContext:
     """What the protocol touches; built once per worker."""
 
-    producer: Producer
+    outbox: Outbox
     consumer: Consumer
-    tracker: DeliveryTracker
     stores: Mapping[int, PartitionStore]
     faults: Faults
     log: Callable[[str], None]
@@ -124,20 +161,22 @@ class CommitContext:
     # Whether the process was frozen (SIGSTOP, a VM pause) longer than the group session since the batch
     # began: the group has then most likely given its partitions to another member.
     frozen: Callable[[], bool] = lambda: False
-    # exactly_once only: the open transaction, the consumer's group metadata at the last assignment, and the
-    # producer's acknowledged count when the transaction began (to tell whether it holds records).
+    # exactly_once only: the open transaction and the consumer's group metadata at the last assignment.
     txn: Transactions | None = None
     group_metadata: object | None = None
-    txn_acked: int = 0
     # Test-only (see streams.runtime.eos): False commits the offsets outside the transaction, unfenced.
     offsets_in_txn: bool = True
+    # The pauses before redoing batches whose records failed, while they keep failing.
+    redo_pauses: Iterator[float] | None = None
     # The worker's partition state, shared by its seams (loop, record handler, parking, timers) and by the
-    # recovery below: the input topics, the partitions restored and processing, the batch being built, the
-    # in-memory views of each partition's timer index, and per input partition the next offset expected, the
-    # position at assignment and the group's committed offset then.
+    # recovery below: the input topics, the partitions restored and processing, the batch being built and the
+    # one in flight (at least once: sealed, its records on their way), the in-memory views of each partition's
+    # timer index, and per input partition the next offset expected, the position at assignment and the group's
+    # committed offset then.
     inputs: tuple[str, ...] = ()
     active: set[int] = field(default_factory=set)
     batch: Batch = field(default_factory=Batch)
+    inflight: Batch | None = None
     parked: ParkedIndex = field(default_factory=ParkedIndex)
     due: DueTimers = field(default_factory=DueTimers)
     timers_pending: dict[int, int] = field(default_factory=dict)
@@ -145,50 +184,71 @@ class CommitContext:
     assigned_at: dict[tuple[str, int], int] = field(default_factory=dict)
     committed_at: dict[tuple[str, int], int] = field(default_factory=dict)
 
+    @property
+    def producer(self) -> Producer:
+        return self.outbox.producer
+
+    def stored(self, p: int, raw_key: bytes) -> bytes | None:
+        """An entry of partition ``p`` as its store will hold it once the batch in flight is written."""
+        flying = self.inflight
+        if flying is not None:
+            ents = flying.entities.get(p)
+            if ents is not None and raw_key in ents:
+                return ents[raw_key]
+        return self.stores[p].get_raw(raw_key)
+
 
 class AbandonedError(Exception):
     """The batch was not made local: the process was frozen past its session, so another member may own its
-    partitions and have written their changelog since. Writing the store now would record a changelog position
-    past those writes, and a later restore would skip them. Its effects are as after a crash in step 2."""
+    partitions and have written their changelog since (writing the store now would record a changelog position
+    past those writes, and a later restore would skip them), or one of its records was never acknowledged.
+    Its effects are as after a crash in step 2."""
 
 
 def produce_changelog(ctx: CommitContext, batch: Batch) -> int:
     """Step 1."""
-    topic = ctx.tracker.changelog_topic
+    topic = ctx.outbox.changelog_topic
+    send = ctx.outbox.send
     n = 0
     for p, ents in batch.entities.items():
         for key, value in ents.items():
             headers = None
             if value is None:
                 headers = [(H_SOURCE, batch.tombstone_sources[(p, key)])]
-            produce(ctx.producer, topic, key, value, headers, p)
+            send(topic, key, value, headers, p)
             n += 1
     return n
 
 
-def flush_all(ctx: CommitContext) -> None:
-    """Step 2: block until every produced record is acknowledged, re-producing failures."""
-    pauses = backoff(0.1, 2.0)
-    waited = 0.0
-    while True:
-        remaining = flush_waiting(ctx.producer, 1.0)
-        failed, ctx.tracker.failed = ctx.tracker.failed, []
-        if remaining == 0 and not failed:
-            return
-        if failed:
-            err0 = failed[0][0]
-            ctx.log(f"commit: {len(failed)} record(s) not acknowledged ({err0.str()}); producing them again")
-            for _err, msg in failed:
-                produce(ctx.producer, msg.topic(), msg.key(), msg.value(), msg.headers(), msg.partition())
-        else:
-            waited += 1.0
-            if waited >= 5.0:
-                ctx.log(f"commit: waiting for {remaining} record(s) to be acknowledged (is the broker up?)")
-                waited = 0.0
-        if ctx.should_give_up():
-            raise DeliveryError(f"gave up waiting for {remaining + len(failed)} unacknowledged record(s); "
+def acknowledged(ctx: CommitContext, slot: Slot, wait: bool) -> bool:
+    """Step 2: whether every record of ``slot`` is acknowledged; with ``wait``, block until it is. Raises
+    AbandonedError when one failed, DeliveryError when the worker stops while records are still unacknowledged."""
+    producer = ctx.outbox.producer
+    producer.poll(0)  # delivery callbacks run only in the producer's poll or flush
+    waited_since = time.monotonic()
+    while slot.outstanding > 0 and wait:
+        producer.poll(0.1)  # returns at the first delivery report
+        if slot.outstanding > 0 and time.monotonic() - waited_since >= 5.0:
+            ctx.log(f"commit: waiting for {slot.outstanding} record(s) to be acknowledged (is the broker up?)")
+            waited_since = time.monotonic()
+        if slot.outstanding > 0 and ctx.should_give_up():
+            raise DeliveryError(f"gave up waiting for {slot.outstanding} unacknowledged record(s); "
                                 "nothing was committed past them")
-        time.sleep(next(pauses))
+    if slot.outstanding > 0:
+        return False
+    err = slot.failure
+    if err is None:
+        ctx.redo_pauses = None
+        return True
+    if io.is_denied(err):  # no redo can lift it
+        raise KafkaOperationError(f"producing the batch's records: {io.error_text(err)} ({err.name()}); "
+                                  "see `streams acls`")
+    # librdkafka retries on its own until message.timeout.ms, so this failure may last (a topic that does
+    # not take the record): pause before each redo, longer each time.
+    if ctx.redo_pauses is None:
+        ctx.redo_pauses = backoff()
+    time.sleep(next(ctx.redo_pauses))
+    raise AbandonedError(f"a record was not acknowledged ({io.error_text(err)} ({err.name()}))")
 
 
 def write_local(ctx: CommitContext, batch: Batch) -> None:
@@ -197,7 +257,7 @@ def write_local(ctx: CommitContext, batch: Batch) -> None:
         store = ctx.stores.get(p)
         if store is None:
             continue  # revoked and closed since; its next owner redoes these records
-        store.write(batch.entities.get(p, {}), offsets, ctx.tracker.changelog_end.pop(p, None))
+        store.write(batch.entities.get(p, {}), offsets, ctx.outbox.changelog_end.pop(p, None))
 
 
 def commit_offsets(ctx: CommitContext, batch: Batch) -> bool:
@@ -212,23 +272,61 @@ def commit_offsets(ctx: CommitContext, batch: Batch) -> bool:
     return True
 
 
-def commit(ctx: CommitContext, batch: Batch) -> bool:
-    """Run steps 1–4 for ``batch``. Returns whether Kafka accepted the offsets; raises AbandonedError, before
-    step 3, when ``ctx.frozen()`` says the process may no longer own the batch's partitions."""
-    if ctx.txn is not None:
-        return commit_exactly_once(ctx, batch)
-    ctx.faults.hit("after_outputs_produced")
-    _unless_frozen(ctx)  # before step 1 too: a thawed worker's changelog records would land after the new owner's
-    produce_changelog(ctx, batch)
-    ctx.faults.hit("after_changelog_produced")
-    flush_all(ctx)
+def commit(ctx: CommitContext, wait: bool = True, rewind: bool = True) -> list[bool]:
+    """Commit ``ctx.batch``: settle the batch in flight, then seal this one (step 1); with ``wait``, settle it
+    too, else leave it in flight for ``settle``. Returns, per batch finished, whether Kafka accepted its
+    offsets. On AbandonedError every unfinished batch is abandoned (see ``abandoned``), then it is raised."""
+    batch, ctx.batch = ctx.batch, Batch()
+    try:
+        if ctx.txn is not None:
+            return [commit_exactly_once(ctx, batch)]
+        accepted = _settle(ctx, True)
+        if batch:
+            ctx.faults.hit("after_outputs_produced")
+            _unless_frozen(ctx)  # before step 1 too: a thawed worker's changelog records would land after the
+            produce_changelog(ctx, batch)  # new owner's
+            ctx.faults.hit("after_changelog_produced")
+            batch.slot = ctx.outbox.seal()
+            ctx.inflight = batch
+            ctx.due.sealed()
+        if wait:
+            accepted += _settle(ctx, True)
+        return accepted
+    except AbandonedError as exc:
+        abandoned(ctx, [b for b in (ctx.inflight, batch) if b is not None], exc, rewind)
+        raise
+
+
+def settle(ctx: CommitContext) -> list[bool]:
+    """Steps 2-4 of the batch in flight if all its records are acknowledged, without waiting: as ``commit``.
+    On AbandonedError the batch in flight and the one being built on it are abandoned, then it is raised."""
+    flying = ctx.inflight
+    if flying is None or flying.slot is None:
+        return []
+    try:
+        if not acknowledged(ctx, flying.slot, False):
+            return []
+        return _settle(ctx, False)
+    except AbandonedError as exc:
+        building, ctx.batch = ctx.batch, Batch()
+        abandoned(ctx, [flying, building], exc, True)
+        raise
+
+
+def _settle(ctx: CommitContext, wait: bool) -> list[bool]:
+    batch = ctx.inflight
+    if batch is None or batch.slot is None:
+        return []
+    acknowledged(ctx, batch.slot, wait)
     ctx.faults.hit("after_flush")
     _unless_frozen(ctx)
+    ctx.inflight = None
     write_local(ctx, batch)
+    ctx.due.committed()
     ctx.faults.hit("after_store_write")
     ok = commit_offsets(ctx, batch)
     ctx.faults.hit("after_offset_commit")
-    return ok
+    return [ok]
 
 
 def commit_exactly_once(ctx: CommitContext, batch: Batch) -> bool:
@@ -250,8 +348,9 @@ def commit_exactly_once(ctx: CommitContext, batch: Batch) -> bool:
         abort_open(ctx)
         raise AbandonedError(f"transaction aborted: {exc}") from exc
     ctx.faults.hit("after_txn_commit")
-    ctx.tracker.failed.clear()  # none of this transaction's (its commit would have failed): an earlier abort's
     write_local(ctx, batch)
+    ctx.due.sealed()
+    ctx.due.committed()
     ctx.faults.hit("after_store_write")
     ok = True
     if tps and not ctx.offsets_in_txn:
@@ -261,10 +360,10 @@ def commit_exactly_once(ctx: CommitContext, batch: Batch) -> bool:
 
 
 def begin(ctx: CommitContext) -> None:
-    """Step E5 (and the first transaction)."""
+    """Step E5 (and the first transaction): its records go into a slot of their own."""
     assert ctx.txn is not None
     ctx.txn.begin()
-    ctx.txn_acked = ctx.tracker.acked
+    ctx.outbox.seal()
 
 
 def abort_open(ctx: CommitContext) -> None:
@@ -272,16 +371,14 @@ def abort_open(ctx: CommitContext) -> None:
     changelog positions they were acknowledged at must not reach a store."""
     assert ctx.txn is not None
     ctx.txn.abort()
-    ctx.tracker.failed.clear()
-    ctx.tracker.changelog_end.clear()
+    ctx.outbox.changelog_end.clear()
     begin(ctx)
 
 
 def pending(ctx: CommitContext) -> bool:
     """Whether the open transaction holds records though the batch may be empty (fired timers): it must
     still be committed, or readers never see them."""
-    return ctx.txn is not None and not ctx.txn.fenced and (
-        len(ctx.producer) > 0 or ctx.tracker.acked != ctx.txn_acked or bool(ctx.tracker.failed))
+    return ctx.txn is not None and not ctx.txn.fenced and ctx.outbox.slot.produced > 0
 
 
 def _unless_frozen(ctx: CommitContext) -> None:
@@ -302,23 +399,32 @@ def unsource(raw: bytes) -> tuple[int, int]:
     return int.from_bytes(raw[:4], "big"), int.from_bytes(raw[4:], "big", signed=True)
 
 
-def abandoned(ctx: CommitContext, batch: Batch, exc: AbandonedError, rewind_parts: bool) -> None:
-    """After ``commit`` raised AbandonedError for ``batch``: its partitions are read again from what is
-    durable (unless the caller is letting them go anyway), as after a crash in step 2 (or before E3)."""
-    # exactly_once: the abort also took timers fired for partitions without input in the batch.
-    parts = set(batch.offsets) | (ctx.active if ctx.txn is not None else set())
+def abandoned(ctx: CommitContext, batches: list[Batch], exc: AbandonedError, rewind_parts: bool) -> None:
+    """After AbandonedError for ``batches`` (the batch in flight, and the one built on its changes): their
+    partitions are read again from what is durable (unless the caller is letting them go anyway), as after a
+    crash in step 2 (or before E3)."""
+    ctx.inflight = None
+    ctx.due.sealed()
+    ctx.due.committed()
+    unique = list({id(b): b for b in batches}.values())
+    parts: set[int] = set()
+    for b in unique:
+        parts |= set(b.offsets)
+    if ctx.txn is not None:  # the abort also took timers fired for partitions without input in the batch
+        parts |= ctx.active
     ctx.log(f"worker: {exc}; partitions {sorted(parts)} are read again from what is durable")
     if not rewind_parts:
         return
     rewind(ctx, parts)
-    # Its changelog may already hold its timers; and tombstones it carried for earlier orphans (staged on
-    # activation) must not be lost with it.
-    for p, ents in batch.entities.items():
-        store = ctx.stores.get(p)
-        if store is not None and p in ctx.active:
-            tombstone_orphans(ctx, p, store, {
-                k: entity.source_of(v) if v is not None else unsource(batch.tombstone_sources[(p, k)])
-                for k, v in ents.items() if k[:1] == timers.PREFIX})
+    # A sealed batch's changelog may already hold its timers; and tombstones a batch carried for earlier
+    # orphans (staged on activation) must not be lost with it. The earlier batch's orphans come first.
+    for b in unique:
+        for p, ents in b.entities.items():
+            store = ctx.stores.get(p)
+            if store is not None and p in ctx.active:
+                tombstone_orphans(ctx, p, store, {
+                    k: entity.source_of(v) if v is not None else unsource(b.tombstone_sources[(p, k)])
+                    for k, v in ents.items() if k[:1] == timers.PREFIX and (v is None or b.slot is not None)})
 
 
 def lost(ctx: CommitContext, parts: set[int]) -> None:
@@ -330,6 +436,8 @@ def lost(ctx: CommitContext, parts: set[int]) -> None:
         keep, ctx.batch = (set(ctx.batch.offsets) | ctx.active) - parts, Batch()
         rewind(ctx, keep)
     ctx.batch.drop(parts)
+    if ctx.inflight is not None:  # its records stay on their way; only the partitions kept are written
+        ctx.inflight.drop(parts)
 
 
 def tombstone_orphans(ctx: CommitContext, p: int, store: PartitionStore,

@@ -59,6 +59,7 @@ class Handler(Parking):
         self.stop = stop
         self.log = log
         self.producer = ctx.producer
+        self.send = ctx.outbox.send
         self.tags = {t: entity.topic_tag(t) for t in ctx.inputs}
         # Optional processor hook: the envelope's id of a record produced without an id header.
         self.envelope_id: Callable[[InputRecord], str | None] | None = getattr(processor, "envelope_id", None)
@@ -114,7 +115,7 @@ class Handler(Parking):
             self.dead_letter(rec, exc, 1)
             return
         copy = ingest.settled(rec, self.envelope_id)
-        io.produce(self.producer, rec.topic, rec.key, rec.value, list(copy.headers), exc.home)
+        self.send(rec.topic, rec.key, rec.value, list(copy.headers), exc.home)
         self.stats.rerouted += 1
 
     def gap(self, topic: str, p: int, offset: int) -> bool:
@@ -150,7 +151,7 @@ class Handler(Parking):
             if self.envelope_id is not None and header(rec.headers, H_EVENT_ID) is None:
                 rec = ingest.with_id(rec, self.patiently(self.envelope_id, rec))
             dkey = timers.ENTITY + key
-            raw = ents[dkey] if dkey in ents else self.ctx.stores[p].get(key)
+            raw = ents[dkey] if dkey in ents else self.ctx.stored(p, dkey)
             current = entity.decode(raw) if raw is not None else None
             event_id = rec.event_id
             if (current is not None and current.seen(event_id)) or (
@@ -258,7 +259,7 @@ class Handler(Parking):
             headers.append((H_HOPS, hop_bytes))
             if header(headers, H_TRACEPARENT) is None:
                 headers.append((H_TRACEPARENT, tracing.child(trace, event_id, oid.decode())))
-            io.produce(self.producer, out.topic, out.key, out.value, headers)
+            self.send(out.topic, out.key, out.value, headers)
             self.metrics.out_by_topic[out.topic] += 1
         self.stats.records_out += len(outputs)
         if self.stats.records_out & 15 == 0:  # sampled: a histogram update per record would cost more
@@ -280,4 +281,4 @@ class Handler(Parking):
             rec = InputRecord(rec.topic, rec.partition, rec.offset, rec.key, rec.value, rec.timestamp_ms,
                               (*rec.headers, (H_TRACEPARENT, trace)))
         out = dlq.dead_letter(rec, exc, attempts, self.settings.group)
-        io.produce(self.producer, self.dlq_topic, out.key, out.value, list(out.headers))
+        self.send(self.dlq_topic, out.key, out.value, list(out.headers))

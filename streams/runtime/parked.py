@@ -62,7 +62,7 @@ class Parking:
                 if entity.Entity(0, 0, recent, None).seen(event_id):
                     self.unpark(p, key, event_id, trigger, ents)
                     continue
-                raw = ents[tkey] if tkey in ents else ctx.stores[p].get_raw(tkey)
+                raw = ents[tkey] if tkey in ents else ctx.stored(p, tkey)
                 if raw is None:  # cannot happen while the index mirrors the store; never fail the partition on it
                     ctx.parked.remove(p, key, event_id)
                     continue

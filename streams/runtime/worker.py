@@ -29,15 +29,14 @@ from streams.records import OutputRecord
 from streams.runtime import due, eos, ingest, observe
 from streams.runtime.commit import (
     AbandonedError,
-    Batch,
     CommitContext,
-    DeliveryTracker,
-    abandoned,
+    Outbox,
     commit,
     load_timer_index,
     lost,
     pending,
     resume_from_store,
+    settle,
     tombstone_orphans,
 )
 from streams.runtime.faults import Faults
@@ -87,9 +86,8 @@ class Worker:
         self.log = log
         self.stats = WorkerStats()
         self._stop = threading.Event()
-        self._tracker = DeliveryTracker(spec.changelog)
-        self._producer = make_producer(
-            kafka, {"on_delivery": self._tracker, **eos.producer_overrides(kafka, settings)}, logger=log)
+        # Every record goes out with its batch's delivery callback (streams.runtime.commit.Outbox).
+        self._producer = make_producer(kafka, eos.producer_overrides(kafka, settings), logger=log)
         self._consumer: Consumer = make_consumer(kafka, settings.group, logger=log)
         self._restorer = Restorer(kafka, settings.group, spec.changelog, settings.restore_batch, log)
         self._stores: dict[int, PartitionStore] = {}
@@ -100,7 +98,7 @@ class Worker:
         self._freeze = FreezeWatch(0.75 * session_s, beats=self.heartbeats, log=log)
         self._freezes = 0  # FreezeWatch.freezes when the current batch began
         self._ctx = CommitContext(
-            self._producer, self._consumer, self._tracker, self._stores, faults or Faults(), log,
+            Outbox(self._producer, spec.changelog), self._consumer, self._stores, faults or Faults(), log,
             should_give_up=self._stop.is_set, frozen=lambda: self._freeze.frozen_since(self._freezes),
             inputs=tuple(spec.inputs),
         )
@@ -184,6 +182,8 @@ class Worker:
             self._close()
 
     def _loop_once(self) -> None:
+        if self._ctx.inflight is not None:
+            self._settle()
         if self._restorer.jobs:
             for job in self._restorer.step():
                 self.metrics.restored.labels(self.settings.group, self.spec.store).inc(job.restored)
@@ -196,8 +196,10 @@ class Worker:
         if now >= self._next_timer_check:
             self._next_timer_check = now + self.settings.timer_check_ms / 1000
             ctx = self._ctx
-            self.stats.timers_fired += due.fire(ctx.due, ctx.producer, self._stores, self._active,
-                                                ctx.batch.entities, ctx.inputs, self._fire_record, ctx.faults)
+            flying = ctx.inflight.entities if ctx.inflight is not None else {}
+            self.stats.timers_fired += due.fire(ctx.due, ctx.outbox.send, ctx.producer, self._stores, self._active,
+                                                ctx.batch.entities, flying, ctx.inputs, self._fire_record,
+                                                ctx.faults)
             self.heartbeats.ok("worker-loop")
         timeout = 0.0 if self._restorer.jobs else self.settings.poll_timeout_s
         msgs = self._poll(timeout)
@@ -219,7 +221,7 @@ class Worker:
         # exactly_once: a transaction holding only fired timers must be committed too, or none is seen.
         if (b or pending(self._ctx)) and (b.records >= self.settings.max_batch
                   or (time.monotonic() - b.started) * 1000 >= self.settings.commit_interval_ms):
-            self._commit()
+            self._commit(wait=False)
 
     def _poll(self, timeout: float) -> list[Message]:
         """What is already fetched, without waiting; only when nothing is, wait up to ``timeout`` for a record.
@@ -261,28 +263,39 @@ class Worker:
 
     # -- commit (the protocol and its recovery: streams.runtime.commit) -----------------------------------
 
-    def _commit(self, rewind: bool = True) -> None:
+    def _commit(self, rewind: bool = True, wait: bool = True) -> None:
+        """Commit the batch being built; with ``wait`` (a revoke, the shutdown) leave nothing in flight."""
         ctx = self._ctx
-        batch, ctx.batch = ctx.batch, Batch()
-        if not batch and not pending(ctx):
+        if not ctx.batch and not pending(ctx) and ctx.inflight is None:
             self._freezes = self._freeze.freezes
             return
         started = time.perf_counter()
         try:
-            ok = commit(ctx, batch)
-        except AbandonedError as exc:
+            self._count(commit(ctx, wait, rewind))
+        except AbandonedError:
             self.stats.failed_commits += 1
-            abandoned(ctx, batch, exc, rewind)
             return
         finally:
+            # The freeze guard's start: at least once, what was sealed was checked, and it covers the batch
+            # in flight from here too.
             self._freezes = self._freeze.freezes
-            ctx.due.committed()
-        if ok:
-            self.stats.commits += 1
-        else:
-            self.stats.failed_commits += 1
         self.metrics.commit.labels(self.settings.group).observe(time.perf_counter() - started)
         self._sync_metrics()
+
+    def _settle(self) -> None:
+        """Finish the batch in flight if its records are acknowledged (at least once)."""
+        try:
+            self._count(settle(self._ctx))
+        except AbandonedError:
+            self.stats.failed_commits += 1
+            self._freezes = self._freeze.freezes
+
+    def _count(self, accepted: list[bool]) -> None:
+        for ok in accepted:
+            if ok:
+                self.stats.commits += 1
+            else:
+                self.stats.failed_commits += 1
 
     def _sync_metrics(self) -> None:
         m, s, last, g = self.metrics, self.stats, self._synced, self.settings.group
@@ -357,7 +370,7 @@ class Worker:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         parts = {tp.partition for tp in partitions}
         lost(self._ctx, parts)
-        if not self._ctx.batch:  # nothing from before a freeze is left: what follows is a new batch
+        if not self._ctx.batch and self._ctx.inflight is None:  # nothing from before a freeze is left
             self._freezes = self._freeze.freezes
         self._release(parts)
         self.log(f"worker: lost partitions {sorted(parts)} (session timed out); their batch is dropped")
