@@ -202,13 +202,15 @@ def patiently(call: Callable[[], T], stop: threading.Event, log: Callable[[str],
     """``call()`` until it returns, waiting out retryable errors (a broker, registry or dependency briefly down)
     with the pauses of :func:`backoff`, each logged as ``who: error; retrying``. Any other exception is raised as
     it is; :class:`StoppedError` when ``stop`` is set during a pause."""
-    pauses = backoff()
+    pauses: Iterator[float] | None = None  # made on the first error: this runs for every record
     while True:
         try:
             return call()
         except StreamsError as exc:
             if not exc.retryable:
                 raise
+            if pauses is None:
+                pauses = backoff()
             delay = next(pauses)
             log(f"{who}: {exc}; retrying in {delay:.1f}s")
             if stop.wait(delay):

@@ -31,8 +31,8 @@ from streams.topology import TopicSpec
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = {"steps_per_s", "floor_steps_per_s", "ratio", "p50_ms", "p99_ms", "restore_records_per_s", "failover_s",
            "peak_rss_mb", "codec_records_per_s", "codec_confluent_records_per_s", "codec_ratio"}
-PARAMS = {"orders", "partitions", "latency_orders_per_s", "latency_seconds", "restore_entities", "codec_records",
-          "kafka", "hot_path"}
+PARAMS = {"orders", "partitions", "latency_orders_per_s", "latency_seconds", "latency_warmup_seconds",
+          "restore_entities", "codec_records", "kafka", "hot_path"}
 
 
 @pytest.mark.kafka
@@ -83,6 +83,9 @@ def test_percentile_is_nearest_rank_and_the_table_names_targets() -> None:
     assert [ln.split()[0] for ln in text.splitlines() if ln.rstrip().endswith("MISS")] == ["p99_ms"]
     with pytest.raises(ConfigError, match="orders must be > 0"):
         BenchConfig(orders=0)
+    with pytest.raises(ConfigError, match="latency-warmup-seconds must be >= 0, got -1"):
+        BenchConfig(latency_warmup_seconds=-1)
+    assert "after 30s of warm-up" in text
 
 
 def test_kafka_and_an_external_cluster_are_refused_together_in_one_line(tmp_path: Path) -> None:

@@ -41,6 +41,10 @@ def bench(
                                                                "1,000)")] = None,
     latency_seconds: Annotated[float | None, typer.Option(help="duration of the offered load (default 30)")]
     = None,
+    latency_warmup_seconds: Annotated[float | None, typer.Option(
+        help="the same load offered first and not measured, so a fresh Kafka broker's JIT warms up (default 30 "
+             "on Kafka, 1 with --quick; 0 on the embedded broker, which has no JIT and only slows as its "
+             "in-memory log grows)")] = None,
     restore_entities: Annotated[int | None, typer.Option(help="order states in the restored changelog (default "
                                                          "500,000)")] = None,
     failover_events_per_s: Annotated[float | None, typer.Option(help="events flowing during the failover "
@@ -68,6 +72,8 @@ def bench(
     config = BenchConfig(
         orders=int(chosen["orders"]), partitions=partitions,
         latency_orders_per_s=float(chosen["latency_orders_per_s"]), latency_seconds=float(chosen["latency_seconds"]),
+        latency_warmup_seconds=latency_warmup_seconds if latency_warmup_seconds is not None
+        else 1.0 if quick else 30.0 if kafka or bootstrap_given(bootstrap) else 0.0,
         restore_entities=int(chosen["restore_entities"]), failover_events_per_s=float(chosen["failover_events_per_s"]),
         codec_records=int(chosen["codec_records"]),
         bootstrap=None if kafka else bootstrap_given(bootstrap),

@@ -315,9 +315,11 @@ class Bench:
             try:
                 wait_for(lambda: all(self._processing(w) >= set(range(parts)) for w in workers), 120,
                          "the orchestrator and services to be assigned", 0.1, workers)
-                warm = data.order_ids(f"{self.run_id}w", 50)
-                place_orders(ph.kafka, self._serde(), warm)
-                wait_for(lambda: len(collector.seen.keys() & set(warm)) >= len(warm) - 5, 60,
+                warm = data.order_ids(f"{self.run_id}w", max(int(cfg.latency_orders_per_s
+                                                                 * cfg.latency_warmup_seconds), 50))
+                self.log(f"bench: warming up with {len(warm):,} orders (not measured)")
+                place_orders(ph.kafka, self._serde(), warm, rate_per_s=cfg.latency_orders_per_s)
+                wait_for(lambda: len(collector.seen.keys() & set(warm)) >= len(warm) - 5, max(60.0, len(warm) / 100),
                          "warm-up orders to complete", 0.05, workers)
                 n = max(int(cfg.latency_orders_per_s * cfg.latency_seconds), 1)
                 ids = data.order_ids(f"{self.run_id}l", n)

@@ -96,10 +96,12 @@ class Worker:
         # The background threads this worker owns report here; its status server's /healthz reads it.
         self.heartbeats = Heartbeats()
         self._freeze = FreezeWatch(0.75 * session_s, beats=self.heartbeats, log=log)
-        self._freezes = 0  # FreezeWatch.freezes when the current batch began
+        # FreezeWatch.freezes when the batch being built began, and when the batch in flight did (at least once).
+        self._freezes = 0
+        self._inflight_freezes = 0
         self._ctx = CommitContext(
             Outbox(self._producer, spec.changelog), self._consumer, self._stores, faults or Faults(), log,
-            should_give_up=self._stop.is_set, frozen=lambda: self._freeze.frozen_since(self._freezes),
+            should_give_up=self._stop.is_set, frozen=self._frozen,
             inputs=tuple(spec.inputs),
         )
         self._active = self._ctx.active
@@ -270,15 +272,15 @@ class Worker:
             self._freezes = self._freeze.freezes
             return
         started = time.perf_counter()
+        begins = self._freeze.freezes  # the next batch begins now
         try:
             self._count(commit(ctx, wait, rewind))
         except AbandonedError:
             self.stats.failed_commits += 1
             return
         finally:
-            # The freeze guard's start: at least once, what was sealed was checked, and it covers the batch
-            # in flight from here too.
-            self._freezes = self._freeze.freezes
+            self._inflight_freezes = self._freezes  # the sealed batch, if it is in flight now
+            self._freezes = begins
         self.metrics.commit.labels(self.settings.group).observe(time.perf_counter() - started)
         self._sync_metrics()
 
@@ -289,6 +291,11 @@ class Worker:
         except AbandonedError:
             self.stats.failed_commits += 1
             self._freezes = self._freeze.freezes
+
+    def _frozen(self) -> bool:
+        """The freeze guard, for the oldest batch not yet written (see streams.runtime.commit)."""
+        since = self._inflight_freezes if self._ctx.inflight is not None else self._freezes
+        return self._freeze.frozen_since(since)
 
     def _count(self, accepted: list[bool]) -> None:
         for ok in accepted:
