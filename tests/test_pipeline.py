@@ -123,3 +123,41 @@ def committed_offsets_sum(kafka: KafkaSettings, group: str, topic: str) -> int:
                                                            timeout=10))
     finally:
         c.close()
+
+
+def test_a_worker_stopped_while_records_flow_finishes_its_batches_and_exits_cleanly(
+        kafka: KafkaSettings, tmp_path: Path, subprocess_env: dict[str, str], unique: str) -> None:
+    """SIGTERM under load: the batch in flight and the one being built are both committed before the worker
+    exits 0; it gives up on unacknowledged records only when the broker does not answer."""
+    name = f"stopflow{unique}"
+    topo = counter_topology(tmp_path, name, PARTS, kafka=kafka)
+    stop = threading.Event()
+    sent: list[dict[str, tuple[int, int]]] = []
+
+    def load() -> None:
+        start = 0
+        while not stop.is_set():
+            sent.append(produce_counts(kafka, f"{name}.in", 200, 20, start=start))
+            start += 200
+
+    w = WorkerProc(topo, tmp_path / "w", subprocess_env, tmp_path / "w.log")
+    wait_until(lambda: w.log_text().count("restored; processing") == PARTS, 60, "the worker to process")
+    flow = threading.Thread(target=load, daemon=True)
+    flow.start()
+    try:
+        wait_until(lambda: len(sent) >= 5, 60, "records flowing")
+        assert w.stop() == 0, w.log_text()[-2000:]
+    finally:
+        stop.set()
+        flow.join(30)
+    assert "gave up waiting" not in w.log_text()
+    expected: dict[str, tuple[int, int]] = {}
+    for part in sent:
+        for k, (c, t) in part.items():
+            c0, t0 = expected.get(k, (0, 0))
+            expected[k] = (c0 + c, t0 + t)
+    w = WorkerProc(topo, tmp_path / "w", subprocess_env, tmp_path / "w2.log")
+    wait_drained(kafka, f"{name}-counter", f"{name}.in", PARTS, 120)
+    assert w.stop() == 0
+    state, _hashes = rebuilt_state(kafka, name, tmp_path / "rebuilt")
+    assert state == expected
