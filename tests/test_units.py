@@ -162,19 +162,24 @@ def test_due_timers_read_the_index_only_when_one_may_be_due(tmp_path: Path) -> N
     later, soon = timers.index_key(5_000, b"k", "late"), timers.index_key(1_000, b"k", "soon")
     store.write({later: b"L"})
     due = DueTimers()
-    assert list(due.due(0, store, {}, 500)) == [] and Counting.reads == 1  # nothing known: the index is read
-    assert list(due.due(0, store, {}, 4_999)) == [] and Counting.reads == 1  # bound 5,000 from that read
+    assert list(due.due(0, store, {}, {}, 500)) == [] and Counting.reads == 1  # nothing known: the index is read
+    assert list(due.due(0, store, {}, {}, 4_999)) == [] and Counting.reads == 1  # bound 5,000 from that read
     due.staged(0, 1_000)  # a timer staged in the current batch, not in the store yet
-    assert list(due.due(0, store, {}, 1_000)) == [] and Counting.reads == 2
+    assert list(due.due(0, store, {}, {}, 1_000)) == [] and Counting.reads == 2
+    due.sealed()  # its batch is in flight (pipelined commit): the bound stays lowered until it is written
+    assert list(due.due(0, store, {}, {}, 1_000)) == [] and Counting.reads == 3
     store.write({soon: b"S"})
     due.committed()  # the batch reached the store: its due time lowers the bound
-    assert list(due.due(0, store, {}, 1_000)) == [(soon, b"S")] and Counting.reads == 3
-    assert list(due.due(0, store, {}, 1_000)) == []  # fired once, not again
-    assert list(due.due(0, store, {}, 6_000)) == [(later, b"L")]  # past the bound: read, and only the new one
+    assert list(due.due(0, store, {}, {}, 1_000)) == [(soon, b"S")] and Counting.reads == 4
+    assert list(due.due(0, store, {}, {}, 1_000)) == []  # fired once, not again
+    assert list(due.due(0, store, {}, {}, 6_000)) == [(later, b"L")]  # past the bound: read, and only the new one
     due.cleared(0, soon)
-    assert list(due.due(0, store, {soon: None}, 7_000)) == []  # being deleted in the current batch
+    assert list(due.due(0, store, {soon: None}, {}, 7_000)) == []  # being deleted in the current batch
+    assert list(due.due(0, store, {}, {soon: None}, 7_000)) == []  # or in the batch in flight
+    due.staged(0, 1_000)  # set again in the current batch after the batch in flight deleted it
+    assert list(due.due(0, store, {soon: b"S"}, {soon: None}, 7_000)) == [(soon, b"S")]
     due.forget(0)  # reloaded: everything is looked at again
-    assert [k for k, _ in due.due(0, store, {}, 7_000)] == [soon, later]
+    assert [k for k, _ in due.due(0, store, {}, {}, 7_000)] == [soon, later]
     store.close()
 
 
