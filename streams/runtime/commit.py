@@ -305,23 +305,18 @@ def settle(ctx: CommitContext) -> list[bool]:
     """Steps 2-4 of the batch in flight if all its records are acknowledged, without waiting: as ``commit``.
     On AbandonedError the batch in flight and the one being built on it are abandoned, then it is raised."""
     flying = ctx.inflight
-    if flying is None or flying.slot is None:
-        return []
     try:
-        if not acknowledged(ctx, flying.slot, False):
-            return []
         return _settle(ctx, False)
     except AbandonedError as exc:
         building, ctx.batch = ctx.batch, Batch()
-        abandoned(ctx, [flying, building], exc, True)
+        abandoned(ctx, [flying, building] if flying is not None else [building], exc, True)
         raise
 
 
 def _settle(ctx: CommitContext, wait: bool) -> list[bool]:
     batch = ctx.inflight
-    if batch is None or batch.slot is None:
+    if batch is None or batch.slot is None or not acknowledged(ctx, batch.slot, wait):
         return []
-    acknowledged(ctx, batch.slot, wait)
     ctx.faults.hit("after_flush")
     _unless_frozen(ctx)
     ctx.inflight = None
